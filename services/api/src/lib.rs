@@ -1,0 +1,24 @@
+//! The tickmesh gRPC API, generated from `proto/tickmesh/<service>/v1/*.proto`.
+//!
+//! Modules mirror the protobuf packages (`tickmesh.marketfeed.v1` is
+//! [`tickmesh::marketfeed::v1`]); short aliases sit at the crate root.
+
+#![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+
+pub mod tickmesh {
+    pub mod marketfeed {
+        pub mod v1 {
+            tonic::include_proto!("tickmesh.marketfeed.v1");
+        }
+    }
+}
+
+pub use tickmesh::marketfeed::v1 as marketfeed;
+
+/// Encoded `FileDescriptorSet` of every tickmesh proto (with imports), for
+/// server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tickmesh_descriptor.bin"));
+
+/// Fully qualified names of every tickmesh gRPC service, as reflection lists them.
+pub const SERVICE_NAMES: &[&str] = &["tickmesh.marketfeed.v1.MarketFeedService"];

@@ -1,0 +1,183 @@
+//! Writing trades: for each symbol in a batch, one server-side script that
+//! drops duplicates, gives sequence numbers, appends to the tick log, updates
+//! the quote and trims the dedupe window — atomically, so a trade is either
+//! fully stored with its sequence or not at all. All symbols of a batch go to
+//! Redis in one pipelined round trip.
+
+use std::collections::HashMap;
+
+use tickmesh_core::{Error, Result};
+use tickmesh_runtime::RedisHandle;
+use tickmesh_runtime::redis_conn::unavailable;
+
+use crate::keys::Keys;
+use crate::model::ValidTrade;
+
+/// KEYS: seq, ids, trades, quote.
+/// ARGV: max log length, dedupe window, ingest time, then per trade:
+/// id, price, quantity, time (20-digit zero-padded nanoseconds), side.
+/// Returns the sequence of each trade (0 for a duplicate), then the symbol's
+/// last sequence. Times are compared as padded strings because Lua numbers are
+/// doubles and would round nanoseconds.
+const INGEST_LUA: &str = r#"
+local maxlen = ARGV[1]
+local window = tonumber(ARGV[2])
+local ingest = ARGV[3]
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local quote_time = redis.call('HGET', KEYS[4], 'tk') or ''
+local best, best_seq = nil, nil
+local out = {}
+for i = 4, #ARGV, 5 do
+  local id = ARGV[i]
+  if redis.call('ZSCORE', KEYS[2], id) then
+    out[#out + 1] = 0
+  else
+    seq = seq + 1
+    local s = string.format('%d', seq)
+    redis.call('ZADD', KEYS[2], s, id)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '0-' .. s,
+      't', id, 'p', ARGV[i + 1], 'q', ARGV[i + 2], 'ts', ARGV[i + 3], 's', ARGV[i + 4], 'it', ingest)
+    if ARGV[i + 3] >= quote_time then
+      quote_time = ARGV[i + 3]
+      best, best_seq = i, s
+    end
+    out[#out + 1] = seq
+  end
+end
+if best then
+  redis.call('HSET', KEYS[4], 'p', ARGV[best + 1], 'q', ARGV[best + 2], 'tk', ARGV[best + 3],
+    's', ARGV[best + 4], 't', ARGV[best], 'seq', best_seq, 'it', ingest)
+end
+redis.call('SET', KEYS[1], string.format('%d', seq))
+local n = redis.call('ZCARD', KEYS[2])
+if n > window then
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - window - 1)
+end
+out[#out + 1] = seq
+return out
+"#;
+
+/// Zero-padded nanoseconds: sorts as text in time order (for times ≥ 1970).
+pub fn padded_time(ns: i64) -> String {
+    format!("{ns:020}")
+}
+
+pub struct Ingestor {
+    redis: RedisHandle,
+    keys: Keys,
+    script: redis::Script,
+    tick_log_max_len: u64,
+    dedupe_window: u64,
+}
+
+/// What happened to the trades of one write.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    /// Per input trade: its new sequence, or `None` for a duplicate.
+    pub sequences: Vec<Option<u64>>,
+    /// Last sequence of each symbol written.
+    pub last_sequences: HashMap<String, u64>,
+}
+
+impl Ingestor {
+    pub fn new(redis: RedisHandle, keys: Keys, tick_log_max_len: u64, dedupe_window: u64) -> Self {
+        Self {
+            redis,
+            keys,
+            script: redis::Script::new(INGEST_LUA),
+            tick_log_max_len,
+            dedupe_window,
+        }
+    }
+
+    /// Stores `trades` (any mix of symbols; order within a symbol is kept).
+    pub async fn write(&self, trades: &[ValidTrade], ingest_ns: i64) -> Result<WriteOutcome> {
+        let mut by_symbol: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut slot: HashMap<&str, usize> = HashMap::new();
+        for (i, t) in trades.iter().enumerate() {
+            let at = *slot.entry(t.symbol.as_str()).or_insert_with(|| {
+                by_symbol.push((t.symbol.as_str(), Vec::new()));
+                by_symbol.len() - 1
+            });
+            by_symbol[at].1.push(i);
+        }
+        if by_symbol.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+
+        let ingest = ingest_ns.to_string();
+        let mut pipe = redis::pipe();
+        for (symbol, indices) in &by_symbol {
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(4)
+                .arg(self.keys.sequence(symbol))
+                .arg(self.keys.trade_ids(symbol))
+                .arg(self.keys.tick_log(symbol))
+                .arg(self.keys.quote(symbol))
+                .arg(self.tick_log_max_len)
+                .arg(self.dedupe_window)
+                .arg(&ingest);
+            for &i in indices {
+                let t = &trades[i];
+                cmd.arg(&t.trade_id)
+                    .arg(&t.price)
+                    .arg(&t.quantity)
+                    .arg(padded_time(t.time_ns))
+                    .arg(t.side);
+            }
+        }
+
+        let mut conn = self.redis.conn();
+        let replies: Vec<Vec<i64>> = match pipe.query_async(&mut conn).await {
+            Ok(r) => r,
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis lost its script cache (restart, failover): no script of
+                // this pipeline ran, so loading and resending is safe.
+                self.script
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                pipe.query_async(&mut conn).await.map_err(unavailable)?
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+
+        let mut outcome = WriteOutcome {
+            sequences: vec![None; trades.len()],
+            last_sequences: HashMap::with_capacity(by_symbol.len()),
+        };
+        for ((symbol, indices), reply) in by_symbol.iter().zip(replies) {
+            if reply.len() != indices.len() + 1 {
+                return Err(Error::Internal(format!(
+                    "ingest script answered {} values for {} trades",
+                    reply.len(),
+                    indices.len()
+                )));
+            }
+            for (&i, &seq) in indices.iter().zip(&reply) {
+                outcome.sequences[i] = (seq > 0).then_some(seq as u64);
+            }
+            outcome
+                .last_sequences
+                .insert(symbol.to_string(), reply[indices.len()] as u64);
+        }
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_times_sort_as_text() {
+        let a = padded_time(999_999_999_999_999_999);
+        let b = padded_time(1_000_000_000_000_000_000);
+        assert_eq!(a.len(), 20);
+        assert!(a < b);
+        assert!(padded_time(0) < padded_time(1));
+    }
+}

@@ -1,0 +1,327 @@
+//! The MarketFeed domain: what each RPC does, in plain Rust. The gRPC adapter
+//! ([`crate::grpc`]) only converts messages and errors.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tickmesh_core::ids::check_symbol;
+use tickmesh_core::{Error, FieldViolation, Result};
+use tickmesh_runtime::RedisHandle;
+use tickmesh_runtime::config::MarketFeedConfig;
+use tickmesh_runtime::proto_time::now_nanos;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ingest::Ingestor;
+use crate::instruments::InstrumentBook;
+use crate::keys::Keys;
+use crate::live::LiveHub;
+use crate::model::{Instrument, RawTrade, RejectKind, TradeLimits, ValidTrade, validate_trade};
+use crate::quotes::{QuoteRecord, read_quotes};
+use crate::subscription::{Chunk, Start, Streamer};
+
+/// Most symbols in one StreamTrades or GetQuotes call.
+pub const MAX_SYMBOLS_PER_CALL: usize = 10_000;
+/// Messages queued per StreamTrades client before its task waits for it.
+const STREAM_QUEUE: usize = 4;
+
+pub struct MarketFeed {
+    config: MarketFeedConfig,
+    redis: RedisHandle,
+    keys: Keys,
+    instruments: Arc<InstrumentBook>,
+    ingestor: Ingestor,
+    streamer: Arc<Streamer>,
+    shutdown: CancellationToken,
+}
+
+/// A refused trade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TradeRejection {
+    pub index: usize,
+    pub field: String,
+    pub reason: String,
+    pub kind: RejectKind,
+    pub symbol: String,
+    pub trade_id: String,
+}
+
+/// What a publish did.
+#[derive(Clone, Debug, Default)]
+pub struct PublishOutcome {
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+    pub rejections: Vec<TradeRejection>,
+    pub last_sequences: HashMap<String, u64>,
+}
+
+/// A quote with its age when read.
+#[derive(Clone, Debug)]
+pub struct QuoteView {
+    pub quote: QuoteRecord,
+    pub age_ns: i64,
+    pub stale: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct QuotesOutcome {
+    pub quotes: Vec<QuoteView>,
+    pub missing: Vec<String>,
+}
+
+impl MarketFeed {
+    pub fn new(
+        config: MarketFeedConfig,
+        redis: RedisHandle,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let keys = Keys::new(redis.prefix());
+        let instruments = Arc::new(InstrumentBook::new(
+            redis.clone(),
+            keys.clone(),
+            config.auto_register_instruments,
+        ));
+        instruments
+            .clone()
+            .spawn_refresh(config.instrument_refresh, shutdown.clone());
+        let hub = LiveHub::new(
+            redis.clone(),
+            keys.clone(),
+            config.live_buffer,
+            shutdown.clone(),
+        );
+        let streamer = Arc::new(Streamer {
+            redis: redis.clone(),
+            keys: keys.clone(),
+            hub,
+            batch_max: config.stream_batch_max,
+        });
+        Arc::new(Self {
+            ingestor: Ingestor::new(
+                redis.clone(),
+                keys.clone(),
+                config.tick_log_max_len,
+                config.dedupe_window,
+            ),
+            config,
+            redis,
+            keys,
+            instruments,
+            streamer,
+            shutdown,
+        })
+    }
+
+    pub fn config(&self) -> &MarketFeedConfig {
+        &self.config
+    }
+
+    pub async fn upsert_instrument(&self, instrument: Instrument) -> Result<(Instrument, bool)> {
+        self.instruments.upsert(instrument, now_nanos()).await
+    }
+
+    pub async fn get_instrument(&self, symbol: &str) -> Result<Instrument> {
+        check_symbol(symbol).map_err(|r| Error::invalid("symbol", r))?;
+        self.instruments.get(symbol).await
+    }
+
+    pub async fn list_instruments(
+        &self,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<Instrument>, String)> {
+        self.instruments.list(page_size, page_token).await
+    }
+
+    /// Validates and stores a batch. With `all_or_nothing`, any bad trade fails
+    /// the whole call with every violation and stores nothing.
+    pub async fn publish(
+        &self,
+        trades: Vec<RawTrade>,
+        all_or_nothing: bool,
+    ) -> Result<PublishOutcome> {
+        if trades.is_empty() {
+            return Err(Error::invalid("trades", "must contain at least one trade"));
+        }
+        if trades.len() > self.config.max_batch_trades {
+            return Err(Error::invalid(
+                "trades",
+                format!(
+                    "{} trades is more than the {} allowed per batch; split it",
+                    trades.len(),
+                    self.config.max_batch_trades
+                ),
+            ));
+        }
+        let now = now_nanos();
+        let symbols: Vec<&str> = trades
+            .iter()
+            .map(|t| t.symbol.as_str())
+            .filter(|s| check_symbol(s).is_ok())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let known = self.instruments.resolve(&symbols, now).await?;
+        let limits = TradeLimits {
+            now_ns: now,
+            max_future_skew_ns: i64::try_from(self.config.max_future_skew.as_nanos())
+                .unwrap_or(i64::MAX),
+        };
+
+        let mut valid: Vec<ValidTrade> = Vec::with_capacity(trades.len());
+        let mut rejections = Vec::new();
+        for (index, raw) in trades.iter().enumerate() {
+            match validate_trade(raw, known.get(&raw.symbol).map(|i| i.as_ref()), limits) {
+                Ok(v) => valid.push(v),
+                Err(r) => rejections.push(TradeRejection {
+                    index,
+                    field: r.field.to_string(),
+                    reason: r.reason,
+                    kind: r.kind,
+                    symbol: raw.symbol.clone(),
+                    trade_id: raw.trade_id.clone(),
+                }),
+            }
+        }
+        if all_or_nothing && !rejections.is_empty() {
+            return Err(Error::InvalidArgument(
+                rejections
+                    .iter()
+                    .map(|r| {
+                        FieldViolation::new(
+                            format!("trades[{}].{}", r.index, r.field),
+                            r.reason.clone(),
+                        )
+                    })
+                    .collect(),
+            ));
+        }
+
+        let written = self.ingestor.write(&valid, now).await?;
+        let accepted = written.sequences.iter().filter(|s| s.is_some()).count() as u64;
+        Ok(PublishOutcome {
+            accepted,
+            duplicate: valid.len() as u64 - accepted,
+            rejected: rejections.len() as u64,
+            rejections,
+            last_sequences: written.last_sequences,
+        })
+    }
+
+    /// Starts streaming trades; the receiver yields messages until the client
+    /// leaves, the server shuts down, or Redis fails.
+    pub async fn stream_trades(
+        &self,
+        symbols: Vec<String>,
+        from_sequence: Option<u64>,
+        cursors: Vec<(String, u64)>,
+    ) -> Result<mpsc::Receiver<Result<Chunk>>> {
+        let mut violations = Vec::new();
+        if symbols.is_empty() {
+            violations.push(FieldViolation::new(
+                "symbols",
+                "must name at least one symbol",
+            ));
+        }
+        if symbols.len() > MAX_SYMBOLS_PER_CALL {
+            violations.push(FieldViolation::new(
+                "symbols",
+                format!("at most {MAX_SYMBOLS_PER_CALL} per call"),
+            ));
+        }
+        for (i, s) in symbols.iter().enumerate() {
+            if let Err(r) = check_symbol(s) {
+                violations.push(FieldViolation::new(format!("symbols[{i}]"), r));
+            }
+        }
+        let mut seen = HashSet::new();
+        let symbols: Vec<String> = symbols
+            .into_iter()
+            .filter(|s| seen.insert(s.clone()))
+            .collect();
+        let mut overrides = HashMap::new();
+        for (i, (symbol, from)) in cursors.into_iter().enumerate() {
+            if !seen.contains(&symbol) {
+                violations.push(FieldViolation::new(
+                    format!("cursors[{i}].symbol"),
+                    format!("{symbol:?} is not among `symbols`"),
+                ));
+            }
+            overrides.insert(symbol, from);
+        }
+        Error::check(violations)?;
+        if !self.config.auto_register_instruments {
+            let refs: Vec<&str> = symbols.iter().map(String::as_str).collect();
+            let known = self.instruments.resolve(&refs, now_nanos()).await?;
+            if let Some(unknown) = symbols.iter().find(|s| !known.contains_key(*s)) {
+                return Err(Error::NotFound(format!("instrument {unknown:?}")));
+            }
+        }
+        let starts = symbols
+            .into_iter()
+            .map(|symbol| Start {
+                from: overrides.get(&symbol).copied().or(from_sequence),
+                symbol,
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let streamer = self.streamer.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move { streamer.run(starts, tx, shutdown).await });
+        Ok(rx)
+    }
+
+    /// Latest quotes of `symbols` (duplicates answered once, request order kept).
+    pub async fn quotes(
+        &self,
+        symbols: Vec<String>,
+        stale_after: Option<Duration>,
+    ) -> Result<QuotesOutcome> {
+        let mut violations = Vec::new();
+        if symbols.is_empty() {
+            violations.push(FieldViolation::new(
+                "symbols",
+                "must name at least one symbol",
+            ));
+        }
+        if symbols.len() > MAX_SYMBOLS_PER_CALL {
+            violations.push(FieldViolation::new(
+                "symbols",
+                format!("at most {MAX_SYMBOLS_PER_CALL} per call"),
+            ));
+        }
+        for (i, s) in symbols.iter().enumerate() {
+            if let Err(r) = check_symbol(s) {
+                violations.push(FieldViolation::new(format!("symbols[{i}]"), r));
+            }
+        }
+        Error::check(violations)?;
+        let mut seen = HashSet::new();
+        let symbols: Vec<String> = symbols
+            .into_iter()
+            .filter(|s| seen.insert(s.clone()))
+            .collect();
+        let stale_after = stale_after.unwrap_or(self.config.quote_stale_after);
+        let stale_ns = i64::try_from(stale_after.as_nanos()).unwrap_or(i64::MAX);
+        let mut conn = self.redis.conn();
+        let rows = read_quotes(&mut conn, &self.keys, &symbols).await?;
+        let now = now_nanos();
+        let mut out = QuotesOutcome::default();
+        for (symbol, row) in symbols.into_iter().zip(rows) {
+            match row {
+                Some(quote) => {
+                    let age_ns = (now - quote.time_ns).max(0);
+                    out.quotes.push(QuoteView {
+                        quote,
+                        age_ns,
+                        stale: age_ns > stale_ns,
+                    });
+                }
+                None => out.missing.push(symbol),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,265 @@
+//! One StreamTrades client: its cursor per symbol, catch-up from the tick log,
+//! then live trades, with holes filled from the tick log.
+//!
+//! The rule that keeps it exact: each symbol has a `next` sequence. Trades
+//! below it are skipped (duplicates), a live batch starting above it first
+//! pulls the missing range from Redis, and a range Redis no longer has is
+//! reported as a gap. A client that reads slowly stalls this task on its
+//! bounded send queue; its broadcast receiver then lags, and it resumes from
+//! the tick log. Server memory per client stays bounded whatever the client does.
+
+use std::sync::Arc;
+
+use tickmesh_core::{Error, Result};
+use tickmesh_runtime::RedisHandle;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::keys::Keys;
+use crate::live::{Interest, LiveHub, LiveSubscription};
+use crate::model::TradeRecord;
+use crate::tick_log;
+
+/// Sequences of a symbol that can no longer be delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub symbol: Arc<str>,
+    pub first: u64,
+    pub last: u64,
+}
+
+/// One message to the client.
+#[derive(Clone, Debug, Default)]
+pub struct Chunk {
+    pub trades: Vec<TradeRecord>,
+    pub gaps: Vec<Gap>,
+}
+
+/// Where a symbol's stream starts.
+#[derive(Clone, Debug)]
+pub struct Start {
+    pub symbol: String,
+    /// First sequence to deliver; `None`: from now on.
+    pub from: Option<u64>,
+}
+
+pub struct Streamer {
+    pub redis: RedisHandle,
+    pub keys: Keys,
+    pub hub: LiveHub,
+    pub batch_max: usize,
+}
+
+struct SymbolState {
+    symbol: Arc<str>,
+    next: u64,
+}
+
+impl Streamer {
+    /// Runs one client's stream until it leaves, the server shuts down, or
+    /// Redis fails (then the client gets UNAVAILABLE and resumes with its cursor).
+    pub async fn run(
+        &self,
+        starts: Vec<Start>,
+        tx: mpsc::Sender<Result<Chunk>>,
+        shutdown: CancellationToken,
+    ) {
+        let outcome = tokio::select! {
+            r = self.pump(starts, &tx) => r,
+            _ = shutdown.cancelled() => Err(Error::ShuttingDown("reconnect and resume from your last sequence + 1".into())),
+            _ = tx.closed() => Ok(()),
+        };
+        if let Err(e) = outcome {
+            // The client may already be gone; nothing else to do then.
+            let _ = tx.send(Err(e)).await;
+        }
+    }
+
+    async fn pump(&self, starts: Vec<Start>, tx: &mpsc::Sender<Result<Chunk>>) -> Result<()> {
+        // Subscribe to live trades before reading where each symbol stands, so
+        // nothing published in between is missed.
+        let subscriptions: Vec<LiveSubscription> = starts
+            .iter()
+            .map(|s| self.hub.subscribe(&s.symbol))
+            .collect();
+        let mut conn = self.redis.conn();
+        let mut states = Vec::with_capacity(starts.len());
+        let mut live = tokio_stream::StreamMap::new();
+        for (i, (start, sub)) in starts.into_iter().zip(subscriptions).enumerate() {
+            let next = match start.from {
+                Some(from) => from.max(1),
+                None => tick_log::last_sequence(&mut conn, &self.keys, &start.symbol).await? + 1,
+            };
+            states.push(SymbolState {
+                symbol: sub.symbol.clone(),
+                next,
+            });
+            live.insert(i, SubscriptionStream::new(sub));
+        }
+        for state in &mut states {
+            self.catch_up(&mut conn, state, None, tx).await?;
+        }
+        while let Some((i, item)) = live.next().await {
+            let state = &mut states[i];
+            match item {
+                Ok(batch) => {
+                    let Some(first) = batch.first().map(|t| t.sequence) else {
+                        continue;
+                    };
+                    if first > state.next {
+                        self.catch_up(&mut conn, state, Some(first - 1), tx).await?;
+                    }
+                    let fresh: Vec<TradeRecord> = batch
+                        .iter()
+                        .filter(|t| t.sequence >= state.next)
+                        .cloned()
+                        .collect();
+                    if let Some(last) = fresh.last() {
+                        state.next = last.sequence + 1;
+                        self.send_trades(fresh, tx).await?;
+                    }
+                }
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    tracing::debug!(symbol = %state.symbol, missed, "stream client lagged; catching up from the tick log");
+                    self.catch_up(&mut conn, state, None, tx).await?;
+                }
+            }
+        }
+        Err(Error::Unavailable("live feed ended".into()))
+    }
+
+    /// Delivers `state.next..=to` (or to the newest) from the tick log.
+    async fn catch_up(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        state: &mut SymbolState,
+        to: Option<u64>,
+        tx: &mpsc::Sender<Result<Chunk>>,
+    ) -> Result<()> {
+        loop {
+            if to.is_some_and(|to| state.next > to) {
+                return Ok(());
+            }
+            let page = tick_log::read_range(
+                conn,
+                &self.keys,
+                &state.symbol,
+                state.next,
+                to,
+                self.batch_max,
+            )
+            .await?;
+            let mut chunk = Chunk::default();
+            let full = page.len() == self.batch_max;
+            match page.first() {
+                Some(first) if first.sequence > state.next => {
+                    chunk.gaps.push(self.gap(state, first.sequence - 1));
+                }
+                None => {
+                    if let Some(to) = to {
+                        chunk.gaps.push(self.gap(state, to));
+                        state.next = to + 1;
+                    }
+                }
+                _ => {}
+            }
+            if let Some(last) = page.last() {
+                state.next = last.sequence + 1;
+            }
+            chunk.trades = page;
+            if !chunk.trades.is_empty() || !chunk.gaps.is_empty() {
+                send(tx, chunk).await?;
+            }
+            if !full {
+                if let Some(to) = to
+                    && state.next <= to
+                {
+                    let gap = self.gap(state, to);
+                    state.next = to + 1;
+                    send(
+                        tx,
+                        Chunk {
+                            trades: Vec::new(),
+                            gaps: vec![gap],
+                        },
+                    )
+                    .await?;
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn gap(&self, state: &SymbolState, last: u64) -> Gap {
+        tracing::debug!(symbol = %state.symbol, first = state.next, last, "sequences no longer in the tick log");
+        Gap {
+            symbol: state.symbol.clone(),
+            first: state.next,
+            last,
+        }
+    }
+
+    async fn send_trades(
+        &self,
+        trades: Vec<TradeRecord>,
+        tx: &mpsc::Sender<Result<Chunk>>,
+    ) -> Result<()> {
+        if trades.len() <= self.batch_max {
+            return send(
+                tx,
+                Chunk {
+                    trades,
+                    gaps: Vec::new(),
+                },
+            )
+            .await;
+        }
+        for part in trades.chunks(self.batch_max) {
+            send(
+                tx,
+                Chunk {
+                    trades: part.to_vec(),
+                    gaps: Vec::new(),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Result<Chunk>>, chunk: Chunk) -> Result<()> {
+    tx.send(Ok(chunk))
+        .await
+        .map_err(|_| Error::Unavailable("client went away".into()))
+}
+
+/// A live subscription as a stream, keeping the tailer's interest in the
+/// symbol alive as long as the stream.
+struct SubscriptionStream {
+    inner: BroadcastStream<crate::live::Batch>,
+    _interest: Interest,
+}
+
+impl SubscriptionStream {
+    fn new(subscription: LiveSubscription) -> Self {
+        Self {
+            inner: BroadcastStream::new(subscription.rx),
+            _interest: subscription.interest,
+        }
+    }
+}
+
+impl tokio_stream::Stream for SubscriptionStream {
+    type Item = std::result::Result<crate::live::Batch, BroadcastStreamRecvError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}

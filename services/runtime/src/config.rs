@@ -1,0 +1,693 @@
+//! Configuration: built-in defaults < TOML file < `TICKMESH_*` environment
+//! variables < command-line flags, validated once at start.
+//!
+//! Environment variables name a key as `TICKMESH_<SECTION>_<KEY>` in capitals,
+//! e.g. `TICKMESH_REDIS_URL` or `TICKMESH_SERVER_MAX_MESSAGE_BYTES` (section
+//! names contain no underscore, so the first one after the section ends it).
+//! Lists are written comma-separated: `TICKMESH_SERVICES_ENABLED=marketfeed`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tickmesh_core::duration::serde_human;
+
+/// Names of the services a process can run.
+pub const KNOWN_SERVICES: &[&str] = &["marketfeed"];
+
+/// Environment variables with this prefix are settings.
+pub const ENV_PREFIX: &str = "TICKMESH_";
+/// Environment variables that are not settings: the config file path and the
+/// test harness's switches.
+const ENV_NOT_SETTINGS: &[&str] = &["TICKMESH_CONFIG", "TICKMESH_LOG"];
+const ENV_TEST_PREFIX: &str = "TICKMESH_TEST_";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub services: ServicesConfig,
+    pub redis: RedisConfig,
+    pub auth: AuthConfig,
+    pub telemetry: TelemetryConfig,
+    pub marketfeed: MarketFeedConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the gRPC server binds; every enabled service shares it.
+    pub listen: String,
+    /// How long in-flight calls get to finish after SIGTERM/SIGINT.
+    #[serde(with = "serde_human")]
+    pub grace_period: Duration,
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+    /// Connections are closed (gracefully) after this age, so clients
+    /// rebalance across instances.
+    #[serde(with = "serde_human")]
+    pub max_connection_age: Duration,
+    /// HTTP/2 keepalive ping interval.
+    #[serde(with = "serde_human")]
+    pub keepalive_interval: Duration,
+    /// A connection whose ping is not answered within this time is closed.
+    #[serde(with = "serde_human")]
+    pub keepalive_timeout: Duration,
+    /// Concurrent streams (calls) per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            grace_period: Duration::from_secs(10),
+            max_message_bytes: 16 * 1024 * 1024,
+            max_connection_age: Duration::from_secs(30 * 60),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesConfig {
+    /// Services this process serves; "all" means every one.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub enabled: Vec<String>,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: vec!["all".into()],
+        }
+    }
+}
+
+impl ServicesConfig {
+    /// The enabled services, with "all" expanded.
+    pub fn resolved(&self) -> Vec<&'static str> {
+        KNOWN_SERVICES
+            .iter()
+            .copied()
+            .filter(|known| self.enabled.iter().any(|e| e == "all" || e == known))
+            .collect()
+    }
+
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.resolved().contains(&name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`, `rediss://` for TLS, or `unix:///path/to/socket`.
+    pub url: String,
+    /// Prefix of every key tickmesh writes, so several meshes can share a Redis.
+    pub key_prefix: String,
+    #[serde(with = "serde_human")]
+    pub connect_timeout: Duration,
+    #[serde(with = "serde_human")]
+    pub response_timeout: Duration,
+    /// How often readiness checks Redis.
+    #[serde(with = "serde_human")]
+    pub health_interval: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "tm".into(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            health_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Token admin RPCs require as `authorization: Bearer <token>`. Empty: admin
+    /// RPCs are open (development only; the log says so at start).
+    pub admin_token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. "info", "tickmesh=debug").
+    pub log_level: String,
+    /// "text" or "json".
+    pub log_format: String,
+    /// OTLP/gRPC endpoint of a collector, e.g. "http://127.0.0.1:4317". Empty:
+    /// traces are not exported.
+    pub otlp_endpoint: String,
+    /// `service.name` of exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_level: "info".into(),
+            log_format: "text".into(),
+            otlp_endpoint: String::new(),
+            service_name: "tickmesh".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketFeedConfig {
+    /// Trades kept per symbol in the Redis tick log (approximate trim). Older
+    /// trades are reported to StreamTrades clients as gaps.
+    pub tick_log_max_len: u64,
+    /// Trade ids remembered per symbol for deduplication: a trade whose id is
+    /// among the symbol's last `dedupe_window` accepted trades is a duplicate.
+    pub dedupe_window: u64,
+    /// Trades stamped further than this in the future are rejected.
+    #[serde(with = "serde_human")]
+    pub max_future_skew: Duration,
+    /// Most trades in one PublishTrades call or Publish message.
+    pub max_batch_trades: usize,
+    /// Register unknown symbols on first trade (scales 8/8, UTC). For
+    /// development; `tickmesh dev` turns it on.
+    pub auto_register_instruments: bool,
+    /// Default age past which GetQuotes flags a quote as stale.
+    #[serde(with = "serde_human")]
+    pub quote_stale_after: Duration,
+    /// Most trades in one StreamTrades message.
+    pub stream_batch_max: usize,
+    /// Live trades buffered per instance for StreamTrades subscribers before a
+    /// slow subscriber is moved to catch-up reads from the tick log.
+    pub live_buffer: usize,
+    /// How often each instance refreshes its instrument cache from Redis.
+    #[serde(with = "serde_human")]
+    pub instrument_refresh: Duration,
+}
+
+impl Default for MarketFeedConfig {
+    fn default() -> Self {
+        Self {
+            tick_log_max_len: 1_000_000,
+            dedupe_window: 200_000,
+            max_future_skew: Duration::from_secs(60),
+            max_batch_trades: 10_000,
+            auto_register_instruments: false,
+            quote_stale_after: Duration::from_secs(60),
+            stream_batch_max: 500,
+            live_buffer: 8192,
+            instrument_refresh: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A configuration that could not be loaded, naming the key and where its value came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(message: impl Into<String>) -> ConfigError {
+    ConfigError(message.into())
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the `TICKMESH_*` variables of
+    /// `env`, and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::load_with(file, env, |_| Ok(()))
+    }
+
+    /// Like [`Config::load`], with `overrides` (command-line flags) applied
+    /// last, before validation.
+    pub fn load_with(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: impl FnOnce(&mut Config) -> Result<(), ConfigError>,
+    ) -> Result<Config, ConfigError> {
+        let defaults = toml::Value::try_from(Config::default())
+            .map_err(|e| err(format!("internal: defaults do not serialize: {e}")))?;
+        let mut merged = defaults.clone();
+        let mut sources: BTreeMap<String, String> = BTreeMap::new();
+
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| err(format!("config file {}: {e}", path.display())))?;
+            for (section, value) in table {
+                let toml::Value::Table(keys) = value else {
+                    return Err(err(format!(
+                        "config file {}: `{section}` must be a [section]",
+                        path.display()
+                    )));
+                };
+                for key in keys.keys() {
+                    sources.insert(
+                        format!("{section}.{key}"),
+                        format!("file {}", path.display()),
+                    );
+                }
+                let slot = merged
+                    .as_table_mut()
+                    .and_then(|t| t.get_mut(&section))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "config file {}: unknown section [{section}] (known: {})",
+                            path.display(),
+                            section_names(&defaults)
+                        ))
+                    })?;
+                let slot = slot.as_table_mut().expect("sections are tables");
+                for (key, value) in keys {
+                    slot.insert(key, value);
+                }
+            }
+        }
+
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (name, raw) in env {
+            if !name.starts_with(ENV_PREFIX)
+                || name.starts_with(ENV_TEST_PREFIX)
+                || ENV_NOT_SETTINGS.contains(&name.as_str())
+            {
+                continue;
+            }
+            let (section, key) = env_key(&name, &defaults)?;
+            let template = &defaults[section.as_str()][key.as_str()];
+            let value = env_value(&name, &raw, template)?;
+            sources.insert(
+                format!("{section}.{key}"),
+                format!("environment variable {name}"),
+            );
+            merged[section.as_str()]
+                .as_table_mut()
+                .expect("sections are tables")
+                .insert(key, value);
+        }
+
+        let mut config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let path = e.path().to_string();
+            let from = sources
+                .get(&path)
+                .map(|s| format!(" (from {s})"))
+                .unwrap_or_default();
+            err(format!("invalid setting `{path}`{from}: {}", e.inner()))
+        })?;
+        overrides(&mut config)?;
+        config.validate().map_err(|(key, reason)| {
+            let from = sources
+                .get(&key)
+                .map(|s| format!(" (from {s})"))
+                .unwrap_or_default();
+            err(format!("invalid setting `{key}`{from}: {reason}"))
+        })?;
+        Ok(config)
+    }
+
+    /// Checks every rule a value must follow; returns the key and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, reason: String| Err((key.to_string(), reason));
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "server.listen",
+                format!(
+                    "{:?} is not an address like \"127.0.0.1:50051\"",
+                    self.server.listen
+                ),
+            );
+        }
+        if !(4096..=256 * 1024 * 1024).contains(&self.server.max_message_bytes) {
+            return bad(
+                "server.max_message_bytes",
+                "must be between 4096 and 268435456".into(),
+            );
+        }
+        for (key, value) in [
+            ("server.grace_period", self.server.grace_period),
+            ("server.max_connection_age", self.server.max_connection_age),
+            ("server.keepalive_interval", self.server.keepalive_interval),
+            ("server.keepalive_timeout", self.server.keepalive_timeout),
+            ("redis.connect_timeout", self.redis.connect_timeout),
+            ("redis.response_timeout", self.redis.response_timeout),
+            ("redis.health_interval", self.redis.health_interval),
+            (
+                "marketfeed.quote_stale_after",
+                self.marketfeed.quote_stale_after,
+            ),
+            (
+                "marketfeed.instrument_refresh",
+                self.marketfeed.instrument_refresh,
+            ),
+        ] {
+            if value.is_zero() {
+                return bad(key, "must be more than zero".into());
+            }
+        }
+        if self.server.max_concurrent_streams == 0 {
+            return bad("server.max_concurrent_streams", "must be at least 1".into());
+        }
+        if self.services.enabled.is_empty() {
+            return bad("services.enabled", "names no service".into());
+        }
+        for name in &self.services.enabled {
+            if name != "all" && !KNOWN_SERVICES.contains(&name.as_str()) {
+                return bad(
+                    "services.enabled",
+                    format!(
+                        "unknown service {name:?} (known: all, {})",
+                        KNOWN_SERVICES.join(", ")
+                    ),
+                );
+            }
+        }
+        let url = &self.redis.url;
+        if !["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+            || redis::Client::open(url.as_str()).is_err()
+        {
+            return bad(
+                "redis.url",
+                format!("{url:?} is not a Redis URL (redis://host:port, rediss://…, unix:///path)"),
+            );
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
+            return bad(
+                "redis.key_prefix",
+                "must be non-empty, without braces or spaces".into(),
+            );
+        }
+        if !matches!(self.telemetry.log_format.as_str(), "text" | "json") {
+            return bad(
+                "telemetry.log_format",
+                "must be \"text\" or \"json\"".into(),
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
+            return bad(
+                "telemetry.log_level",
+                "is not a valid log filter (e.g. \"info\")".into(),
+            );
+        }
+        let endpoint = &self.telemetry.otlp_endpoint;
+        if !(endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://"))
+        {
+            return bad(
+                "telemetry.otlp_endpoint",
+                "must start with http:// or https://".into(),
+            );
+        }
+        if self.telemetry.service_name.is_empty() {
+            return bad("telemetry.service_name", "must not be empty".into());
+        }
+        let feed = &self.marketfeed;
+        if feed.tick_log_max_len < 1000 {
+            return bad(
+                "marketfeed.tick_log_max_len",
+                "must be at least 1000".into(),
+            );
+        }
+        if feed.dedupe_window < 1000 {
+            return bad("marketfeed.dedupe_window", "must be at least 1000".into());
+        }
+        if !(1..=100_000).contains(&feed.max_batch_trades) {
+            return bad(
+                "marketfeed.max_batch_trades",
+                "must be between 1 and 100000".into(),
+            );
+        }
+        if !(1..=10_000).contains(&feed.stream_batch_max) {
+            return bad(
+                "marketfeed.stream_batch_max",
+                "must be between 1 and 10000".into(),
+            );
+        }
+        if !(16..=1_000_000).contains(&feed.live_buffer) {
+            return bad(
+                "marketfeed.live_buffer",
+                "must be between 16 and 1000000".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The address to listen on (validated).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server
+            .listen
+            .parse()
+            .expect("server.listen is validated at load")
+    }
+
+    /// The effective configuration as TOML, with the admin token masked.
+    pub fn to_toml_masked(&self) -> String {
+        let mut copy = self.clone();
+        if !copy.auth.admin_token.is_empty() {
+            copy.auth.admin_token = "********".into();
+        }
+        toml::to_string_pretty(&copy).unwrap_or_default()
+    }
+}
+
+fn section_names(defaults: &toml::Value) -> String {
+    defaults
+        .as_table()
+        .map(|t| t.keys().cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn env_key(name: &str, defaults: &toml::Value) -> Result<(String, String), ConfigError> {
+    let rest = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+    let unknown = || {
+        err(format!(
+            "unknown setting in environment variable {name} (settings are TICKMESH_<SECTION>_<KEY>, e.g. TICKMESH_REDIS_URL; sections: {})",
+            section_names(defaults)
+        ))
+    };
+    let (section, key) = rest.split_once('_').ok_or_else(unknown)?;
+    let known = defaults.get(section).and_then(|s| s.get(key)).is_some();
+    if !known {
+        return Err(unknown());
+    }
+    Ok((section.to_string(), key.to_string()))
+}
+
+/// Reads an environment value as the type the key has in the defaults.
+fn env_value(name: &str, raw: &str, template: &toml::Value) -> Result<toml::Value, ConfigError> {
+    let wrong = |what: &str| {
+        err(format!(
+            "invalid setting in environment variable {name}: {raw:?} is not {what}"
+        ))
+    };
+    Ok(match template {
+        toml::Value::String(_) => toml::Value::String(raw.to_string()),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| wrong("a whole number"))?)
+        }
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(wrong("true or false")),
+        }),
+        toml::Value::Float(_) => {
+            toml::Value::Float(raw.trim().parse().map_err(|_| wrong("a number"))?)
+        }
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(deserializer)? {
+        ListOrCsv::List(list) => list,
+        ListOrCsv::Csv(csv) => csv
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn write(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    /// A tiny temp file helper (no extra dependency).
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn with(text: &str) -> Self {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = std::env::temp_dir()
+                    .join(format!("tickmesh-config-{}-{n}.toml", std::process::id()));
+                std::fs::write(&path, text).unwrap();
+                TempPath(path)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen_addr().to_string(), "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn the_documented_example_loads_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tickmesh.example.toml");
+        let config = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(
+            config,
+            Config::default(),
+            "the example documents the defaults"
+        );
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let file = write(
+            "[server]\nlisten = \"0.0.0.0:6000\"\ngrace_period = \"3s\"\n[redis]\nurl = \"redis://10.0.0.1:6380\"\n",
+        );
+        let config = Config::load_with(
+            Some(&file.0),
+            env(&[
+                ("TICKMESH_SERVER_LISTEN", "127.0.0.1:7000"),
+                ("TICKMESH_MARKETFEED_DEDUPE_WINDOW", "5000"),
+                ("TICKMESH_SERVICES_ENABLED", "marketfeed"),
+                ("PATH", "/bin"),
+            ]),
+            |c| {
+                c.redis.key_prefix = "flag".into();
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:7000");
+        assert_eq!(config.server.grace_period, Duration::from_secs(3));
+        assert_eq!(config.redis.url, "redis://10.0.0.1:6380");
+        assert_eq!(config.redis.key_prefix, "flag");
+        assert_eq!(config.marketfeed.dedupe_window, 5000);
+        assert_eq!(config.services.enabled, vec!["marketfeed".to_string()]);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_its_source() {
+        let e =
+            Config::load(None, env(&[("TICKMESH_SERVER_MAX_MESSAGE_BYTES", "lots")])).unwrap_err();
+        assert!(e.0.contains("TICKMESH_SERVER_MAX_MESSAGE_BYTES"), "{e}");
+
+        let e = Config::load(None, env(&[("TICKMESH_SERVER_LISTN", "x")])).unwrap_err();
+        assert!(
+            e.0.contains("unknown setting") && e.0.contains("TICKMESH_SERVER_LISTN"),
+            "{e}"
+        );
+
+        let e = Config::load(None, env(&[("TICKMESH_SERVER_LISTEN", "nowhere")])).unwrap_err();
+        assert!(
+            e.0.contains("`server.listen`") && e.0.contains("TICKMESH_SERVER_LISTEN"),
+            "{e}"
+        );
+
+        let file = write("[server]\ngrace_period = \"soon\"\n");
+        let e = Config::load(Some(&file.0), env(&[])).unwrap_err();
+        assert!(
+            e.0.contains("server.grace_period") && e.0.contains("file"),
+            "{e}"
+        );
+
+        let file = write("[server]\nlistenn = \"1.2.3.4:5\"\n");
+        let e = Config::load(Some(&file.0), env(&[])).unwrap_err();
+        assert!(e.0.contains("listenn"), "{e}");
+
+        let file = write("[nope]\na = 1\n");
+        let e = Config::load(Some(&file.0), env(&[])).unwrap_err();
+        assert!(e.0.contains("unknown section [nope]"), "{e}");
+
+        let e = Config::load(
+            None,
+            env(&[("TICKMESH_SERVICES_ENABLED", "marketfeed,candlez")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("services.enabled") && e.0.contains("candlez"),
+            "{e}"
+        );
+
+        let e = Config::load(None, env(&[("TICKMESH_REDIS_URL", "http://x")])).unwrap_err();
+        assert!(e.0.contains("redis.url"), "{e}");
+
+        let e = Config::load(
+            None,
+            env(&[("TICKMESH_MARKETFEED_AUTO_REGISTER_INSTRUMENTS", "maybe")]),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("true or false"), "{e}");
+    }
+
+    #[test]
+    fn test_switches_and_the_config_path_are_not_settings() {
+        Config::load(
+            None,
+            env(&[
+                ("TICKMESH_CONFIG", "/x.toml"),
+                ("TICKMESH_TEST_SCYLLA", "h:9042"),
+            ]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn masks_the_admin_token() {
+        let mut config = Config::default();
+        config.auth.admin_token = "s3cret".into();
+        let text = config.to_toml_masked();
+        assert!(!text.contains("s3cret") && text.contains("********"));
+    }
+}

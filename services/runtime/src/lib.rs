@@ -1,0 +1,18 @@
+//! What every tickmesh server shares: layered config, the gRPC server with
+//! health, reflection, keepalive, limits and graceful shutdown, admin auth, the
+//! one map from domain errors to gRPC status codes, telemetry (logs and
+//! OpenTelemetry traces with W3C propagation) and the Redis connection.
+
+pub mod auth;
+pub mod config;
+pub mod health;
+pub mod proto_time;
+pub mod redis_conn;
+pub mod server;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+
+pub use config::Config;
+pub use redis_conn::RedisHandle;
+pub mod redis_server;

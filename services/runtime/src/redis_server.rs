@@ -1,0 +1,159 @@
+//! A child `redis-server` the process owns: `tickmesh dev` starts one when no
+//! Redis is configured, benchmarks start one to measure against, and tests
+//! start one per test (never a Redis someone left running).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    persistent: bool,
+    remove_dir: bool,
+}
+
+impl RedisServer {
+    /// Starts a throwaway server on a free loopback port, with no persistence,
+    /// in a fresh temporary directory.
+    pub async fn start_ephemeral() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "tickmesh-redis-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut server = Self::start_in(&dir, false).await?;
+        server.remove_dir = true;
+        Ok(server)
+    }
+
+    /// Starts a server on a free loopback port keeping its data (AOF) in `dir`.
+    pub async fn start_in(dir: &Path, persistent: bool) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let port = free_port()?;
+        let mut server = Self {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            persistent,
+            remove_dir: false,
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash would: SIGKILL).
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port (and data directory).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await;
+        self.spawn().await
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let binary = which_redis().context(
+            "redis-server is not installed: run `apt-get install -y redis-server` (./deploy/dev.sh and ./deploy/test.sh do this)",
+        )?;
+        let mut command = Command::new(binary);
+        command
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--save")
+            .arg("")
+            .arg("--daemonize")
+            .arg("no")
+            .arg("--protected-mode")
+            .arg("yes")
+            .arg("--maxclients")
+            .arg("20000");
+        if self.persistent {
+            command
+                .arg("--appendonly")
+                .arg("yes")
+                .arg("--appendfsync")
+                .arg("everysec");
+        } else {
+            command.arg("--appendonly").arg("no");
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let child = command.spawn().context("starting redis-server")?;
+        self.child = Some(child);
+        let client = redis::Client::open(self.url())?;
+        for _ in 0..200 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                bail!(
+                    "redis-server exited at start ({status}); is port {} free?",
+                    self.port
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("redis-server did not answer PING within 5 s")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn which_redis() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("REDIS_SERVER") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+            .map(|p| p.join("redis-server"))
+            .find(|p| p.is_file())
+    })
+}

@@ -1,0 +1,91 @@
+//! The gRPC server every tickmesh process runs: the enabled services on one
+//! port, plus health, reflection (v1 and v1alpha, so grpcurl needs no .proto
+//! files), keepalive, connection age, message-size limits, per-call tracing
+//! spans, and graceful shutdown.
+//!
+//! Client deadlines (`grpc-timeout`) are honoured by tonic for every call. No
+//! server-wide timeout is set, because it would also cut long client streams
+//! (`Publish`) that are working as intended.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
+use tonic::transport::Server;
+
+use crate::config::ServerConfig;
+use crate::telemetry::GrpcTraceLayer;
+
+/// Services a server always carries besides tickmesh's own.
+const INFRA_SERVICES: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Adds reflection for `services` (full gRPC names) and the infrastructure
+/// services to `routes`.
+pub fn add_reflection(routes: &mut RoutesBuilder, services: &[&str]) -> anyhow::Result<()> {
+    let names = || services.iter().chain(INFRA_SERVICES).map(|s| s.to_string());
+    let descriptor_sets: [&[u8]; 4] = [
+        tickmesh_api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut v1 = tonic_reflection::server::Builder::configure().include_reflection_service(false);
+    let mut v1alpha =
+        tonic_reflection::server::Builder::configure().include_reflection_service(false);
+    for set in descriptor_sets {
+        v1 = v1.register_encoded_file_descriptor_set(set);
+        v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+    }
+    for name in names() {
+        v1 = v1.with_service_name(name.clone());
+        v1alpha = v1alpha.with_service_name(name);
+    }
+    routes.add_service(v1.build_v1().context("reflection v1")?);
+    routes.add_service(v1alpha.build_v1alpha().context("reflection v1alpha")?);
+    Ok(())
+}
+
+/// Serves `routes` on `listener` until `shutdown` is cancelled, then gives
+/// in-flight calls `grace_period` to finish before returning.
+pub async fn serve(
+    config: &ServerConfig,
+    listener: TcpListener,
+    routes: RoutesBuilder,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("listener address")?;
+    let drain = shutdown.clone();
+    let server = Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .tcp_nodelay(true)
+        .max_connection_age(config.max_connection_age)
+        .max_connection_age_grace(config.grace_period)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .layer(GrpcTraceLayer)
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            drain.cancelled().await
+        });
+    tracing::info!(%addr, "grpc server listening");
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result.context("grpc server")?,
+        _ = shutdown.cancelled() => {
+            match tokio::time::timeout(config.grace_period, &mut server).await {
+                Ok(result) => result.context("grpc server")?,
+                Err(_) => tracing::warn!(grace_period = ?config.grace_period, "grace period over; closing remaining calls"),
+            }
+        }
+    }
+    tracing::info!(%addr, "grpc server stopped");
+    Ok(())
+}

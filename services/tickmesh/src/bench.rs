@@ -1,0 +1,353 @@
+//! `tickmesh bench …`: measurements against a baseline taken in the same run
+//! on the same Redis, reported as medians over rounds (these machines are
+//! noisy; compare ratios, not absolute numbers).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tickmesh_api::marketfeed::market_feed_service_client::MarketFeedServiceClient;
+use tickmesh_api::marketfeed::{
+    GetQuotesRequest, PublishRequest, PublishTradesRequest, StreamTradesRequest, Trade,
+};
+use tickmesh_runtime::config::Config;
+use tickmesh_runtime::proto_time::now_nanos;
+use tickmesh_runtime::redis_server::RedisServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::demo_feed::{DemoSymbol, Walk};
+use crate::mesh::Mesh;
+
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    pub trades: usize,
+    pub baseline_trades: usize,
+    pub symbols: usize,
+    pub batch: usize,
+    pub publishers: usize,
+    pub rounds: usize,
+    pub redis_url: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct IngestReport {
+    pub baseline_trades_per_s: f64,
+    pub tickmesh_trades_per_s: f64,
+    pub latency_median: Duration,
+    pub latency_p99: Duration,
+    pub quotes_2500_median: Duration,
+}
+
+impl IngestReport {
+    pub fn ratio(&self) -> f64 {
+        self.tickmesh_trades_per_s / self.baseline_trades_per_s
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[rank]
+}
+
+fn bench_symbol(i: usize) -> DemoSymbol {
+    DemoSymbol {
+        instrument: tickmesh_api::marketfeed::Instrument {
+            symbol: format!("BENCH{i:04}"),
+            price_scale: 8,
+            quantity_scale: 8,
+            ..Default::default()
+        },
+        start_units: 6_700_000_000_000,
+        lot_units: 1_000_000,
+    }
+}
+
+/// Trades for one round: `n` across `symbols`, ids unique to the round.
+fn make_trades(n: usize, symbols: usize, round: usize) -> Vec<Trade> {
+    let mut walks: Vec<Walk> = (0..symbols)
+        .map(|i| Walk::new(&bench_symbol(i), 1 + i as u64))
+        .collect();
+    let base = now_nanos() - 3_600_000_000_000;
+    (0..n)
+        .map(|i| walks[i % symbols].next_trade(format!("r{round}-{i}"), base + i as i64 * 1000))
+        .collect()
+}
+
+/// Publishes through gRPC `Publish` and measures trades/s and publish → StreamTrades latency.
+pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
+    let own = match &options.redis_url {
+        Some(_) => None,
+        None => Some(RedisServer::start_ephemeral().await?),
+    };
+    let redis_url = options
+        .redis_url
+        .clone()
+        .unwrap_or_else(|| own.as_ref().expect("own redis").url());
+    let mut config = Config::default();
+    config.redis.url = redis_url.clone();
+    config.redis.key_prefix = "bench".into();
+    config.marketfeed.auto_register_instruments = true;
+    config.marketfeed.max_batch_trades = options.batch.max(1000);
+    let mesh = Mesh::start_on(config, TcpListener::bind("127.0.0.1:0").await?).await?;
+    let endpoint = mesh.endpoint();
+    println!("bench ingest: redis {redis_url}, mesh {endpoint}");
+    println!(
+        "  {} trades/round over {} symbols, batches of {}, {} publishers, {} rounds; baseline {} trades/round",
+        options.trades,
+        options.symbols,
+        options.batch,
+        options.publishers,
+        options.rounds,
+        options.baseline_trades
+    );
+
+    let redis = redis::Client::open(redis_url.as_str())?;
+    let mut baseline_rates = Vec::new();
+    let mut mesh_rates = Vec::new();
+    let mut latencies = Vec::new();
+    for round in 0..options.rounds {
+        let trades = make_trades(options.baseline_trades, options.symbols, round);
+        let rate = baseline_round(&redis, &trades).await?;
+        baseline_rates.push(rate);
+
+        let trades = make_trades(options.trades, options.symbols, round);
+        let (rate, mut lat) = mesh_round(&endpoint, trades, &options, round).await?;
+        mesh_rates.push(rate);
+        println!(
+            "  round {}: baseline {:>10.0} trades/s   tickmesh {:>10.0} trades/s",
+            round + 1,
+            baseline_rates[round],
+            rate
+        );
+        latencies.append(&mut lat);
+    }
+    latencies.sort();
+    let quotes = quotes_latency(&endpoint).await?;
+    let report = IngestReport {
+        baseline_trades_per_s: median(baseline_rates),
+        tickmesh_trades_per_s: median(mesh_rates),
+        latency_median: percentile(&latencies, 0.5),
+        latency_p99: percentile(&latencies, 0.99),
+        quotes_2500_median: quotes,
+    };
+    println!();
+    println!(
+        "baseline (one XADD round trip per trade): {:>10.0} trades/s (median)",
+        report.baseline_trades_per_s
+    );
+    println!(
+        "tickmesh (gRPC Publish, batched):          {:>10.0} trades/s (median)",
+        report.tickmesh_trades_per_s
+    );
+    println!(
+        "ratio tickmesh / baseline:                  {:>10.1}x",
+        report.ratio()
+    );
+    println!(
+        "publish -> readable on StreamTrades:        median {:.2} ms, p99 {:.2} ms ({} trades)",
+        report.latency_median.as_secs_f64() * 1e3,
+        report.latency_p99.as_secs_f64() * 1e3,
+        latencies.len()
+    );
+    println!(
+        "GetQuotes for 2,500 symbols:                median {:.2} ms",
+        report.quotes_2500_median.as_secs_f64() * 1e3
+    );
+    mesh.stop().await?;
+    Ok(report)
+}
+
+/// The seed design: every trade its own XADD round trip.
+async fn baseline_round(redis: &redis::Client, trades: &[Trade]) -> anyhow::Result<f64> {
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let started = Instant::now();
+    for t in trades {
+        let ts = t
+            .time
+            .as_ref()
+            .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+            .unwrap_or(0);
+        let _: String = redis::cmd("XADD")
+            .arg(format!("baseline:{{{}}}:trades", t.symbol))
+            .arg("*")
+            .arg("t")
+            .arg(&t.trade_id)
+            .arg("p")
+            .arg(&t.price)
+            .arg("q")
+            .arg(&t.quantity)
+            .arg("ts")
+            .arg(ts)
+            .arg("s")
+            .arg(t.side)
+            .query_async(&mut conn)
+            .await?;
+    }
+    Ok(trades.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn mesh_round(
+    endpoint: &str,
+    trades: Vec<Trade>,
+    options: &IngestOptions,
+    round: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let total = trades.len();
+    let symbols: Vec<String> = (0..options.symbols)
+        .map(|i| bench_symbol(i).instrument.symbol)
+        .collect();
+    // Register the symbols (auto-registration) before streaming them.
+    let mut client = MarketFeedServiceClient::connect(endpoint.to_string()).await?;
+    client
+        .publish_trades(PublishTradesRequest {
+            trades: make_trades(options.symbols, options.symbols, 1_000_000 + round),
+            all_or_nothing: true,
+        })
+        .await?;
+
+    let batches: Vec<Vec<Trade>> = trades.chunks(options.batch).map(|c| c.to_vec()).collect();
+    let sent_at: Arc<Vec<OnceLock<Instant>>> =
+        Arc::new((0..batches.len()).map(|_| OnceLock::new()).collect());
+
+    // Subscriber on its own connection.
+    let mut sub = MarketFeedServiceClient::connect(endpoint.to_string())
+        .await?
+        .max_decoding_message_size(64 << 20);
+    let mut stream = sub
+        .stream_trades(StreamTradesRequest {
+            symbols,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let batch = options.batch;
+    let prefix = format!("r{round}-");
+    let sent = sent_at.clone();
+    let reader = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(total);
+        while latencies.len() < total {
+            let message =
+                match tokio::time::timeout(Duration::from_secs(60), stream.message()).await {
+                    Ok(Ok(Some(m))) => m,
+                    _ => break,
+                };
+            let now = Instant::now();
+            for t in message.trades {
+                let Some(i) = t
+                    .trade_id
+                    .strip_prefix(&prefix)
+                    .and_then(|s| s.parse::<usize>().ok())
+                else {
+                    continue;
+                };
+                if let Some(at) = sent[i / batch].get() {
+                    latencies.push(now.duration_since(*at));
+                }
+            }
+        }
+        latencies
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let batches = Arc::new(batches);
+    for p in 0..options.publishers {
+        let endpoint = endpoint.to_string();
+        let batches = batches.clone();
+        let sent_at = sent_at.clone();
+        let publishers = options.publishers;
+        tasks.push(tokio::spawn(async move {
+            let mut client = MarketFeedServiceClient::connect(endpoint)
+                .await?
+                .max_encoding_message_size(64 << 20);
+            let (tx, rx) = tokio::sync::mpsc::channel::<PublishRequest>(4);
+            let call = tokio::spawn(async move { client.publish(ReceiverStream::new(rx)).await });
+            for (i, b) in batches
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % publishers == p)
+            {
+                let _ = sent_at[i].set(Instant::now());
+                if tx.send(PublishRequest { trades: b.clone() }).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            let summary = call.await??.into_inner();
+            anyhow::Ok(summary.accepted)
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.context("publisher")??;
+    }
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        accepted as usize == total,
+        "accepted {accepted} of {total} trades"
+    );
+    let latencies = reader.await?;
+    anyhow::ensure!(
+        latencies.len() == total,
+        "StreamTrades delivered {} of {total} trades",
+        latencies.len()
+    );
+    Ok((total as f64 / elapsed.as_secs_f64(), latencies))
+}
+
+/// GetQuotes for 2,500 symbols (a Korean equities desk's watch list).
+async fn quotes_latency(endpoint: &str) -> anyhow::Result<Duration> {
+    let mut client = MarketFeedServiceClient::connect(endpoint.to_string())
+        .await?
+        .max_decoding_message_size(64 << 20);
+    let symbols: Vec<String> = (0..2500).map(|i| format!("KRX{i:04}")).collect();
+    let now = now_nanos();
+    for chunk in symbols.chunks(500) {
+        let trades = chunk
+            .iter()
+            .map(|s| Trade {
+                symbol: s.clone(),
+                trade_id: format!("q-{now}"),
+                price: "71000".into(),
+                quantity: "10".into(),
+                time: Some(tickmesh_runtime::proto_time::nanos_to_timestamp(now)),
+                ..Default::default()
+            })
+            .collect();
+        client
+            .publish_trades(PublishTradesRequest {
+                trades,
+                all_or_nothing: true,
+            })
+            .await?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let started = Instant::now();
+        let reply = client
+            .get_quotes(GetQuotesRequest {
+                symbols: symbols.clone(),
+                stale_after: None,
+            })
+            .await?
+            .into_inner();
+        times.push(started.elapsed());
+        anyhow::ensure!(
+            reply.quotes.len() == 2500,
+            "got {} quotes",
+            reply.quotes.len()
+        );
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}

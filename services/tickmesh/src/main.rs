@@ -1,0 +1,262 @@
+//! The `tickmesh` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tickmesh::{bench, dev, mesh::Mesh, replay};
+use tickmesh_runtime::config::{Config, ConfigError};
+use tickmesh_runtime::{shutdown, telemetry};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "tickmesh",
+    version,
+    about = "gRPC service mesh for real-time market data and the Redis-backed features around it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct ConfigArgs {
+    /// TOML config file (also TICKMESH_CONFIG). See deploy/tickmesh.example.toml.
+    #[arg(long, env = "TICKMESH_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address (server.listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Redis URL (redis.url).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Services to run, comma-separated, or "all" (services.enabled).
+    #[arg(long)]
+    services: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the services named in config (all by default) on one port.
+    Serve(ConfigArgs),
+    /// Run every service on 127.0.0.1:50051 with a Redis of its own and a demo feed.
+    Dev {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Where dev mode keeps its Redis data.
+        #[arg(long, default_value = ".data")]
+        data_dir: PathBuf,
+        /// "demo" (a deterministic random walk) or "none".
+        #[arg(long, default_value = "demo")]
+        feed: String,
+        /// Demo trades per second per symbol.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+    },
+    /// Publish a file of trades to a running mesh.
+    Replay {
+        /// Binance trades/aggTrades CSV, or JSON lines of Trade.
+        file: PathBuf,
+        /// The mesh to publish to.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        target: String,
+        /// auto, binance-trades, binance-aggtrades or jsonl.
+        #[arg(long, default_value = "auto")]
+        format: replay::Format,
+        /// Symbol of a CSV file (default: from the file name, e.g. BTCUSDT-trades-2024-01-01.csv).
+        #[arg(long)]
+        symbol: Option<String>,
+        /// "max", or a factor of the original pace: "1x" (real time), "10x", "0.5x".
+        #[arg(long, default_value = "max")]
+        speed: replay::Speed,
+        /// Most trades per message.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+    /// Check or print the effective configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ingest throughput and publish→stream latency against one XADD per trade.
+    Ingest {
+        #[arg(long, default_value_t = 200_000)]
+        trades: usize,
+        #[arg(long, default_value_t = 20_000)]
+        baseline_trades: usize,
+        #[arg(long, default_value_t = 10)]
+        symbols: usize,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 2)]
+        publishers: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Use this Redis instead of starting one.
+        #[arg(long)]
+        redis_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate and exit (0 when valid).
+    Check(ConfigArgs),
+    /// Print the effective configuration (admin token masked).
+    Print(ConfigArgs),
+}
+
+fn load(args: &ConfigArgs) -> Result<Config, ConfigError> {
+    Config::load_with(args.config.as_deref(), std::env::vars(), |c| {
+        if let Some(listen) = &args.listen {
+            c.server.listen = listen.clone();
+        }
+        if let Some(url) = &args.redis_url {
+            c.redis.url = url.clone();
+        }
+        if let Some(services) = &args.services {
+            c.services.enabled = services
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        Ok(())
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickmesh: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load(&args)?;
+            let _telemetry = telemetry::init(&config.telemetry)?;
+            let token = CancellationToken::new();
+            shutdown::cancel_on_signal(token.clone());
+            let mesh = Mesh::start(config).await?;
+            let stop = mesh.shutdown.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                stop.cancel();
+            });
+            mesh.wait().await
+        }
+        Command::Dev {
+            config,
+            data_dir,
+            feed,
+            rate,
+        } => {
+            let demo_feed = match feed.as_str() {
+                "demo" => true,
+                "none" => false,
+                other => anyhow::bail!("--feed {other:?}: use \"demo\" or \"none\""),
+            };
+            let config = load(&config)?;
+            let _telemetry = telemetry::init(&config.telemetry)?;
+            let token = CancellationToken::new();
+            shutdown::cancel_on_signal(token.clone());
+            dev::run(
+                config,
+                dev::DevOptions {
+                    data_dir,
+                    demo_feed,
+                    rate,
+                },
+                token,
+            )
+            .await
+        }
+        Command::Replay {
+            file,
+            target,
+            format,
+            symbol,
+            speed,
+            batch,
+        } => {
+            anyhow::ensure!(
+                (1..=100_000).contains(&batch),
+                "--batch must be between 1 and 100000"
+            );
+            let started = std::time::Instant::now();
+            let summary = replay::run(replay::ReplayOptions {
+                file,
+                target,
+                format,
+                symbol,
+                speed,
+                batch,
+            })
+            .await?;
+            println!(
+                "replayed {} trades in {:.1} s: {} accepted, {} duplicate, {} rejected, {} malformed lines skipped",
+                summary.read,
+                started.elapsed().as_secs_f64(),
+                summary.accepted,
+                summary.duplicate,
+                summary.rejected,
+                summary.malformed_lines
+            );
+            Ok(())
+        }
+        Command::Bench { which } => match which {
+            BenchCommand::Ingest {
+                trades,
+                baseline_trades,
+                symbols,
+                batch,
+                publishers,
+                rounds,
+                redis_url,
+            } => {
+                anyhow::ensure!(
+                    symbols >= 1 && batch >= 1 && publishers >= 1 && rounds >= 1 && trades >= 1
+                );
+                bench::ingest(bench::IngestOptions {
+                    trades,
+                    baseline_trades,
+                    symbols,
+                    batch,
+                    publishers,
+                    rounds,
+                    redis_url,
+                })
+                .await?;
+                Ok(())
+            }
+        },
+        Command::Config { action } => match action {
+            ConfigAction::Check(args) => {
+                load(&args)?;
+                println!("configuration is valid");
+                Ok(())
+            }
+            ConfigAction::Print(args) => {
+                print!("{}", load(&args)?.to_toml_masked());
+                Ok(())
+            }
+        },
+    }
+}
