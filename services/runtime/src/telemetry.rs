@@ -49,14 +49,20 @@ impl Drop for TelemetryGuard {
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(&config.log_level)?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = if config.log_format == "json" {
         tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .with_current_span(false)
             .with_target(true)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_target(true).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_target(true)
+            .boxed()
     };
 
     if config.otlp_endpoint.is_empty() {

@@ -1,0 +1,152 @@
+//! Shared test harness: a real redis-server per test (free port, never one
+//! left running), in-process meshes on port 0, and small helpers.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use tickmesh::mesh::Mesh;
+use tickmesh_api::marketfeed::market_feed_service_client::MarketFeedServiceClient;
+use tickmesh_api::marketfeed::{
+    Instrument, PublishTradesRequest, PublishTradesResponse, StreamTradesResponse, Trade,
+    UpsertInstrumentRequest,
+};
+use tickmesh_runtime::config::Config;
+use tickmesh_runtime::proto_time::{nanos_to_timestamp, now_nanos};
+pub use tickmesh_runtime::redis_server::RedisServer;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub type Client = MarketFeedServiceClient<Channel>;
+
+pub async fn redis() -> RedisServer {
+    RedisServer::start_ephemeral()
+        .await
+        .expect("start redis-server (apt-get install -y redis-server)")
+}
+
+/// Test config against `redis_url`: quick health checks, a test key prefix.
+pub fn config(redis_url: &str) -> Config {
+    let mut c = Config::default();
+    c.redis.url = redis_url.to_string();
+    c.redis.health_interval = Duration::from_millis(100);
+    c.redis.response_timeout = Duration::from_secs(2);
+    c.redis.connect_timeout = Duration::from_millis(500);
+    c.server.grace_period = Duration::from_secs(2);
+    c.server.listen = "127.0.0.1:0".into();
+    c.marketfeed.instrument_refresh = Duration::from_millis(200);
+    c
+}
+
+pub async fn start(config: Config) -> Mesh {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Mesh::start_on(config, listener).await.expect("start mesh")
+}
+
+pub async fn client(mesh: &Mesh) -> Client {
+    MarketFeedServiceClient::connect(mesh.endpoint())
+        .await
+        .expect("connect")
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+pub fn instrument(symbol: &str, price_scale: u32, quantity_scale: u32) -> Instrument {
+    Instrument {
+        symbol: symbol.into(),
+        venue: "test".into(),
+        price_scale,
+        quantity_scale,
+        time_zone: "UTC".into(),
+        ..Default::default()
+    }
+}
+
+pub async fn register(client: &mut Client, symbol: &str, price_scale: u32, quantity_scale: u32) {
+    client
+        .upsert_instrument(UpsertInstrumentRequest {
+            instrument: Some(instrument(symbol, price_scale, quantity_scale)),
+        })
+        .await
+        .expect("register instrument");
+}
+
+/// A trade a minute ago.
+pub fn trade(symbol: &str, id: &str, price: &str, quantity: &str) -> Trade {
+    trade_at(symbol, id, price, quantity, now_nanos() - 60_000_000_000)
+}
+
+pub fn trade_at(symbol: &str, id: &str, price: &str, quantity: &str, time_ns: i64) -> Trade {
+    Trade {
+        symbol: symbol.into(),
+        trade_id: id.into(),
+        price: price.into(),
+        quantity: quantity.into(),
+        time: Some(nanos_to_timestamp(time_ns)),
+        side: 1,
+        ..Default::default()
+    }
+}
+
+pub async fn publish(client: &mut Client, trades: Vec<Trade>) -> PublishTradesResponse {
+    client
+        .publish_trades(PublishTradesRequest {
+            trades,
+            all_or_nothing: false,
+        })
+        .await
+        .expect("publish")
+        .into_inner()
+}
+
+/// `n` trades of `symbol` with ids `{prefix}{i}`.
+pub fn trades(symbol: &str, prefix: &str, n: usize) -> Vec<Trade> {
+    let base = now_nanos() - 3_600_000_000_000;
+    (0..n)
+        .map(|i| {
+            trade_at(
+                symbol,
+                &format!("{prefix}{i}"),
+                &format!("{}.5", 100 + i % 50),
+                "1",
+                base + i as i64,
+            )
+        })
+        .collect()
+}
+
+/// Reads stream messages until `n` trades arrived (or `wait` passes).
+pub async fn collect(
+    stream: &mut tonic::Streaming<StreamTradesResponse>,
+    n: usize,
+    wait: Duration,
+) -> (Vec<Trade>, Vec<tickmesh_api::marketfeed::SequenceGap>) {
+    let mut trades = Vec::new();
+    let mut gaps = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while trades.len() < n {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Ok(Ok(Some(m))) => {
+                trades.extend(m.trades);
+                gaps.extend(m.gaps);
+            }
+            _ => break,
+        }
+    }
+    (trades, gaps)
+}
+
+/// Polls until `check` holds or `wait` passes.
+pub async fn eventually<F, Fut>(wait: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
