@@ -97,6 +97,7 @@ impl MarketFeed {
             keys: keys.clone(),
             hub,
             batch_max: config.stream_batch_max,
+            lag_recoveries: Default::default(),
         });
         Arc::new(Self {
             ingestor: Ingestor::new(
@@ -112,6 +113,18 @@ impl MarketFeed {
             streamer,
             shutdown,
         })
+    }
+
+    /// Symbols this instance currently follows for live streams.
+    pub fn live_symbols(&self) -> usize {
+        self.streamer.hub.followed()
+    }
+
+    /// Times a StreamTrades client fell behind and was served from the tick log.
+    pub fn lag_recoveries(&self) -> u64 {
+        self.streamer
+            .lag_recoveries
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &MarketFeedConfig {

