@@ -27,6 +27,8 @@ pub struct IngestOptions {
     pub batch: usize,
     pub publishers: usize,
     pub rounds: usize,
+    /// Trades per second of the paced latency phase (well below capacity).
+    pub paced_rate: usize,
     pub redis_url: Option<String>,
 }
 
@@ -36,6 +38,8 @@ pub struct IngestReport {
     pub tickmesh_trades_per_s: f64,
     pub latency_median: Duration,
     pub latency_p99: Duration,
+    pub paced_latency_median: Duration,
+    pub paced_latency_p99: Duration,
     pub quotes_2500_median: Duration,
 }
 
@@ -120,7 +124,7 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
         baseline_rates.push(rate);
 
         let trades = make_trades(options.trades, options.symbols, round);
-        let (rate, mut lat) = mesh_round(&endpoint, trades, &options, round).await?;
+        let (rate, mut lat) = mesh_round(&endpoint, trades, &options, round, None).await?;
         mesh_rates.push(rate);
         println!(
             "  round {}: baseline {:>10.0} trades/s   tickmesh {:>10.0} trades/s",
@@ -131,12 +135,32 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
         latencies.append(&mut lat);
     }
     latencies.sort();
+    // Paced: batches of 100 at `paced_rate`, for about 3 s, one publisher.
+    let paced_batch = 100usize;
+    let paced_trades = (options.paced_rate * 3).max(paced_batch);
+    let paced = IngestOptions {
+        batch: paced_batch,
+        publishers: 1,
+        ..options.clone()
+    };
+    let gap = Duration::from_secs_f64(paced_batch as f64 / options.paced_rate.max(1) as f64);
+    let (_, mut paced_latencies) = mesh_round(
+        &endpoint,
+        make_trades(paced_trades, options.symbols, 999),
+        &paced,
+        999,
+        Some(gap),
+    )
+    .await?;
+    paced_latencies.sort();
     let quotes = quotes_latency(&endpoint).await?;
     let report = IngestReport {
         baseline_trades_per_s: median(baseline_rates),
         tickmesh_trades_per_s: median(mesh_rates),
         latency_median: percentile(&latencies, 0.5),
         latency_p99: percentile(&latencies, 0.99),
+        paced_latency_median: percentile(&paced_latencies, 0.5),
+        paced_latency_p99: percentile(&paced_latencies, 0.99),
         quotes_2500_median: quotes,
     };
     println!();
@@ -153,7 +177,14 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
         report.ratio()
     );
     println!(
-        "publish -> readable on StreamTrades:        median {:.2} ms, p99 {:.2} ms ({} trades)",
+        "publish -> readable on StreamTrades, paced at {} trades/s: median {:.2} ms, p99 {:.2} ms ({} trades)",
+        options.paced_rate,
+        report.paced_latency_median.as_secs_f64() * 1e3,
+        report.paced_latency_p99.as_secs_f64() * 1e3,
+        paced_latencies.len()
+    );
+    println!(
+        "publish -> readable on StreamTrades, at full speed (queueing included): median {:.2} ms, p99 {:.2} ms ({} trades)",
         report.latency_median.as_secs_f64() * 1e3,
         report.latency_p99.as_secs_f64() * 1e3,
         latencies.len()
@@ -200,6 +231,7 @@ async fn mesh_round(
     trades: Vec<Trade>,
     options: &IngestOptions,
     round: usize,
+    pace: Option<Duration>,
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
     let total = trades.len();
     let symbols: Vec<String> = (0..options.symbols)
@@ -272,11 +304,15 @@ async fn mesh_round(
                 .max_encoding_message_size(64 << 20);
             let (tx, rx) = tokio::sync::mpsc::channel::<PublishRequest>(4);
             let call = tokio::spawn(async move { client.publish(ReceiverStream::new(rx)).await });
+            let mut ticker = pace.map(tokio::time::interval);
             for (i, b) in batches
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| i % publishers == p)
             {
+                if let Some(t) = ticker.as_mut() {
+                    t.tick().await;
+                }
                 let _ = sent_at[i].set(Instant::now());
                 if tx.send(PublishRequest { trades: b.clone() }).await.is_err() {
                     break;

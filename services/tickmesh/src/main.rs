@@ -102,6 +102,9 @@ enum BenchCommand {
         publishers: usize,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Trades per second of the paced latency phase.
+        #[arg(long, default_value_t = 10_000)]
+        paced_rate: usize,
         /// Use this Redis instead of starting one.
         #[arg(long)]
         redis_url: Option<String>,
@@ -229,10 +232,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 batch,
                 publishers,
                 rounds,
+                paced_rate,
                 redis_url,
             } => {
                 anyhow::ensure!(
-                    symbols >= 1 && batch >= 1 && publishers >= 1 && rounds >= 1 && trades >= 1
+                    symbols >= 1
+                        && batch >= 1
+                        && publishers >= 1
+                        && rounds >= 1
+                        && trades >= 1
+                        && paced_rate >= 1,
+                    "every count must be at least 1"
                 );
                 bench::ingest(bench::IngestOptions {
                     trades,
@@ -241,6 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     batch,
                     publishers,
                     rounds,
+                    paced_rate,
                     redis_url,
                 })
                 .await?;
