@@ -24,6 +24,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
 
+    // google.rpc error details: descriptors only, for reflection.
+    let vendor = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto-vendor");
+    let details = vendor.join("google/rpc/error_details.proto");
+    println!("cargo:rerun-if-changed={}", details.display());
+    let rpc = protox::compile([&details], [&vendor])?;
+    std::fs::write(
+        out_dir.join("google_rpc_descriptor.bin"),
+        prost::Message::encode_to_vec(&rpc),
+    )?;
+
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

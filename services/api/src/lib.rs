@@ -20,5 +20,10 @@ pub use tickmesh::marketfeed::v1 as marketfeed;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tickmesh_descriptor.bin"));
 
+/// Encoded `FileDescriptorSet` of `google/rpc/error_details.proto`, so clients
+/// using reflection (grpcurl) can decode the details of error statuses.
+pub const GOOGLE_RPC_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/google_rpc_descriptor.bin"));
+
 /// Fully qualified names of every tickmesh gRPC service, as reflection lists them.
 pub const SERVICE_NAMES: &[&str] = &["tickmesh.marketfeed.v1.MarketFeedService"];

@@ -30,8 +30,9 @@ const INFRA_SERVICES: &[&str] = &[
 /// services to `routes`.
 pub fn add_reflection(routes: &mut RoutesBuilder, services: &[&str]) -> anyhow::Result<()> {
     let names = || services.iter().chain(INFRA_SERVICES).map(|s| s.to_string());
-    let descriptor_sets: [&[u8]; 4] = [
+    let descriptor_sets: [&[u8]; 5] = [
         tickmesh_api::FILE_DESCRIPTOR_SET,
+        tickmesh_api::GOOGLE_RPC_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,

@@ -22,6 +22,19 @@ async fn status(
         .map(|r| r.into_inner().status())
 }
 
+/// Waits until `service` reports `want` (10 s at most).
+async fn becomes(
+    health: &HealthClient<tonic::transport::Channel>,
+    service: &str,
+    want: ServingStatus,
+) -> bool {
+    eventually(Duration::from_secs(10), || {
+        let mut h = health.clone();
+        async move { status(&mut h, service).await == Some(want) }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn readiness_turns_not_serving_when_redis_goes_away_and_serving_when_it_returns() {
     let mut redis = redis().await;
@@ -34,29 +47,18 @@ async fn readiness_turns_not_serving_when_redis_goes_away_and_serving_when_it_re
             .unwrap(),
     );
     let feed = "tickmesh.marketfeed.v1.MarketFeedService";
-    let wait = Duration::from_secs(10);
 
     for name in ["", feed, "liveness"] {
-        let h = &mut health;
         assert!(
-            eventually(wait, || {
-                let mut h = h.clone();
-                async move { status(&mut h, name).await == Some(ServingStatus::Serving) }
-            })
-            .await,
+            becomes(&health, name, ServingStatus::Serving).await,
             "{name:?} serving at start"
         );
     }
 
     redis.kill().await;
     for name in ["", feed] {
-        let h = &health;
         assert!(
-            eventually(wait, || {
-                let mut h = h.clone();
-                async move { status(&mut h, name).await == Some(ServingStatus::NotServing) }
-            })
-            .await,
+            becomes(&health, name, ServingStatus::NotServing).await,
             "{name:?} must turn NOT_SERVING without Redis"
         );
     }
@@ -78,13 +80,8 @@ async fn readiness_turns_not_serving_when_redis_goes_away_and_serving_when_it_re
 
     redis.restart().await.unwrap();
     for name in ["", feed] {
-        let h = &health;
         assert!(
-            eventually(wait, || {
-                let mut h = h.clone();
-                async move { status(&mut h, name).await == Some(ServingStatus::Serving) }
-            })
-            .await,
+            becomes(&health, name, ServingStatus::Serving).await,
             "{name:?} must return to SERVING with Redis"
         );
     }
@@ -117,13 +114,6 @@ async fn a_mesh_starts_while_redis_is_down_and_becomes_ready_when_it_comes_up() 
         Some(ServingStatus::NotServing)
     );
     redis.restart().await.unwrap();
-    let h = &health;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let mut h = h.clone();
-            async move { status(&mut h, "").await == Some(ServingStatus::Serving) }
-        })
-        .await
-    );
+    assert!(becomes(&health, "", ServingStatus::Serving).await);
     mesh.stop().await.unwrap();
 }
