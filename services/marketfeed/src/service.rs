@@ -88,7 +88,7 @@ impl MarketFeed {
             .spawn_refresh(config.instrument_refresh, shutdown.clone());
         let hub = LiveHub::new(
             redis.clone(),
-            keys.clone(),
+            crate::live::TickLogCodec { keys: keys.clone() },
             config.live_buffer,
             shutdown.clone(),
         );

@@ -96,7 +96,7 @@ impl Streamer {
                 None => tick_log::last_sequence(&mut conn, &self.keys, &start.symbol).await? + 1,
             };
             states.push(SymbolState {
-                symbol: sub.symbol.clone(),
+                symbol: sub.topic.clone(),
                 next,
             });
             live.insert(i, SubscriptionStream::new(sub));
