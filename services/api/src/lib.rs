@@ -6,6 +6,11 @@
 #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
 
 pub mod tickmesh {
+    pub mod candles {
+        pub mod v1 {
+            tonic::include_proto!("tickmesh.candles.v1");
+        }
+    }
     pub mod marketfeed {
         pub mod v1 {
             tonic::include_proto!("tickmesh.marketfeed.v1");
@@ -13,6 +18,7 @@ pub mod tickmesh {
     }
 }
 
+pub use tickmesh::candles::v1 as candles;
 pub use tickmesh::marketfeed::v1 as marketfeed;
 
 /// Encoded `FileDescriptorSet` of every tickmesh proto (with imports), for
@@ -26,4 +32,7 @@ pub const GOOGLE_RPC_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/google_rpc_descriptor.bin"));
 
 /// Fully qualified names of every tickmesh gRPC service, as reflection lists them.
-pub const SERVICE_NAMES: &[&str] = &["tickmesh.marketfeed.v1.MarketFeedService"];
+pub const SERVICE_NAMES: &[&str] = &[
+    "tickmesh.marketfeed.v1.MarketFeedService",
+    "tickmesh.candles.v1.CandleQueryService",
+];

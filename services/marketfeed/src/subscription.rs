@@ -108,13 +108,14 @@ impl Streamer {
             let state = &mut states[i];
             match item {
                 Ok(batch) => {
-                    let Some(first) = batch.first().map(|t| t.sequence) else {
+                    let Some(first) = batch.items.first().map(|t| t.sequence) else {
                         continue;
                     };
                     if first > state.next {
                         self.catch_up(&mut conn, state, Some(first - 1), tx).await?;
                     }
                     let fresh: Vec<TradeRecord> = batch
+                        .items
                         .iter()
                         .filter(|t| t.sequence >= state.next)
                         .cloned()

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tickmesh_core::duration::serde_human;
 
 /// Names of the services a process can run.
-pub const KNOWN_SERVICES: &[&str] = &["marketfeed"];
+pub const KNOWN_SERVICES: &[&str] = &["marketfeed", "candles"];
 
 /// Environment variables with this prefix are settings.
 pub const ENV_PREFIX: &str = "TICKMESH_";
@@ -33,6 +33,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub telemetry: TelemetryConfig,
     pub marketfeed: MarketFeedConfig,
+    pub candles: CandlesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,8 +188,8 @@ pub struct MarketFeedConfig {
     pub quote_stale_after: Duration,
     /// Most trades in one StreamTrades message.
     pub stream_batch_max: usize,
-    /// Live trades buffered per instance for StreamTrades subscribers before a
-    /// slow subscriber is moved to catch-up reads from the tick log.
+    /// Live trade batches buffered per streamed symbol per instance before a
+    /// slow StreamTrades subscriber is moved to catch-up reads from the tick log.
     pub live_buffer: usize,
     /// How often each instance refreshes its instrument cache from Redis.
     #[serde(with = "serde_human")]
@@ -205,8 +206,55 @@ impl Default for MarketFeedConfig {
             auto_register_instruments: false,
             quote_stale_after: Duration::from_secs(60),
             stream_batch_max: 500,
-            live_buffer: 8192,
+            live_buffer: 64,
             instrument_refresh: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CandlesConfig {
+    /// gRPC address of MarketFeedService for the aggregator's trade stream
+    /// and instrument definitions, e.g. "http://marketfeed:50051". Empty: this
+    /// process's own server.
+    pub marketfeed_endpoint: String,
+    /// Run the candle aggregator in this process (instances share the work
+    /// through per-symbol leases).
+    pub aggregate: bool,
+    /// Trades up to this much older than the newest trade of their symbol
+    /// still update (correct) their candle; older ones are counted and dropped.
+    #[serde(with = "serde_human")]
+    pub late_window: Duration,
+    /// An open candle closes by the clock this long after its end when its
+    /// symbol has had no trades for as long.
+    #[serde(with = "serde_human")]
+    pub close_grace: Duration,
+    /// Aggregator lease per symbol; another instance takes over this long
+    /// after the owner dies.
+    #[serde(with = "serde_human")]
+    pub lease_ttl: Duration,
+    /// Candles kept in Redis per symbol and interval.
+    pub candles_per_interval: u64,
+    /// Entries kept per symbol in the candle updates log (how far back a
+    /// SubscribeCandles cursor can resume).
+    pub updates_max_len: u64,
+    /// Update batches buffered per symbol for live subscribers before a slow
+    /// one is served from the updates log instead.
+    pub live_buffer: usize,
+}
+
+impl Default for CandlesConfig {
+    fn default() -> Self {
+        Self {
+            marketfeed_endpoint: String::new(),
+            aggregate: true,
+            late_window: Duration::from_secs(300),
+            close_grace: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(6),
+            candles_per_interval: 10_000,
+            updates_max_len: 100_000,
+            live_buffer: 64,
         }
     }
 }
@@ -442,6 +490,35 @@ impl Config {
             return bad(
                 "marketfeed.live_buffer",
                 "must be between 16 and 1000000".into(),
+            );
+        }
+        let candles = &self.candles;
+        let endpoint = &candles.marketfeed_endpoint;
+        if !(endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://"))
+        {
+            return bad(
+                "candles.marketfeed_endpoint",
+                "must be empty or start with http:// or https://".into(),
+            );
+        }
+        if candles.lease_ttl < Duration::from_secs(1) {
+            return bad("candles.lease_ttl", "must be at least 1s".into());
+        }
+        if candles.candles_per_interval < 100 {
+            return bad(
+                "candles.candles_per_interval",
+                "must be at least 100".into(),
+            );
+        }
+        if candles.updates_max_len < 1000 {
+            return bad("candles.updates_max_len", "must be at least 1000".into());
+        }
+        if !(4..=1_000_000).contains(&candles.live_buffer) {
+            return bad(
+                "candles.live_buffer",
+                "must be between 4 and 1000000".into(),
             );
         }
         Ok(())

@@ -34,7 +34,25 @@ pub trait HubCodec: Send + Sync + 'static {
 }
 
 /// Entries of one topic, in stream order, as one `XREAD` returned them.
-pub type Batch<T> = Arc<Vec<T>>;
+pub type Batch<T> = Arc<BatchData<T>>;
+
+#[derive(Debug)]
+pub struct BatchData<T> {
+    /// The entry id the read continued after: every entry between it and the
+    /// first item was in an earlier batch. A reader whose own position is
+    /// older than this has missed entries and must read them from the stream.
+    pub after: String,
+    pub items: Vec<T>,
+}
+
+/// Orders stream entry ids ("<ms>-<seq>") numerically.
+pub fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(id: &str) -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    }
+    parts(a).cmp(&parts(b))
+}
 
 /// How long one `XREAD` blocks; new topics interrupt it with `CLIENT UNBLOCK`.
 const BLOCK: Duration = Duration::from_secs(5);
@@ -330,9 +348,14 @@ fn publish<C: HubCodec>(hub: &Hub<C>, reply: Value) {
         let feed = feeds.get_mut(&topic).expect("present");
         match hub.codec.decode(&topic, entries) {
             Ok(items) if !items.is_empty() => {
-                feed.last_id = Some(hub.codec.entry_id(items.last().expect("non-empty")));
+                let after = feed
+                    .last_id
+                    .replace(hub.codec.entry_id(items.last().expect("non-empty")));
                 // No receiver is fine: the last one just left.
-                let _ = feed.tx.send(Arc::new(items));
+                let _ = feed.tx.send(Arc::new(BatchData {
+                    after: after.unwrap_or_default(),
+                    items,
+                }));
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(topic = %topic, error = %e, "unreadable stream entries"),
@@ -344,5 +367,17 @@ async fn sleep_or_shutdown<C: HubCodec>(hub: &Hub<C>, d: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = hub.shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_compare_numerically() {
+        assert_eq!(id_cmp("10-0", "9-5"), std::cmp::Ordering::Greater);
+        assert_eq!(id_cmp("0-10", "0-9"), std::cmp::Ordering::Greater);
+        assert_eq!(id_cmp("5-1", "5-1"), std::cmp::Ordering::Equal);
     }
 }

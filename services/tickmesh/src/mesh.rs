@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tickmesh_candles::CandleService;
 use tickmesh_marketfeed::MarketFeed;
 use tickmesh_runtime::auth::AdminAuth;
 use tickmesh_runtime::config::Config;
@@ -20,6 +21,9 @@ pub struct Mesh {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub marketfeed: Option<Arc<MarketFeed>>,
+    pub candles: Option<Arc<CandleService>>,
+    /// This process's aggregator, when it runs one.
+    pub aggregator: Option<JoinHandle<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -62,6 +66,31 @@ impl Mesh {
             names.push(tickmesh_marketfeed::SERVICE_NAME);
             marketfeed = Some(feed);
         }
+        let mut candles = None;
+        let mut aggregator = None;
+        if config.services.is_enabled("candles") {
+            let endpoint = if config.candles.marketfeed_endpoint.is_empty() {
+                format!("http://{addr}")
+            } else {
+                config.candles.marketfeed_endpoint.clone()
+            };
+            let service = CandleService::new(
+                config.candles.clone(),
+                redis.clone(),
+                &endpoint,
+                shutdown.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            routes.add_service(tickmesh_candles::grpc::server(
+                service.clone(),
+                config.server.max_message_bytes,
+            ));
+            names.push(tickmesh_candles::SERVICE_NAME);
+            if config.candles.aggregate {
+                aggregator = Some(service.spawn_aggregator(instance_id(addr)));
+            }
+            candles = Some(service);
+        }
         server::add_reflection(&mut routes, &names)?;
 
         let readiness: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -85,6 +114,8 @@ impl Mesh {
             addr,
             shutdown,
             marketfeed,
+            candles,
+            aggregator,
             task,
         })
     }
@@ -96,13 +127,30 @@ impl Mesh {
 
     /// Waits until the server stops (after `shutdown` is cancelled).
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await.context("server task")?
+        let result = self.task.await.context("server task")?;
+        if let Some(aggregator) = self.aggregator {
+            let _ = aggregator.await;
+        }
+        result
     }
 
-    /// Shuts down gracefully and waits.
+    /// Stops abruptly, as a killed process would: no lease is handed back.
+    pub fn abort(self) {
+        if let Some(aggregator) = &self.aggregator {
+            aggregator.abort();
+        }
+        self.task.abort();
+        // Background tasks (tailers, refreshers) follow the token.
+        self.shutdown.cancel();
+    }
+
+    /// Shuts down gracefully and waits (the aggregator hands its leases back).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.wait().await
+        if let Some(aggregator) = self.aggregator {
+            let _ = aggregator.await;
+        }
+        self.task.await.context("server task")?
     }
 }
 
@@ -114,4 +162,15 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// A name for this process among aggregator instances: host, pid, listen port.
+pub fn instance_id(addr: SocketAddr) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tickmesh".into());
+    format!("{host}-{}-{}", std::process::id(), addr.port())
 }

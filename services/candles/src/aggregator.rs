@@ -1,0 +1,299 @@
+//! The candle aggregator: owns a fair share of the symbols (leases), follows
+//! their trades through `MarketFeedService.StreamTrades` from the sequence
+//! after the last one applied, folds them into every stored interval, and
+//! writes each batch's changes in one pipelined round trip, atomically with
+//! the applied sequence per symbol. Killing it at any moment loses and
+//! double-counts nothing: on restart it reads the candles and the applied
+//! sequence back and resumes the stream right after it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tickmesh_api::marketfeed::{StreamTradesRequest, StreamTradesResponse, SymbolSequence};
+use tickmesh_core::decimal::parse_units;
+use tickmesh_core::{Error, Result};
+use tickmesh_runtime::proto_time::{now_nanos, timestamp_to_nanos};
+use tokio_util::sync::CancellationToken;
+
+use crate::book::{BookConfig, SymbolBook};
+use crate::candle::Tick;
+use crate::directory::Directory;
+use crate::lease::{Leases, fair_share};
+use crate::store::{CandleStore, WriteError};
+
+pub struct Aggregator {
+    pub store: Arc<CandleStore>,
+    pub leases: Leases,
+    pub directory: Arc<Directory>,
+    pub book_config: BookConfig,
+    pub lease_ttl: Duration,
+    pub shutdown: CancellationToken,
+}
+
+struct Owned {
+    lease: String,
+    book: SymbolBook,
+}
+
+enum Next {
+    /// The set of owned symbols changed: reopen the trade stream.
+    Reopen,
+    Stop,
+}
+
+impl Aggregator {
+    pub async fn run(self) {
+        let mut owned: HashMap<String, Owned> = HashMap::new();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            match self.cycle(&mut owned).await {
+                Ok(Next::Stop) => break,
+                Ok(Next::Reopen) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, "aggregator: reloading state and resuming");
+                    // The books may be ahead of Redis: forget them; keep the leases.
+                    for (symbol, o) in owned.iter_mut() {
+                        if let Err(e) = self.reload(symbol, o).await {
+                            tracing::debug!(symbol, error = %e, "reload failed");
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        for (symbol, o) in owned.drain() {
+            self.leases.release(&symbol, &o.lease).await;
+        }
+        self.leases.leave().await;
+        tracing::info!(instance = %self.leases.instance, "aggregator stopped; leases released");
+    }
+
+    async fn reload(&self, symbol: &str, owned: &mut Owned) -> Result<()> {
+        let info = self.directory.get(symbol).await?;
+        let mut book = SymbolBook::new(
+            symbol,
+            info.tz,
+            info.price_scale,
+            info.quantity_scale,
+            self.book_config,
+        );
+        self.store
+            .load(&mut book, self.book_config.late_window_ns)
+            .await?;
+        owned.book = book;
+        Ok(())
+    }
+
+    /// Renews, acquires and releases leases; true when the owned set changed.
+    async fn balance(&self, owned: &mut HashMap<String, Owned>) -> Result<bool> {
+        let live = self.leases.heartbeat().await?;
+        let symbols = self.directory.refresh().await?;
+        let held: Vec<(String, String)> = owned
+            .iter()
+            .map(|(s, o)| (s.clone(), o.lease.clone()))
+            .collect();
+        let still = self.leases.renew(&held).await?;
+        let mut changed = false;
+        for ((symbol, _), ok) in held.iter().zip(still) {
+            if !ok {
+                tracing::warn!(symbol, "aggregator lease lost");
+                owned.remove(symbol);
+                changed = true;
+            }
+        }
+        let share = fair_share(symbols.len(), live);
+        if owned.len() < share {
+            // Start at a point that depends on the instance, so instances
+            // starting together do not all contend for the same symbols.
+            let start =
+                self.leases.instance.bytes().map(usize::from).sum::<usize>() % symbols.len().max(1);
+            for symbol in symbols.iter().cycle().skip(start).take(symbols.len()) {
+                if owned.len() >= share {
+                    break;
+                }
+                if owned.contains_key(symbol) {
+                    continue;
+                }
+                if let Some(lease) = self.leases.try_acquire(symbol).await? {
+                    let info = self.directory.get(symbol).await?;
+                    let mut book = SymbolBook::new(
+                        symbol,
+                        info.tz,
+                        info.price_scale,
+                        info.quantity_scale,
+                        self.book_config,
+                    );
+                    if let Err(e) = self
+                        .store
+                        .load(&mut book, self.book_config.late_window_ns)
+                        .await
+                    {
+                        self.leases.release(symbol, &lease).await;
+                        return Err(e);
+                    }
+                    tracing::info!(
+                        symbol,
+                        lease,
+                        applied = book.applied_sequence,
+                        "aggregator took symbol"
+                    );
+                    owned.insert(symbol.clone(), Owned { lease, book });
+                    changed = true;
+                }
+            }
+        } else if owned.len() > share + 1 {
+            // Others joined: hand some symbols back (all writes are done).
+            let extra: Vec<String> = owned.keys().take(owned.len() - share).cloned().collect();
+            for symbol in extra {
+                if let Some(o) = owned.remove(&symbol) {
+                    self.leases.release(&symbol, &o.lease).await;
+                    tracing::info!(symbol, "aggregator handed symbol back");
+                    changed = true;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// One trade stream over the owned symbols, until they change or something fails.
+    async fn cycle(&self, owned: &mut HashMap<String, Owned>) -> Result<Next> {
+        self.balance(owned).await?;
+        let mut ticker =
+            tokio::time::interval((self.lease_ttl / 3).max(Duration::from_millis(200)));
+        ticker.tick().await;
+        let mut closer = tokio::time::interval(Duration::from_millis(500));
+        if owned.is_empty() {
+            tokio::select! {
+                _ = ticker.tick() => return Ok(Next::Reopen),
+                _ = self.shutdown.cancelled() => return Ok(Next::Stop),
+            }
+        }
+        let request = StreamTradesRequest {
+            symbols: owned.keys().cloned().collect(),
+            from_sequence: None,
+            cursors: owned
+                .iter()
+                .map(|(s, o)| SymbolSequence {
+                    symbol: s.clone(),
+                    sequence: o.book.applied_sequence + 1,
+                })
+                .collect(),
+        };
+        let mut stream = self
+            .directory
+            .client()
+            .stream_trades(request)
+            .await
+            .map_err(|s| Error::Unavailable(format!("marketfeed StreamTrades: {s}")))?
+            .into_inner();
+        loop {
+            tokio::select! {
+                message = stream.message() => {
+                    let message = message
+                        .map_err(|s| Error::Unavailable(format!("marketfeed StreamTrades: {s}")))?
+                        .ok_or_else(|| Error::Unavailable("marketfeed ended the trade stream".into()))?;
+                    self.apply(owned, message);
+                    if self.flush(owned).await? {
+                        return Ok(Next::Reopen);
+                    }
+                }
+                _ = closer.tick() => {
+                    let now = now_nanos();
+                    for o in owned.values_mut() {
+                        o.book.close_due(now);
+                    }
+                    if self.flush(owned).await? {
+                        return Ok(Next::Reopen);
+                    }
+                }
+                _ = ticker.tick() => {
+                    if self.balance(owned).await? {
+                        return Ok(Next::Reopen);
+                    }
+                }
+                _ = self.shutdown.cancelled() => return Ok(Next::Stop),
+            }
+        }
+    }
+
+    fn apply(&self, owned: &mut HashMap<String, Owned>, message: StreamTradesResponse) {
+        let now = now_nanos();
+        for gap in message.gaps {
+            if let Some(o) = owned.get_mut(&gap.symbol) {
+                tracing::error!(symbol = %gap.symbol, first = gap.first_sequence, last = gap.last_sequence, "trades trimmed from the tick log before aggregation; counted as missed");
+                o.book.skip(gap.last_sequence);
+            }
+        }
+        for trade in message.trades {
+            let Some(o) = owned.get_mut(&trade.symbol) else {
+                continue;
+            };
+            let book = &mut o.book;
+            let parsed = (
+                parse_units(&trade.price, book.price_scale),
+                parse_units(&trade.quantity, book.quantity_scale),
+                trade
+                    .time
+                    .as_ref()
+                    .ok_or_else(|| "no time".to_string())
+                    .and_then(timestamp_to_nanos),
+            );
+            match parsed {
+                (Ok(price), Ok(quantity), Ok(time_ns)) => book.apply(
+                    Tick {
+                        time_ns,
+                        sequence: trade.sequence,
+                        price,
+                        quantity,
+                    },
+                    now,
+                ),
+                _ => {
+                    // Only possible if the instrument's scale shrank after the
+                    // trade was accepted.
+                    tracing::error!(symbol = %trade.symbol, sequence = trade.sequence, price = %trade.price, "trade does not fit the instrument's current scales; counted as missed");
+                    book.skip(trade.sequence);
+                }
+            }
+        }
+    }
+
+    /// Writes every book with changes in one round trip. True when a lease was lost.
+    async fn flush(&self, owned: &mut HashMap<String, Owned>) -> Result<bool> {
+        let mut batch: Vec<(&mut SymbolBook, String)> = owned
+            .values_mut()
+            .filter(|o| o.book.has_changes())
+            .map(|o| (&mut o.book, o.lease.clone()))
+            .collect();
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        let symbols: Vec<String> = batch.iter().map(|(b, _)| b.symbol.to_string()).collect();
+        let outcomes = self.store.write(&mut batch).await?;
+        let mut lost = false;
+        for (symbol, outcome) in symbols.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => {}
+                Err(WriteError::LeaseLost(reason)) => {
+                    tracing::warn!(
+                        symbol,
+                        reason,
+                        "aggregator lease lost at write; dropping symbol"
+                    );
+                    owned.remove(&symbol);
+                    lost = true;
+                }
+                Err(WriteError::Other(e)) => return Err(e),
+            }
+        }
+        Ok(lost)
+    }
+}

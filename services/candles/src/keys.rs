@@ -1,0 +1,54 @@
+//! Redis key layout of candles. One symbol's keys share the hash tag `{SYM}`
+//! (the same tag as its MarketFeed keys), so the aggregator's write script can
+//! touch them all in one slot.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `<p>:{SYM}:c:<interval>` | sorted set | candles (score: open time in s; member: encoded candle) |
+//! | `<p>:{SYM}:cseq` | string | last trade sequence applied to the candles |
+//! | `<p>:{SYM}:cstat` | hash | newest event time, late/missed counters |
+//! | `<p>:{SYM}:cupd` | stream | candle updates log (SubscribeCandles) |
+//! | `<p>:{SYM}:lease` | string | the owning aggregator (`<instance>#<epoch>`), with a TTL |
+//! | `<p>:{SYM}:lease-epoch` | string | fencing counter, bumped at each acquisition |
+//! | `<p>:aggregators` | sorted set | live aggregator instances (score: heartbeat ms) |
+
+use tickmesh_calendar::Interval;
+
+#[derive(Clone, Debug)]
+pub struct CandleKeys {
+    prefix: String,
+}
+
+impl CandleKeys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+    pub fn candles(&self, symbol: &str, interval: Interval) -> String {
+        format!("{}:{{{symbol}}}:c:{interval}", self.prefix)
+    }
+    pub fn applied(&self, symbol: &str) -> String {
+        format!("{}:{{{symbol}}}:cseq", self.prefix)
+    }
+    pub fn status(&self, symbol: &str) -> String {
+        format!("{}:{{{symbol}}}:cstat", self.prefix)
+    }
+    pub fn updates(&self, symbol: &str) -> String {
+        format!("{}:{{{symbol}}}:cupd", self.prefix)
+    }
+    pub fn lease(&self, symbol: &str) -> String {
+        format!("{}:{{{symbol}}}:lease", self.prefix)
+    }
+    pub fn lease_epoch(&self, symbol: &str) -> String {
+        format!("{}:{{{symbol}}}:lease-epoch", self.prefix)
+    }
+    pub fn members(&self) -> String {
+        format!("{}:aggregators", self.prefix)
+    }
+    pub fn symbol_of_updates<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{")?
+            .strip_suffix("}:cupd")
+    }
+}

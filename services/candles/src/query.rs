@@ -1,0 +1,440 @@
+//! GetCandles: pages of candles from Redis, in either order, for stored
+//! intervals and for multiples rolled up on the fly, optionally filled with
+//! flat candles at the previous close inside trading sessions.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use tickmesh_calendar::{Bucket, Interval, Session, Unit, in_session};
+use tickmesh_core::ids::check_symbol;
+use tickmesh_core::{Error, FieldViolation, Result, page_token};
+use tickmesh_runtime::proto_time::now_nanos;
+
+use crate::candle::Candle;
+use crate::directory::{Directory, InstrumentInfo};
+use crate::store::CandleStore;
+
+pub const DEFAULT_PAGE_SIZE: usize = 500;
+pub const MAX_PAGE_SIZE: usize = 1000;
+const PAGE_KIND: &str = "candles";
+/// Most buckets one filled page may walk (a year of 1m is ~525,600).
+const MAX_WALK: usize = 1_000_000;
+const FETCH: usize = 500;
+
+#[derive(Clone, Debug, Default)]
+pub struct CandlesQuery {
+    pub symbol: String,
+    pub interval: String,
+    pub start_ns: Option<i64>,
+    pub end_ns: Option<i64>,
+    pub page_size: i32,
+    pub page_token: String,
+    pub newest_first: bool,
+    pub fill: bool,
+}
+
+pub struct QueryService {
+    pub store: Arc<CandleStore>,
+    pub directory: Arc<Directory>,
+}
+
+struct Plan {
+    symbol: String,
+    interval: Interval,
+    info: Arc<InstrumentInfo>,
+    lo_ns: i64,
+    hi_ns: i64,
+    size: usize,
+    newest_first: bool,
+    fill: bool,
+    fingerprint: u64,
+    cursor: Option<i64>,
+}
+
+impl QueryService {
+    pub async fn get_candles(&self, q: CandlesQuery) -> Result<(Vec<Candle>, String)> {
+        let plan = self.plan(q).await?;
+        let now = now_nanos();
+        let mut source = Source::new(self.store.clone(), &plan, now);
+        let mut out: Vec<Candle> = Vec::with_capacity(plan.size + 1);
+        if plan.fill {
+            self.filled(&plan, &mut source, now, &mut out).await?;
+        } else {
+            while out.len() <= plan.size {
+                match source.next().await? {
+                    Some(c) => out.push(c),
+                    None => break,
+                }
+            }
+        }
+        let token = if out.len() > plan.size {
+            out.truncate(plan.size);
+            let last = out.last().expect("page is not empty").bucket.open_ns;
+            page_token::encode(PAGE_KIND, plan.fingerprint, &last.to_string())
+        } else {
+            String::new()
+        };
+        Ok((out, token))
+    }
+
+    async fn plan(&self, q: CandlesQuery) -> Result<Plan> {
+        let mut violations = Vec::new();
+        if let Err(r) = check_symbol(&q.symbol) {
+            violations.push(FieldViolation::new("symbol", r));
+        }
+        let interval = match Interval::parse(&q.interval) {
+            Ok(i) => Some(i),
+            Err(r) => {
+                violations.push(FieldViolation::new("interval", r));
+                None
+            }
+        };
+        if let (Some(s), Some(e)) = (q.start_ns, q.end_ns)
+            && s >= e
+        {
+            violations.push(FieldViolation::new("start_time", "must be before end_time"));
+        }
+        let size = match q.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n < 0 => {
+                violations.push(FieldViolation::new("page_size", "must not be negative"));
+                0
+            }
+            n if n as usize > MAX_PAGE_SIZE => {
+                violations.push(FieldViolation::new(
+                    "page_size",
+                    format!("must be at most {MAX_PAGE_SIZE}"),
+                ));
+                0
+            }
+            n => n as usize,
+        };
+        let fingerprint = page_token::fingerprint(&[
+            &q.symbol,
+            &q.interval,
+            &format!("{:?}", q.start_ns),
+            &format!("{:?}", q.end_ns),
+            &q.newest_first.to_string(),
+            &q.fill.to_string(),
+        ]);
+        let cursor = if q.page_token.is_empty() {
+            None
+        } else {
+            match page_token::decode(&q.page_token, PAGE_KIND, fingerprint)
+                .map(|c| c.parse::<i64>())
+            {
+                Ok(Ok(c)) => Some(c),
+                Ok(Err(_)) => {
+                    violations.push(FieldViolation::new(
+                        "page_token",
+                        "is not a page token issued for this request",
+                    ));
+                    None
+                }
+                Err(r) => {
+                    violations.push(FieldViolation::new("page_token", r));
+                    None
+                }
+            }
+        };
+        Error::check(violations)?;
+        let info = self.directory.get(&q.symbol).await?;
+        Ok(Plan {
+            symbol: q.symbol,
+            interval: interval.expect("checked"),
+            info,
+            lo_ns: q.start_ns.unwrap_or(i64::MIN),
+            hi_ns: q.end_ns.unwrap_or(i64::MAX),
+            size,
+            newest_first: q.newest_first,
+            fill: q.fill,
+            fingerprint,
+            cursor,
+        })
+    }
+
+    /// Walks every bucket of the page, taking real candles where there are
+    /// some and flat ones at the previous close inside sessions.
+    async fn filled(
+        &self,
+        plan: &Plan,
+        source: &mut Source,
+        now: i64,
+        out: &mut Vec<Candle>,
+    ) -> Result<()> {
+        let (interval, tz) = (plan.interval, plan.info.tz);
+        let flat = |b: Bucket, price: i64, like: &Candle| {
+            Candle::flat(
+                interval,
+                b,
+                price,
+                like.price_scale,
+                like.quantity_scale,
+                b.close_ns <= now,
+            )
+        };
+        let sessions = &plan.info.sessions;
+        if plan.newest_first {
+            // From the newest bucket down; a gap takes the close of the next older candle.
+            let top = plan.hi_ns.min(now).saturating_sub(1);
+            let mut b = match plan.cursor {
+                Some(c) => interval.prev(interval.bucket(c, tz), tz),
+                None => interval.bucket(top, tz),
+            };
+            let mut walked = 0;
+            while out.len() <= plan.size && b.close_ns > plan.lo_ns && walked < MAX_WALK {
+                walked += 1;
+                let Some(older) = source.peek().await? else {
+                    break;
+                };
+                if older.bucket.open_ns == b.open_ns {
+                    out.push(source.next().await?.expect("peeked"));
+                } else if older.bucket.open_ns > b.open_ns {
+                    // A candle newer than the walk position (cannot happen
+                    // after the first step); skip it.
+                    source.next().await?;
+                    continue;
+                } else if overlaps_sessions(sessions, interval, b, tz) {
+                    out.push(flat(b, older.close, &older));
+                }
+                b = interval.prev(b, tz);
+            }
+        } else {
+            // From the oldest bucket up; a gap takes the close of the last candle seen.
+            let mut previous: Option<Candle> = match plan.cursor {
+                Some(c) => {
+                    self.latest_before(plan, interval.bucket(c, tz).close_ns)
+                        .await?
+                }
+                None if plan.lo_ns > i64::MIN => {
+                    self.latest_before(plan, interval.bucket(plan.lo_ns, tz).open_ns)
+                        .await?
+                }
+                None => None,
+            };
+            let mut b = match (plan.cursor, &previous) {
+                (Some(c), _) => interval.next(interval.bucket(c, tz), tz),
+                (None, Some(_)) => interval.bucket(plan.lo_ns, tz),
+                (None, None) => match source.peek().await? {
+                    Some(first) => first.bucket,
+                    None => return Ok(()),
+                },
+            };
+            let last_bucket_open = interval
+                .bucket(plan.hi_ns.min(now).saturating_sub(1), tz)
+                .open_ns;
+            let mut walked = 0;
+            while out.len() <= plan.size
+                && b.open_ns < plan.hi_ns
+                && b.open_ns <= last_bucket_open
+                && walked < MAX_WALK
+            {
+                walked += 1;
+                match source.peek().await? {
+                    Some(real) if real.bucket.open_ns == b.open_ns => {
+                        let real = source.next().await?.expect("peeked");
+                        previous = Some(real.clone());
+                        out.push(real);
+                    }
+                    Some(real) if real.bucket.open_ns < b.open_ns => {
+                        source.next().await?;
+                        continue;
+                    }
+                    _ => {
+                        if let Some(p) = &previous
+                            && overlaps_sessions(sessions, interval, b, tz)
+                        {
+                            out.push(flat(b, p.close, p));
+                        }
+                    }
+                }
+                b = interval.next(b, tz);
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest real candle (of the query's interval) opening before `before_ns`.
+    async fn latest_before(&self, plan: &Plan, before_ns: i64) -> Result<Option<Candle>> {
+        let base = plan.interval.rollup_base();
+        let max = format!("({}", ceil_s(before_ns));
+        let found = self
+            .store
+            .range(&plan.symbol, base, "-inf", &max, true, 1)
+            .await?;
+        // Only its close matters for filling, and a base candle's close is
+        // the close of the rolled candle containing it.
+        Ok(found.into_iter().next())
+    }
+}
+
+fn ceil_s(ns: i64) -> i64 {
+    ns.div_euclid(1_000_000_000) + i64::from(ns.rem_euclid(1_000_000_000) != 0)
+}
+
+/// Whether a bucket has trading time in it (sessions checked every 5 minutes;
+/// weeks and longer always have).
+fn overlaps_sessions(sessions: &[Session], interval: Interval, b: Bucket, tz: Tz) -> bool {
+    if sessions.is_empty() || matches!(interval.unit, Unit::Week | Unit::Month | Unit::Year) {
+        return true;
+    }
+    const STEP: i64 = 300_000_000_000;
+    let mut t = b.open_ns;
+    while t < b.close_ns {
+        if in_session(sessions, t, tz) {
+            return true;
+        }
+        t += STEP;
+    }
+    false
+}
+
+/// Real candles of the query's interval in page order: read from the stored
+/// interval, or folded from its rollup base.
+struct Source {
+    store: Arc<CandleStore>,
+    symbol: String,
+    interval: Interval,
+    base: Interval,
+    tz: Tz,
+    newest_first: bool,
+    now: i64,
+    /// Next score bound to read from (Redis syntax), moving in page order.
+    lo: String,
+    hi: String,
+    lo_ns: i64,
+    hi_ns: i64,
+    buffer: VecDeque<Candle>,
+    exhausted: bool,
+    peeked: Option<Candle>,
+}
+
+impl Source {
+    fn new(store: Arc<CandleStore>, plan: &Plan, now: i64) -> Self {
+        let (interval, tz) = (plan.interval, plan.info.tz);
+        let base = interval.rollup_base();
+        // Candles that close after lo and open before hi.
+        let mut lo_open = if plan.lo_ns == i64::MIN {
+            i64::MIN
+        } else {
+            interval.bucket(plan.lo_ns, tz).open_ns
+        };
+        let mut hi_open_excl = plan.hi_ns;
+        if let Some(c) = plan.cursor {
+            if plan.newest_first {
+                hi_open_excl = hi_open_excl.min(c);
+            } else {
+                lo_open = lo_open.max(interval.next(interval.bucket(c, tz), tz).open_ns);
+            }
+        }
+        let lo = if lo_open == i64::MIN {
+            "-inf".to_string()
+        } else {
+            ceil_s(lo_open).to_string()
+        };
+        let hi = if hi_open_excl == i64::MAX {
+            "+inf".to_string()
+        } else {
+            format!("({}", ceil_s(hi_open_excl))
+        };
+        Self {
+            store,
+            symbol: plan.symbol.clone(),
+            interval,
+            base,
+            tz,
+            newest_first: plan.newest_first,
+            now,
+            lo,
+            hi,
+            lo_ns: plan.lo_ns,
+            hi_ns: plan.hi_ns,
+            buffer: VecDeque::new(),
+            exhausted: false,
+            peeked: None,
+        }
+    }
+
+    async fn base_next(&mut self) -> Result<Option<Candle>> {
+        if self.buffer.is_empty() && !self.exhausted {
+            let page = self
+                .store
+                .range(
+                    &self.symbol,
+                    self.base,
+                    &self.lo,
+                    &self.hi,
+                    self.newest_first,
+                    FETCH,
+                )
+                .await?;
+            if page.len() < FETCH {
+                self.exhausted = true;
+            }
+            if let Some(last) = page.last() {
+                if self.newest_first {
+                    self.hi = format!("({}", last.score());
+                } else {
+                    self.lo = format!("({}", last.score());
+                }
+            }
+            self.buffer.extend(page);
+        }
+        Ok(self.buffer.pop_front())
+    }
+
+    async fn peek(&mut self) -> Result<Option<Candle>> {
+        if self.peeked.is_none() {
+            self.peeked = self.fetch().await?;
+        }
+        Ok(self.peeked.clone())
+    }
+
+    async fn next(&mut self) -> Result<Option<Candle>> {
+        if let Some(c) = self.peeked.take() {
+            return Ok(Some(c));
+        }
+        self.fetch().await
+    }
+
+    async fn fetch(&mut self) -> Result<Option<Candle>> {
+        loop {
+            let Some(first) = self.base_next().await? else {
+                return Ok(None);
+            };
+            let candle = if self.interval == self.base {
+                first
+            } else {
+                self.fold(first).await?
+            };
+            // Range filter in ns (scores are whole seconds).
+            if candle.bucket.close_ns > self.lo_ns && candle.bucket.open_ns < self.hi_ns {
+                return Ok(Some(candle));
+            }
+            if self.newest_first && candle.bucket.close_ns <= self.lo_ns {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Folds base candles into the rolled candle that `first` starts.
+    async fn fold(&mut self, first: Candle) -> Result<Candle> {
+        let bucket = self.interval.bucket(first.bucket.open_ns, self.tz);
+        let mut rolled = first.clone();
+        rolled.interval = self.interval;
+        rolled.bucket = bucket;
+        loop {
+            let Some(more) = self.base_next().await? else {
+                break;
+            };
+            if self.interval.bucket(more.bucket.open_ns, self.tz) != bucket {
+                self.buffer.push_front(more);
+                break;
+            }
+            rolled.merge(&more);
+        }
+        rolled.closed = rolled.closed && bucket.close_ns <= self.now;
+        Ok(rolled)
+    }
+}

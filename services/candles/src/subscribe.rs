@@ -1,0 +1,383 @@
+//! SubscribeCandles: a snapshot of the current candles, then every update from
+//! the symbol's candle updates log, on any instance.
+//!
+//! Each message carries a cursor (the log entry id of its last update). A
+//! client that resumes with it gets every update it missed, then live ones.
+//! While catching up, updates to the same candle within a page are coalesced to
+//! the latest state, which always includes the closing one (a closed candle's
+//! later states stay closed), so extremes and closings are never lost. A slow
+//! client lags the shared live buffer and is then served from the log: its
+//! memory on the server stays bounded. A cursor older than the log gets a fresh
+//! snapshot (`snapshot = true`) of the candles changed since the cursor's time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redis::Value;
+use tickmesh_calendar::Interval;
+use tickmesh_core::{Error, FieldViolation, Result};
+use tickmesh_runtime::redis_conn::unavailable;
+use tickmesh_runtime::stream_hub::{HubCodec, StreamHub, id_cmp, last_entry_id};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::candle::Candle;
+use crate::keys::CandleKeys;
+use crate::store::CandleStore;
+
+/// One update from the log.
+#[derive(Clone, Debug)]
+pub struct Update {
+    pub id: String,
+    pub candle: Candle,
+}
+
+pub struct UpdateCodec {
+    pub keys: CandleKeys,
+}
+
+impl HubCodec for UpdateCodec {
+    type Item = Update;
+
+    fn key(&self, symbol: &str) -> String {
+        self.keys.updates(symbol)
+    }
+
+    fn topic<'a>(&self, key: &'a str) -> Option<&'a str> {
+        self.keys.symbol_of_updates(key)
+    }
+
+    fn decode(&self, _symbol: &Arc<str>, entries: Value) -> Result<Vec<Update>> {
+        decode_entries(entries)
+    }
+
+    fn entry_id(&self, update: &Update) -> String {
+        update.id.clone()
+    }
+}
+
+fn decode_entries(entries: Value) -> Result<Vec<Update>> {
+    let Value::Array(entries) = entries else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(mut parts) = entry else {
+            continue;
+        };
+        if parts.len() != 2 {
+            continue;
+        }
+        let (Some(Value::Array(fields)), Some(Value::BulkString(id))) = (parts.pop(), parts.pop())
+        else {
+            continue;
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
+        let mut it = fields.into_iter();
+        while let (Some(Value::BulkString(name)), Some(Value::BulkString(value))) =
+            (it.next(), it.next())
+        {
+            if name == b"c" {
+                let text = String::from_utf8_lossy(&value);
+                let candle = Candle::decode(&text)
+                    .ok_or_else(|| Error::Internal(format!("unreadable candle update {text:?}")))?;
+                out.push(Update {
+                    id: id.clone(),
+                    candle,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub type UpdateHub = StreamHub<UpdateCodec>;
+
+/// One message to a subscriber.
+#[derive(Clone, Debug, Default)]
+pub struct Message {
+    pub candles: Vec<Candle>,
+    pub snapshot: bool,
+    pub cursor: String,
+}
+
+/// Most candles in one message.
+const PAGE: usize = 500;
+/// Most candles per interval in a reset snapshot.
+const RESET_PER_INTERVAL: usize = 1000;
+const QUEUE: usize = 4;
+
+pub struct Subscriptions {
+    pub store: Arc<CandleStore>,
+    pub hub: UpdateHub,
+    pub late_window_ns: i64,
+}
+
+/// Checks a cursor's shape ("<ms>-<n>").
+pub fn check_cursor(cursor: &str) -> std::result::Result<(), FieldViolation> {
+    let ok = cursor.split_once('-').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+            && a.len() <= 20
+            && b.len() <= 20
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldViolation::new(
+            "cursor",
+            "is not a cursor returned by SubscribeCandles",
+        ))
+    }
+}
+
+impl Subscriptions {
+    pub fn start(
+        self: &Arc<Self>,
+        symbol: String,
+        intervals: Vec<Interval>,
+        cursor: Option<String>,
+        shutdown: CancellationToken,
+    ) -> mpsc::Receiver<Result<Message>> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                r = this.pump(&symbol, &intervals, cursor, &tx) => r,
+                _ = shutdown.cancelled() => Err(Error::ShuttingDown("reconnect and resume with your last cursor".into())),
+                _ = tx.closed() => Ok(()),
+            };
+            if let Err(e) = outcome {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
+    }
+
+    async fn pump(
+        &self,
+        symbol: &str,
+        intervals: &[Interval],
+        cursor: Option<String>,
+        tx: &mpsc::Sender<Result<Message>>,
+    ) -> Result<()> {
+        let subscription = self.hub.subscribe(symbol);
+        let mut live = BroadcastStream::new(subscription.rx);
+        let _interest = subscription.interest;
+        let key = self.store.keys.updates(symbol);
+        let mut conn = self.store.redis.conn();
+        let mut last = match cursor {
+            None => {
+                let last = last_entry_id(&mut conn, &key).await?;
+                let mut candles = Vec::new();
+                for &interval in intervals {
+                    candles.extend(
+                        self.store
+                            .range(symbol, interval, "-inf", "+inf", true, 1)
+                            .await?,
+                    );
+                }
+                send(
+                    tx,
+                    Message {
+                        candles,
+                        snapshot: true,
+                        cursor: last.clone(),
+                    },
+                )
+                .await?;
+                last
+            }
+            Some(cursor) => {
+                let first: Value = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                let first_id = decode_entries(first)?.into_iter().next().map(|u| u.id);
+                if first_id.is_some_and(|f| id_cmp(&f, &cursor).is_gt()) {
+                    self.reset(symbol, intervals, &cursor, tx).await?
+                } else {
+                    cursor
+                }
+            }
+        };
+        self.catch_up(&key, intervals, &mut last, None, tx).await?;
+        while let Some(item) = live.next().await {
+            match item {
+                Ok(batch) => {
+                    if id_cmp(&batch.after, &last).is_gt() {
+                        let upto = batch.after.clone();
+                        self.catch_up(&key, intervals, &mut last, Some(&upto), tx)
+                            .await?;
+                    }
+                    let updates: Vec<Update> = batch
+                        .items
+                        .iter()
+                        .filter(|u| id_cmp(&u.id, &last).is_gt())
+                        .cloned()
+                        .collect();
+                    if let Some(end) = updates.last() {
+                        last = end.id.clone();
+                        let candles: Vec<Candle> = updates
+                            .into_iter()
+                            .map(|u| u.candle)
+                            .filter(|c| intervals.contains(&c.interval))
+                            .collect();
+                        if !candles.is_empty() {
+                            send(
+                                tx,
+                                Message {
+                                    candles,
+                                    snapshot: false,
+                                    cursor: last.clone(),
+                                },
+                            )
+                            .await?;
+                        }
+                    }
+                }
+                Err(BroadcastStreamRecvError::Lagged(_)) => {
+                    self.catch_up(&key, intervals, &mut last, None, tx).await?;
+                }
+            }
+        }
+        Err(Error::Unavailable("live candle feed ended".into()))
+    }
+
+    /// Sends the log's updates after `last` (up to `upto`), coalesced per page.
+    async fn catch_up(
+        &self,
+        key: &str,
+        intervals: &[Interval],
+        last: &mut String,
+        upto: Option<&str>,
+        tx: &mpsc::Sender<Result<Message>>,
+    ) -> Result<()> {
+        let mut conn = self.store.redis.conn();
+        loop {
+            let reply: Value = redis::cmd("XRANGE")
+                .arg(key)
+                .arg(format!("({last}"))
+                .arg(upto.unwrap_or("+"))
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let page = decode_entries(reply)?;
+            let Some(end) = page.last().map(|u| u.id.clone()) else {
+                return Ok(());
+            };
+            let full = page.len() == PAGE;
+            *last = end.clone();
+            let candles = coalesce(
+                page.into_iter()
+                    .map(|u| u.candle)
+                    .filter(|c| intervals.contains(&c.interval)),
+            );
+            if !candles.is_empty() {
+                send(
+                    tx,
+                    Message {
+                        candles,
+                        snapshot: false,
+                        cursor: end,
+                    },
+                )
+                .await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The cursor is older than the log: send the candles changed since its time.
+    async fn reset(
+        &self,
+        symbol: &str,
+        intervals: &[Interval],
+        cursor: &str,
+        tx: &mpsc::Sender<Result<Message>>,
+    ) -> Result<String> {
+        let mut conn = self.store.redis.conn();
+        let last = last_entry_id(&mut conn, &self.store.keys.updates(symbol)).await?;
+        let cursor_ms: i64 = cursor
+            .split_once('-')
+            .and_then(|(ms, _)| ms.parse().ok())
+            .unwrap_or(0);
+        let since_ns = (cursor_ms.saturating_mul(1_000_000)).saturating_sub(self.late_window_ns);
+        let mut candles = Vec::new();
+        for &interval in intervals {
+            let min_s = since_ns
+                .div_euclid(1_000_000_000)
+                .saturating_sub(crate::store::interval_upper_bound_s(interval));
+            let mut recent = self
+                .store
+                .range(
+                    symbol,
+                    interval,
+                    &min_s.to_string(),
+                    "+inf",
+                    true,
+                    RESET_PER_INTERVAL,
+                )
+                .await?;
+            recent.retain(|c| c.bucket.close_ns > since_ns);
+            recent.reverse();
+            candles.extend(recent);
+        }
+        send(
+            tx,
+            Message {
+                candles,
+                snapshot: true,
+                cursor: last.clone(),
+            },
+        )
+        .await?;
+        Ok(last)
+    }
+}
+
+/// Keeps the last state of each candle, in the order of those last states.
+fn coalesce(candles: impl Iterator<Item = Candle>) -> Vec<Candle> {
+    let all: Vec<Candle> = candles.collect();
+    let mut last_at: HashMap<(Interval, i64), usize> = HashMap::new();
+    for (i, c) in all.iter().enumerate() {
+        last_at.insert((c.interval, c.bucket.open_ns), i);
+    }
+    all.into_iter()
+        .enumerate()
+        .filter(|(i, c)| last_at[&(c.interval, c.bucket.open_ns)] == *i)
+        .map(|(_, c)| c)
+        .collect()
+}
+
+async fn send(tx: &mpsc::Sender<Result<Message>>, message: Message) -> Result<()> {
+    tx.send(Ok(message))
+        .await
+        .map_err(|_| Error::Unavailable("client went away".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors() {
+        assert!(check_cursor("1700000000000-0").is_ok());
+        for bad in ["", "abc", "1-", "-1", "1-2-3", "x-1"] {
+            assert!(check_cursor(bad).is_err(), "{bad}");
+        }
+    }
+}
