@@ -240,7 +240,10 @@ async fn trades_trimmed_from_the_log_are_reported_as_a_gap() {
 #[tokio::test]
 async fn a_client_that_leaves_ends_its_stream_task() {
     let redis = redis().await;
-    let mesh = start(config(&redis.url())).await;
+    // MarketFeed alone: the candle aggregator would follow the symbol too.
+    let mut cfg = config(&redis.url());
+    cfg.services.enabled = vec!["marketfeed".into()];
+    let mesh = start(cfg).await;
     let feed = mesh.marketfeed.clone().unwrap();
     let mut c = client(&mesh).await;
     register(&mut c, "BTCUSDT", 2, 5).await;
