@@ -281,7 +281,7 @@ fn trades_older_than_the_late_window_are_counted_and_change_nothing() {
 fn an_hour_wrap_closes_the_old_candle_and_opens_a_new_one() {
     // 10:59:59.999999999 then 11:00:00 UTC.
     let t0 = 1_704_106_799_999_999_999i64;
-    let ticks = vec![
+    let ticks = [
         Tick {
             time_ns: t0,
             sequence: 1,
