@@ -142,11 +142,11 @@ impl Rng {
     }
 }
 
+/// open, high, low, close, volume, quote volume, trades.
+type Ohlcv = (i64, i64, i64, i64, i128, i128, u64);
+
 /// The obvious way: sort by (time, sequence), bucket, fold.
-fn reference(
-    ticks: &[Tick],
-    tz: Tz,
-) -> BTreeMap<(Interval, i64), (i64, i64, i64, i64, i128, i128, u64)> {
+fn reference(ticks: &[Tick], tz: Tz) -> BTreeMap<(Interval, i64), Ohlcv> {
     let mut sorted = ticks.to_vec();
     sorted.sort_by_key(|t| (t.time_ns, t.sequence));
     let mut out = BTreeMap::new();
