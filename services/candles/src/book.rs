@@ -17,12 +17,21 @@
 //! - a candle also closes by the wall clock once its end plus the close grace
 //!   has passed and the symbol has been idle for the grace (so a replay of old
 //!   trades closes candles by event time only).
+//!
+//! How it stays fast: every stored candle is a union of whole 1m candles (all
+//! buckets start at a minute of the local day, and a minute never straddles a
+//! boundary). So a trade in the current minute updates only the 1m candle and
+//! the minute's running delta; each larger interval keeps the fold of its
+//! completed minutes, and its current candle is that fold merged with the
+//! delta when changes are taken. Minute rollovers fold the delta in (13
+//! merges per minute, not per trade). Only late trades for earlier minutes
+//! take the slower path through every interval.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
-use tickmesh_calendar::{Interval, STORED};
+use tickmesh_calendar::{Bucket, Interval, STORED};
 
 use crate::candle::{Candle, Tick};
 
@@ -40,11 +49,16 @@ pub struct Counters {
     pub missed: u64,
 }
 
+/// The current candle of an interval larger than 1m.
 #[derive(Debug)]
-struct IntervalState {
+struct Larger {
     interval: Interval,
-    current: Option<Candle>,
-    recent: BTreeMap<i64, Candle>,
+    bucket: Bucket,
+    /// Completed minutes of this bucket (and late trades for them).
+    folded: Option<Candle>,
+    revision: u64,
+    closed: bool,
+    dirty: bool,
 }
 
 #[derive(Debug)]
@@ -58,10 +72,20 @@ pub struct SymbolBook {
     pub newest_ns: i64,
     pub pending: Counters,
     config: BookConfig,
-    intervals: Vec<IntervalState>,
-    dirty: BTreeSet<(usize, i64)>,
+    /// The current 1m candle.
+    minute: Option<Candle>,
+    /// Trades of the current minute not yet folded into the larger intervals.
+    delta: Option<Candle>,
+    minute_dirty: bool,
+    /// Current candles of 3m … 1Y (STORED[1..]); `None` before their first trade.
+    larger: Vec<Option<Larger>>,
+    /// Recently closed candles per interval (STORED order), for late trades.
+    recent: Vec<BTreeMap<i64, Candle>>,
+    dirty_recent: BTreeSet<(usize, i64)>,
     last_apply_wall_ns: i64,
 }
+
+const MINUTE: Interval = STORED[0];
 
 impl SymbolBook {
     pub fn new(
@@ -80,43 +104,47 @@ impl SymbolBook {
             newest_ns: i64::MIN,
             pending: Counters::default(),
             config,
-            intervals: STORED
-                .iter()
-                .map(|&interval| IntervalState {
-                    interval,
-                    current: None,
-                    recent: BTreeMap::new(),
-                })
-                .collect(),
-            dirty: BTreeSet::new(),
+            minute: None,
+            delta: None,
+            minute_dirty: false,
+            larger: (1..STORED.len()).map(|_| None).collect(),
+            recent: (0..STORED.len()).map(|_| BTreeMap::new()).collect(),
+            dirty_recent: BTreeSet::new(),
             last_apply_wall_ns: i64::MIN,
         }
     }
 
     /// Restores state read back from Redis: the newest candle of each interval
     /// becomes the current one, older ones the recent ones.
-    pub fn restore(&mut self, applied_sequence: u64, newest_ns: i64, candles: Vec<Candle>) {
+    pub fn restore(&mut self, applied_sequence: u64, newest_ns: i64, mut candles: Vec<Candle>) {
         self.applied_sequence = applied_sequence;
         self.newest_ns = newest_ns;
+        candles.sort_by_key(|c| c.bucket.open_ns);
         for candle in candles {
-            let Some(state) = self
-                .intervals
-                .iter_mut()
-                .find(|s| s.interval == candle.interval)
-            else {
+            let Some(i) = STORED.iter().position(|s| *s == candle.interval) else {
                 continue;
             };
-            match &state.current {
-                Some(cur) if cur.bucket.open_ns >= candle.bucket.open_ns => {
-                    state.recent.insert(candle.bucket.open_ns, candle);
+            if i == 0 {
+                if let Some(old) = self.minute.replace(candle) {
+                    self.recent[0].insert(old.bucket.open_ns, old);
                 }
-                _ => {
-                    if let Some(old) = state.current.replace(candle) {
-                        state.recent.insert(old.bucket.open_ns, old);
-                    }
-                }
+                continue;
+            }
+            let replaced = self.larger[i - 1].replace(Larger {
+                interval: candle.interval,
+                bucket: candle.bucket,
+                revision: candle.revision,
+                closed: candle.closed,
+                dirty: false,
+                folded: Some(candle),
+            });
+            if let Some(old) = replaced.and_then(|l| l.folded) {
+                self.recent[i].insert(old.bucket.open_ns, old);
             }
         }
+        // The stored larger candles already contain the current minute's
+        // trades so far: the delta starts empty.
+        self.delta = None;
     }
 
     /// Folds one trade in. Trades at or below the applied sequence are ignored.
@@ -132,47 +160,160 @@ impl SymbolBook {
             self.pending.late_dropped += 1;
             return;
         }
-        self.newest_ns = self.newest_ns.max(tick.time_ns);
-        let mut corrected = false;
-        for (i, state) in self.intervals.iter_mut().enumerate() {
-            let bucket = state.interval.bucket(tick.time_ns, self.tz);
-            let fresh = || {
-                Candle::new(
-                    state.interval,
-                    bucket,
-                    tick,
-                    self.price_scale,
-                    self.quantity_scale,
-                )
-            };
-            match state.current.as_mut() {
-                None => state.current = Some(fresh()),
-                Some(cur) if cur.bucket == bucket => {
-                    corrected |= cur.closed;
-                    cur.apply(tick);
-                }
-                Some(cur) if bucket.open_ns > cur.bucket.open_ns => {
-                    if !cur.closed {
-                        cur.closed = true;
-                    }
-                    let old = state.current.replace(fresh()).expect("current");
-                    self.dirty.insert((i, old.bucket.open_ns));
-                    state.recent.insert(old.bucket.open_ns, old);
-                }
-                Some(_) => match state.recent.get_mut(&bucket.open_ns) {
-                    Some(candle) => {
-                        corrected |= candle.closed;
-                        candle.apply(tick);
-                    }
-                    None => {
-                        let mut candle = fresh();
-                        candle.closed = true;
-                        corrected = true;
-                        state.recent.insert(bucket.open_ns, candle);
-                    }
-                },
+        if tick.time_ns > self.newest_ns {
+            self.newest_ns = tick.time_ns;
+        }
+        // Fast path: the current minute.
+        if let Some(minute) = self.minute.as_mut()
+            && minute.bucket.contains(tick.time_ns)
+        {
+            if minute.closed {
+                self.pending.late_corrections += 1;
             }
-            self.dirty.insert((i, bucket.open_ns));
+            minute.apply(tick);
+            match self.delta.as_mut() {
+                Some(delta) => delta.apply(tick),
+                None => {
+                    self.delta = Some(Candle::new(
+                        MINUTE,
+                        minute.bucket,
+                        tick,
+                        self.price_scale,
+                        self.quantity_scale,
+                    ))
+                }
+            }
+            self.minute_dirty = true;
+            return;
+        }
+        let later = self
+            .minute
+            .as_ref()
+            .is_none_or(|m| tick.time_ns >= m.bucket.close_ns);
+        if later {
+            self.next_minute(tick);
+        } else {
+            self.late(tick);
+        }
+    }
+
+    /// A trade in a minute after the current one: close the minute, fold it
+    /// into the larger intervals, roll those whose bucket ended.
+    fn next_minute(&mut self, tick: Tick) {
+        if let Some(mut old) = self.minute.take() {
+            if !old.closed {
+                old.closed = true;
+            }
+            self.dirty_recent.insert((0, old.bucket.open_ns));
+            self.recent[0].insert(old.bucket.open_ns, old);
+        }
+        self.fold_delta();
+        let bucket = MINUTE.bucket(tick.time_ns, self.tz);
+        for i in 1..STORED.len() {
+            let rolls = self.larger[i - 1]
+                .as_ref()
+                .is_none_or(|l| !l.bucket.contains(bucket.open_ns));
+            if rolls {
+                if let Some(done) = self.larger[i - 1].take() {
+                    self.retire(i, done);
+                }
+                let interval = STORED[i];
+                self.larger[i - 1] = Some(Larger {
+                    interval,
+                    bucket: interval.bucket(tick.time_ns, self.tz),
+                    folded: None,
+                    revision: 0,
+                    closed: false,
+                    dirty: true,
+                });
+            }
+        }
+        self.minute = Some(Candle::new(
+            MINUTE,
+            bucket,
+            tick,
+            self.price_scale,
+            self.quantity_scale,
+        ));
+        self.delta = self.minute.clone();
+        self.minute_dirty = true;
+    }
+
+    /// Moves a finished larger candle to the recent ones, closed.
+    fn retire(&mut self, i: usize, done: Larger) {
+        let Some(mut candle) = done.folded else {
+            return;
+        };
+        candle.interval = done.interval;
+        candle.bucket = done.bucket;
+        candle.revision = done.revision;
+        candle.closed = true;
+        if !done.closed || done.dirty {
+            self.dirty_recent.insert((i, candle.bucket.open_ns));
+        }
+        self.recent[i].insert(candle.bucket.open_ns, candle);
+    }
+
+    fn fold_delta(&mut self) {
+        let Some(delta) = self.delta.take() else {
+            return;
+        };
+        for larger in self.larger.iter_mut().flatten() {
+            if larger.bucket.contains(delta.bucket.open_ns) {
+                match larger.folded.as_mut() {
+                    Some(f) => f.merge_trades(&delta),
+                    None => larger.folded = Some(delta.clone()),
+                }
+                larger.dirty = true;
+            }
+        }
+    }
+
+    /// A trade for a minute before the current one (within the late window).
+    fn late(&mut self, tick: Tick) {
+        let mut corrected = false;
+        let bucket = MINUTE.bucket(tick.time_ns, self.tz);
+        corrected |= apply_recent(
+            &mut self.recent[0],
+            MINUTE,
+            bucket,
+            tick,
+            self.price_scale,
+            self.quantity_scale,
+        );
+        self.dirty_recent.insert((0, bucket.open_ns));
+        for i in 1..STORED.len() {
+            let interval = STORED[i];
+            match self.larger[i - 1].as_mut() {
+                Some(larger) if larger.bucket.contains(tick.time_ns) => {
+                    corrected |= larger.closed;
+                    match larger.folded.as_mut() {
+                        Some(f) => f.apply(tick),
+                        None => {
+                            larger.folded = Some(Candle::new(
+                                interval,
+                                larger.bucket,
+                                tick,
+                                self.price_scale,
+                                self.quantity_scale,
+                            ))
+                        }
+                    }
+                    larger.dirty = true;
+                }
+                _ => {
+                    let b = interval.bucket(tick.time_ns, self.tz);
+                    corrected |= apply_recent(
+                        &mut self.recent[i],
+                        interval,
+                        b,
+                        tick,
+                        self.price_scale,
+                        self.quantity_scale,
+                    );
+                    self.dirty_recent.insert((i, b.open_ns));
+                }
+            }
         }
         if corrected {
             self.pending.late_corrections += 1;
@@ -193,46 +334,99 @@ impl SymbolBook {
         if wall_now_ns.saturating_sub(self.last_apply_wall_ns) < grace {
             return;
         }
-        for (i, state) in self.intervals.iter_mut().enumerate() {
-            if let Some(cur) = state.current.as_mut()
-                && !cur.closed
-                && cur.bucket.close_ns.saturating_add(grace) <= wall_now_ns
-            {
-                cur.closed = true;
-                self.dirty.insert((i, cur.bucket.open_ns));
+        if let Some(m) = self.minute.as_mut()
+            && !m.closed
+            && m.bucket.close_ns.saturating_add(grace) <= wall_now_ns
+        {
+            m.closed = true;
+            self.minute_dirty = true;
+        }
+        for larger in self.larger.iter_mut().flatten() {
+            if !larger.closed && larger.bucket.close_ns.saturating_add(grace) <= wall_now_ns {
+                larger.closed = true;
+                larger.dirty = true;
             }
         }
     }
 
     /// True when there is something to write.
     pub fn has_changes(&self) -> bool {
-        !self.dirty.is_empty() || self.pending != Counters::default()
+        self.minute_dirty
+            || !self.dirty_recent.is_empty()
+            || self.larger.iter().flatten().any(|l| l.dirty)
+            || self.pending != Counters::default()
     }
 
     /// The candles changed since the last call, each with its revision bumped
-    /// once, oldest interval first; forgets recent candles past the late window.
+    /// once, oldest first within an interval; forgets recent candles past the
+    /// late window.
     pub fn take_changes(&mut self) -> Vec<Candle> {
-        let mut out = Vec::with_capacity(self.dirty.len());
-        for (i, open_ns) in std::mem::take(&mut self.dirty) {
-            let state = &mut self.intervals[i];
-            let candle = match state.current.as_mut() {
-                Some(cur) if cur.bucket.open_ns == open_ns => Some(cur),
-                _ => state.recent.get_mut(&open_ns),
-            };
-            if let Some(candle) = candle {
+        let mut out = Vec::with_capacity(STORED.len() + self.dirty_recent.len());
+        for (i, open_ns) in std::mem::take(&mut self.dirty_recent) {
+            if let Some(candle) = self.recent[i].get_mut(&open_ns) {
                 candle.revision += 1;
                 out.push(candle.clone());
             }
         }
+        if self.minute_dirty
+            && let Some(minute) = self.minute.as_mut()
+        {
+            minute.revision += 1;
+            out.push(minute.clone());
+        }
+        let minute_changed = std::mem::take(&mut self.minute_dirty);
+        let delta = self.delta.as_ref();
+        for larger in self.larger.iter_mut().flatten() {
+            let includes_delta = delta.is_some_and(|d| larger.bucket.contains(d.bucket.open_ns));
+            if !(larger.dirty || (minute_changed && includes_delta)) {
+                continue;
+            }
+            larger.dirty = false;
+            larger.revision += 1;
+            let mut view = match (&larger.folded, delta.filter(|_| includes_delta)) {
+                (Some(f), Some(d)) => {
+                    let mut v = f.clone();
+                    v.merge_trades(d);
+                    v
+                }
+                (Some(f), None) => f.clone(),
+                (None, Some(d)) => d.clone(),
+                (None, None) => continue,
+            };
+            view.interval = larger.interval;
+            view.bucket = larger.bucket;
+            view.revision = larger.revision;
+            view.closed = larger.closed;
+            out.push(view);
+        }
         let horizon = self.newest_ns.saturating_sub(self.config.late_window_ns);
-        for state in &mut self.intervals {
-            state.recent.retain(|_, c| c.bucket.close_ns > horizon);
+        for recent in &mut self.recent {
+            recent.retain(|_, c| c.bucket.close_ns > horizon);
         }
         out
     }
+}
 
-    /// The current candle of each stored interval.
-    pub fn current(&self) -> impl Iterator<Item = &Candle> {
-        self.intervals.iter().filter_map(|s| s.current.as_ref())
+/// Applies a late trade to a recently closed candle (or starts one, closed).
+/// Returns true: the trade corrected a closed candle.
+fn apply_recent(
+    recent: &mut BTreeMap<i64, Candle>,
+    interval: Interval,
+    bucket: Bucket,
+    tick: Tick,
+    ps: u32,
+    qs: u32,
+) -> bool {
+    match recent.get_mut(&bucket.open_ns) {
+        Some(candle) => {
+            candle.apply(tick);
+            candle.closed
+        }
+        None => {
+            let mut candle = Candle::new(interval, bucket, tick, ps, qs);
+            candle.closed = true;
+            recent.insert(bucket.open_ns, candle);
+            true
+        }
     }
 }

@@ -87,6 +87,23 @@ impl Candle {
         self.trade_count += 1;
     }
 
+    /// Folds the trades of another candle in (OHLCV and count only).
+    pub fn merge_trades(&mut self, other: &Candle) {
+        if other.first < self.first {
+            self.first = other.first;
+            self.open = other.open;
+        }
+        if other.last >= self.last {
+            self.last = other.last;
+            self.close = other.close;
+        }
+        self.high = self.high.max(other.high);
+        self.low = self.low.min(other.low);
+        self.volume += other.volume;
+        self.quote_volume += other.quote_volume;
+        self.trade_count += other.trade_count;
+    }
+
     /// Folds a whole candle of a smaller interval in (for rollups).
     pub fn merge(&mut self, other: &Candle) {
         if other.first < self.first {

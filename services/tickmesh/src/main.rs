@@ -88,6 +88,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Candle aggregation in process, end to end against the seed design, and subscriber latency.
+    Candles {
+        #[arg(long, default_value_t = 1_000_000)]
+        in_process_trades: usize,
+        #[arg(long, default_value_t = 100_000)]
+        e2e_trades: usize,
+        #[arg(long, default_value_t = 1_000)]
+        seed_trades: usize,
+        #[arg(long, default_value_t = 10)]
+        symbols: usize,
+        #[arg(long, default_value_t = 1_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        latency_trades: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Use this Redis instead of starting one.
+        #[arg(long)]
+        redis_url: Option<String>,
+    },
     /// Ingest throughput and publish→stream latency against one XADD per trade.
     Ingest {
         #[arg(long, default_value_t = 200_000)]
@@ -225,6 +245,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { which } => match which {
+            BenchCommand::Candles {
+                in_process_trades,
+                e2e_trades,
+                seed_trades,
+                symbols,
+                subscribers,
+                latency_trades,
+                rounds,
+                redis_url,
+            } => {
+                anyhow::ensure!(
+                    [
+                        in_process_trades,
+                        e2e_trades,
+                        seed_trades,
+                        symbols,
+                        subscribers,
+                        latency_trades,
+                        rounds
+                    ]
+                    .iter()
+                    .all(|n| *n >= 1),
+                    "every count must be at least 1"
+                );
+                bench::candles::candles(bench::candles::CandleBenchOptions {
+                    in_process_trades,
+                    e2e_trades,
+                    seed_trades,
+                    symbols,
+                    subscribers,
+                    latency_trades,
+                    rounds,
+                    redis_url,
+                })
+                .await
+            }
             BenchCommand::Ingest {
                 trades,
                 baseline_trades,

@@ -1,6 +1,4 @@
-//! `tickmesh bench …`: measurements against a baseline taken in the same run
-//! on the same Redis, reported as medians over rounds (these machines are
-//! noisy; compare ratios, not absolute numbers).
+//! `tickmesh bench ingest`: gRPC Publish against one XADD round trip per trade.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -16,6 +14,7 @@ use tickmesh_runtime::redis_server::RedisServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::{median, percentile};
 use crate::demo_feed::{DemoSymbol, Walk};
 use crate::mesh::Mesh;
 
@@ -47,19 +46,6 @@ impl IngestReport {
     pub fn ratio(&self) -> f64 {
         self.tickmesh_trades_per_s / self.baseline_trades_per_s
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[rank]
 }
 
 fn bench_symbol(i: usize) -> DemoSymbol {
