@@ -20,12 +20,14 @@
 //!
 //! How it stays fast: every stored candle is a union of whole 1m candles (all
 //! buckets start at a minute of the local day, and a minute never straddles a
-//! boundary). So a trade in the current minute updates only the 1m candle and
-//! the minute's running delta; each larger interval keeps the fold of its
-//! completed minutes, and its current candle is that fold merged with the
-//! delta when changes are taken. Minute rollovers fold the delta in (13
-//! merges per minute, not per trade). Only late trades for earlier minutes
-//! take the slower path through every interval.
+//! boundary). So a trade in the current minute updates only the 1m candle;
+//! each larger interval keeps the fold of its completed minutes, and its
+//! current candle is that fold merged with the current minute when changes
+//! are taken. Minute rollovers fold the minute in (13 merges per minute, not
+//! per trade). Only late trades for earlier minutes, and the rest of the
+//! minute in progress when state was restored from Redis (whose stored larger
+//! candles already contain that minute), take the slower path through every
+//! interval.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -74,8 +76,9 @@ pub struct SymbolBook {
     config: BookConfig,
     /// The current 1m candle.
     minute: Option<Candle>,
-    /// Trades of the current minute not yet folded into the larger intervals.
-    delta: Option<Candle>,
+    /// True when the larger intervals' folds already contain the current
+    /// minute (after a restore): its trades then go into them directly.
+    minute_folded: bool,
     minute_dirty: bool,
     /// Current candles of 3m … 1Y (STORED[1..]); `None` before their first trade.
     larger: Vec<Option<Larger>>,
@@ -105,7 +108,7 @@ impl SymbolBook {
             pending: Counters::default(),
             config,
             minute: None,
-            delta: None,
+            minute_folded: false,
             minute_dirty: false,
             larger: (1..STORED.len()).map(|_| None).collect(),
             recent: (0..STORED.len()).map(|_| BTreeMap::new()).collect(),
@@ -143,8 +146,8 @@ impl SymbolBook {
             }
         }
         // The stored larger candles already contain the current minute's
-        // trades so far: the delta starts empty.
-        self.delta = None;
+        // trades so far.
+        self.minute_folded = self.minute.is_some();
     }
 
     /// Folds one trade in. Trades at or below the applied sequence are ignored.
@@ -171,16 +174,24 @@ impl SymbolBook {
                 self.pending.late_corrections += 1;
             }
             minute.apply(tick);
-            match self.delta.as_mut() {
-                Some(delta) => delta.apply(tick),
-                None => {
-                    self.delta = Some(Candle::new(
-                        MINUTE,
-                        minute.bucket,
-                        tick,
-                        self.price_scale,
-                        self.quantity_scale,
-                    ))
+            if self.minute_folded {
+                let bucket = minute.bucket;
+                for larger in self.larger.iter_mut().flatten() {
+                    if larger.bucket.contains(bucket.open_ns) {
+                        match larger.folded.as_mut() {
+                            Some(f) => f.apply(tick),
+                            None => {
+                                larger.folded = Some(Candle::new(
+                                    larger.interval,
+                                    larger.bucket,
+                                    tick,
+                                    self.price_scale,
+                                    self.quantity_scale,
+                                ))
+                            }
+                        }
+                        larger.dirty = true;
+                    }
                 }
             }
             self.minute_dirty = true;
@@ -204,12 +215,15 @@ impl SymbolBook {
             if !old.closed {
                 old.closed = true;
             }
+            if !self.minute_folded {
+                self.fold(&old);
+            }
             self.dirty_recent.insert((0, old.bucket.open_ns));
             self.recent[0].insert(old.bucket.open_ns, old);
         }
-        self.fold_delta();
+        self.minute_folded = false;
         let bucket = MINUTE.bucket(tick.time_ns, self.tz);
-        for i in 1..STORED.len() {
+        for (i, &interval) in STORED.iter().enumerate().skip(1) {
             let rolls = self.larger[i - 1]
                 .as_ref()
                 .is_none_or(|l| !l.bucket.contains(bucket.open_ns));
@@ -217,7 +231,6 @@ impl SymbolBook {
                 if let Some(done) = self.larger[i - 1].take() {
                     self.retire(i, done);
                 }
-                let interval = STORED[i];
                 self.larger[i - 1] = Some(Larger {
                     interval,
                     bucket: interval.bucket(tick.time_ns, self.tz),
@@ -235,7 +248,6 @@ impl SymbolBook {
             self.price_scale,
             self.quantity_scale,
         ));
-        self.delta = self.minute.clone();
         self.minute_dirty = true;
     }
 
@@ -254,15 +266,13 @@ impl SymbolBook {
         self.recent[i].insert(candle.bucket.open_ns, candle);
     }
 
-    fn fold_delta(&mut self) {
-        let Some(delta) = self.delta.take() else {
-            return;
-        };
+    /// Folds a finished minute into the larger intervals containing it.
+    fn fold(&mut self, minute: &Candle) {
         for larger in self.larger.iter_mut().flatten() {
-            if larger.bucket.contains(delta.bucket.open_ns) {
+            if larger.bucket.contains(minute.bucket.open_ns) {
                 match larger.folded.as_mut() {
-                    Some(f) => f.merge_trades(&delta),
-                    None => larger.folded = Some(delta.clone()),
+                    Some(f) => f.merge_trades(minute),
+                    None => larger.folded = Some(minute.clone()),
                 }
                 larger.dirty = true;
             }
@@ -282,8 +292,7 @@ impl SymbolBook {
             self.quantity_scale,
         );
         self.dirty_recent.insert((0, bucket.open_ns));
-        for i in 1..STORED.len() {
-            let interval = STORED[i];
+        for (i, &interval) in STORED.iter().enumerate().skip(1) {
             match self.larger[i - 1].as_mut() {
                 Some(larger) if larger.bucket.contains(tick.time_ns) => {
                     corrected |= larger.closed;
@@ -375,15 +384,17 @@ impl SymbolBook {
             out.push(minute.clone());
         }
         let minute_changed = std::mem::take(&mut self.minute_dirty);
-        let delta = self.delta.as_ref();
+        // The current minute is part of each larger candle's view unless its
+        // trades are already in the folds.
+        let minute = self.minute.as_ref().filter(|_| !self.minute_folded);
         for larger in self.larger.iter_mut().flatten() {
-            let includes_delta = delta.is_some_and(|d| larger.bucket.contains(d.bucket.open_ns));
-            if !(larger.dirty || (minute_changed && includes_delta)) {
+            let includes_minute = minute.is_some_and(|m| larger.bucket.contains(m.bucket.open_ns));
+            if !(larger.dirty || (minute_changed && includes_minute)) {
                 continue;
             }
             larger.dirty = false;
             larger.revision += 1;
-            let mut view = match (&larger.folded, delta.filter(|_| includes_delta)) {
+            let mut view = match (&larger.folded, minute.filter(|_| includes_minute)) {
                 (Some(f), Some(d)) => {
                     let mut v = f.clone();
                     v.merge_trades(d);
