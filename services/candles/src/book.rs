@@ -151,10 +151,32 @@ impl SymbolBook {
     }
 
     /// Folds one trade in. Trades at or below the applied sequence are ignored.
+    #[inline]
     pub fn apply(&mut self, tick: Tick, wall_now_ns: i64) {
         if tick.sequence <= self.applied_sequence {
             return;
         }
+        // Fast path: a trade in the current minute, not after a restore.
+        if !self.minute_folded
+            && let Some(minute) = self.minute.as_mut()
+            && minute.bucket.contains(tick.time_ns)
+            && !minute.closed
+            && tick.time_ns >= self.newest_ns.saturating_sub(self.config.late_window_ns)
+        {
+            self.applied_sequence = tick.sequence;
+            self.last_apply_wall_ns = wall_now_ns;
+            if tick.time_ns > self.newest_ns {
+                self.newest_ns = tick.time_ns;
+            }
+            minute.apply(tick);
+            self.minute_dirty = true;
+            return;
+        }
+        self.apply_slow(tick, wall_now_ns);
+    }
+
+    #[inline(never)]
+    fn apply_slow(&mut self, tick: Tick, wall_now_ns: i64) {
         self.applied_sequence = tick.sequence;
         self.last_apply_wall_ns = wall_now_ns;
         if self.newest_ns != i64::MIN
@@ -166,7 +188,6 @@ impl SymbolBook {
         if tick.time_ns > self.newest_ns {
             self.newest_ns = tick.time_ns;
         }
-        // Fast path: the current minute.
         if let Some(minute) = self.minute.as_mut()
             && minute.bucket.contains(tick.time_ns)
         {
@@ -174,6 +195,7 @@ impl SymbolBook {
                 self.pending.late_corrections += 1;
             }
             minute.apply(tick);
+            self.minute_dirty = true;
             if self.minute_folded {
                 let bucket = minute.bucket;
                 for larger in self.larger.iter_mut().flatten() {
@@ -194,7 +216,6 @@ impl SymbolBook {
                     }
                 }
             }
-            self.minute_dirty = true;
             return;
         }
         let later = self
@@ -412,7 +433,12 @@ impl SymbolBook {
         }
         let horizon = self.newest_ns.saturating_sub(self.config.late_window_ns);
         for recent in &mut self.recent {
-            recent.retain(|_, c| c.bucket.close_ns > horizon);
+            // Oldest first: stop at the first candle still inside the window.
+            while let Some(entry) = recent.first_entry()
+                && entry.get().bucket.close_ns <= horizon
+            {
+                entry.remove();
+            }
         }
         out
     }

@@ -70,6 +70,7 @@ impl Candle {
     }
 
     /// Folds one more trade in.
+    #[inline]
     pub fn apply(&mut self, tick: Tick) {
         let at = (tick.time_ns, tick.sequence);
         if at < self.first {
