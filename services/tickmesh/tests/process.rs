@@ -272,18 +272,46 @@ async fn the_readme_grpcurl_examples_work_as_printed() {
     publish(&mut c, vec![trade("BTCUSDT", "demo-1", "67000.00", "0.1")]).await;
 
     let addr = mesh.addr.to_string();
+    let candles = mesh.candles.clone().unwrap();
     for command in commands {
         let command = command.replace("127.0.0.1:50051", &addr);
-        let streaming = command.contains("/StreamTrades");
+        if command.contains("/GetCandles") {
+            // A person types slower than the aggregator takes a new symbol.
+            let candles = candles.clone();
+            assert!(
+                eventually(Duration::from_secs(20), || {
+                    let candles = candles.clone();
+                    async move {
+                        candles
+                            .status(vec!["AAPL".into()])
+                            .await
+                            .is_ok_and(|s| s[0].applied_sequence >= 2)
+                    }
+                })
+                .await
+            );
+        }
+        let streaming = command.contains("/StreamTrades") || command.contains("/SubscribeCandles");
         let (code, out) = run_shell(&command, &grpcurl, if streaming { 3 } else { 20 });
         if streaming {
+            // Streams run until grpcurl is stopped (timeout: exit 124).
             assert!(code == 0 || code == 124, "{command}\n{out}");
-            assert!(
-                out.contains("\"tradeId\": \"1\"") && out.contains("\"sequence\": \"2\""),
-                "{command}\n{out}"
-            );
         } else {
             assert_eq!(code, 0, "{command}\n{out}");
+        }
+        if command.contains("/StreamTrades") {
+            assert!(
+                out.contains(r#""tradeId": "1""#) && out.contains(r#""sequence": "2""#),
+                "{command}\n{out}"
+            );
+        }
+        if command.contains("/SubscribeCandles") {
+            assert!(
+                out.contains(r#""snapshot": true"#)
+                    && out.contains(r#""interval": "1h""#)
+                    && out.contains(r#""cursor""#),
+                "{command}\n{out}"
+            );
         }
         if command.contains("/PublishTrades") {
             assert!(
@@ -296,6 +324,22 @@ async fn the_readme_grpcurl_examples_work_as_printed() {
         if command.contains("/GetQuotes") {
             assert!(
                 out.contains(r#""price": "189.30""#) && out.contains("BTCUSDT"),
+                "{out}"
+            );
+        }
+        if command.contains("/GetCandles") {
+            // 189.25 × 100 and 189.30 × 50, both in 14:30 (the duplicate and the rejected trade are not counted).
+            assert!(
+                out.contains(r#""openTime": "2026-01-05T14:30:00Z""#)
+                    && out.contains(r#""tradeCount": "2""#),
+                "{out}"
+            );
+            assert!(
+                out.contains(r#""open": "189.25""#) && out.contains(r#""high": "189.30""#),
+                "{out}"
+            );
+            assert!(
+                out.contains(r#""volume": "150""#) && out.contains(r#""quoteVolume": "28390.00""#),
                 "{out}"
             );
         }
