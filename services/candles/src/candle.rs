@@ -30,6 +30,8 @@ pub struct Candle {
     pub closed: bool,
     pub price_scale: u32,
     pub quantity_scale: u32,
+    /// Wall-clock time of the last write to Redis (ns; 0 before the first).
+    pub updated_ns: i64,
 }
 
 /// A trade as the aggregator folds it.
@@ -66,6 +68,7 @@ impl Candle {
             closed: false,
             price_scale,
             quantity_scale,
+            updated_ns: 0,
         }
     }
 
@@ -149,6 +152,7 @@ impl Candle {
             closed,
             price_scale,
             quantity_scale,
+            updated_ns: 0,
         }
     }
 
@@ -172,7 +176,7 @@ impl Candle {
     /// Compact text form (one sorted-set member / stream field).
     pub fn encode(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             self.interval,
             self.bucket.open_ns,
             self.bucket.close_ns,
@@ -190,13 +194,14 @@ impl Candle {
             self.revision,
             u8::from(self.closed),
             self.price_scale,
-            self.quantity_scale
+            self.quantity_scale,
+            self.updated_ns
         )
     }
 
     pub fn decode(text: &str) -> Option<Candle> {
         let f: Vec<&str> = text.split('|').collect();
-        if f.len() != 18 {
+        if f.len() != 19 {
             return None;
         }
         Some(Candle {
@@ -218,6 +223,7 @@ impl Candle {
             closed: f[15] == "1",
             price_scale: f[16].parse().ok()?,
             quantity_scale: f[17].parse().ok()?,
+            updated_ns: f[18].parse().ok()?,
         })
     }
 }

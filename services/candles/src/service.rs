@@ -71,7 +71,7 @@ impl CandleService {
         let subscriptions = Arc::new(Subscriptions {
             store: store.clone(),
             hub,
-            late_window_ns: nanos(config.late_window),
+            lag_recoveries: Default::default(),
         });
         Ok(Arc::new(Self {
             query: QueryService {
@@ -84,6 +84,18 @@ impl CandleService {
             config,
             shutdown,
         }))
+    }
+
+    /// Symbols this instance follows for live subscriptions.
+    pub fn live_symbols(&self) -> usize {
+        self.subscriptions.hub.followed()
+    }
+
+    /// Times a subscriber fell behind the live buffer and was served from the updates log.
+    pub fn lag_recoveries(&self) -> u64 {
+        self.subscriptions
+            .lag_recoveries
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Starts this instance's aggregator (it shares symbols with others).

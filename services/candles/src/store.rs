@@ -110,7 +110,9 @@ impl CandleStore {
                 .arg(counters.late_corrections)
                 .arg(counters.late_dropped)
                 .arg(counters.missed);
-            for candle in changes {
+            let now = tickmesh_runtime::proto_time::now_nanos();
+            for mut candle in changes {
+                candle.updated_ns = now;
                 let index = STORED
                     .iter()
                     .position(|i| *i == candle.interval)

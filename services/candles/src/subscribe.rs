@@ -113,7 +113,8 @@ const QUEUE: usize = 4;
 pub struct Subscriptions {
     pub store: Arc<CandleStore>,
     pub hub: UpdateHub,
-    pub late_window_ns: i64,
+    /// Times a subscriber fell behind the live buffer and was caught up from the log.
+    pub lag_recoveries: std::sync::atomic::AtomicU64,
 }
 
 /// Checks a cursor's shape ("<ms>-<n>").
@@ -246,6 +247,8 @@ impl Subscriptions {
                     }
                 }
                 Err(BroadcastStreamRecvError::Lagged(_)) => {
+                    self.lag_recoveries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.catch_up(&key, intervals, &mut last, None, tx).await?;
                 }
             }
@@ -301,7 +304,9 @@ impl Subscriptions {
         }
     }
 
-    /// The cursor is older than the log: send the candles changed since its time.
+    /// The cursor is older than the log: send the candles written since the
+    /// cursor's time (newest `RESET_PER_INTERVAL` per interval at most),
+    /// marked as a snapshot.
     async fn reset(
         &self,
         symbol: &str,
@@ -315,26 +320,33 @@ impl Subscriptions {
             .split_once('-')
             .and_then(|(ms, _)| ms.parse().ok())
             .unwrap_or(0);
-        let since_ns = (cursor_ms.saturating_mul(1_000_000)).saturating_sub(self.late_window_ns);
+        let since_ns = cursor_ms.saturating_mul(1_000_000);
         let mut candles = Vec::new();
         for &interval in intervals {
-            let min_s = since_ns
-                .div_euclid(1_000_000_000)
-                .saturating_sub(crate::store::interval_upper_bound_s(interval));
-            let mut recent = self
-                .store
-                .range(
-                    symbol,
-                    interval,
-                    &min_s.to_string(),
-                    "+inf",
-                    true,
-                    RESET_PER_INTERVAL,
-                )
-                .await?;
-            recent.retain(|c| c.bucket.close_ns > since_ns);
-            recent.reverse();
-            candles.extend(recent);
+            // Writes happen mostly at the newest candles: scan back from there
+            // until a whole page holds nothing newer than the cursor.
+            let mut changed = Vec::new();
+            let mut max = "+inf".to_string();
+            loop {
+                let page = self
+                    .store
+                    .range(symbol, interval, "-inf", &max, true, PAGE)
+                    .await?;
+                let before = changed.len();
+                changed.extend(page.iter().filter(|c| c.updated_ns > since_ns).cloned());
+                let done = page.len() < PAGE
+                    || changed.len() == before
+                    || changed.len() >= RESET_PER_INTERVAL;
+                if let Some(oldest) = page.last() {
+                    max = format!("({}", oldest.score());
+                }
+                if done {
+                    break;
+                }
+            }
+            changed.truncate(RESET_PER_INTERVAL);
+            changed.reverse();
+            candles.extend(changed);
         }
         send(
             tx,

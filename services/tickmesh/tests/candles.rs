@@ -673,3 +673,188 @@ async fn another_instance_takes_over_when_the_owner_dies() {
     );
     b.stop().await.unwrap();
 }
+
+/// A client with a small HTTP/2 window, so not reading stalls the server quickly.
+async fn narrow_client(mesh: &Mesh) -> Candles {
+    let channel = tonic::transport::Endpoint::from_shared(mesh.endpoint())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    CandleQueryServiceClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_is_caught_up_from_the_log_and_ends_with_the_final_candles() {
+    let redis = redis().await;
+    let mut cfg = candle_config(&redis.url());
+    cfg.candles.live_buffer = 4;
+    let mesh = start(cfg).await;
+    let service = mesh.candles.clone().unwrap();
+    let mut feed = client(&mesh).await;
+    register(&mut feed, "BTCUSDT", 2, 5).await;
+    publish_all(
+        &mut feed,
+        &[trade_at(
+            "BTCUSDT",
+            "first",
+            "100.00",
+            "1",
+            1_704_067_200_000_000_000,
+        )],
+        10,
+    )
+    .await;
+    let mut c = candles_client(&mesh).await;
+    assert!(applied(&c, "BTCUSDT", 1).await);
+
+    let mut slow = narrow_client(&mesh).await;
+    let mut s = slow
+        .subscribe_candles(SubscribeCandlesRequest {
+            symbol: "BTCUSDT".into(),
+            intervals: vec!["1m".into(), "1h".into()],
+            cursor: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Many minutes of trades in small batches while the subscriber reads nothing.
+    let minute = 60_000_000_000i64;
+    let t0 = 1_704_067_200_000_000_000i64;
+    let trades: Vec<Trade> = (0..3000)
+        .map(|i| {
+            trade_at(
+                "BTCUSDT",
+                &i.to_string(),
+                &format!("{}.00", 100 + i % 37),
+                "1",
+                t0 + 1 + (i as i64) * minute / 20,
+            )
+        })
+        .collect();
+    publish_all(&mut feed, &trades, 10).await;
+    assert!(applied(&c, "BTCUSDT", 3001).await);
+
+    let mut latest: BTreeMap<(String, i64), Candle> = BTreeMap::new();
+    let want_1m = all_candles(&mut c, "BTCUSDT", "1m", 1000).await;
+    let last_open = want_1m.last().unwrap().open_time.as_ref().unwrap().seconds;
+    while latest
+        .get(&("1m".to_string(), last_open))
+        .is_none_or(|c| c.trade_count < want_1m.last().unwrap().trade_count)
+    {
+        let m = next_message(&mut s).await;
+        for c in m.candles {
+            latest.insert(
+                (c.interval.clone(), c.open_time.as_ref().unwrap().seconds),
+                c,
+            );
+        }
+    }
+    assert!(
+        service.lag_recoveries() > 0,
+        "the subscriber fell behind the bounded buffer and was served from the log"
+    );
+    let got_1m: Vec<_> = latest
+        .iter()
+        .filter(|((i, _), _)| i == "1m")
+        .map(|(_, c)| ohlcv(c))
+        .collect();
+    assert_eq!(
+        got_1m,
+        want_1m.iter().map(ohlcv).collect::<Vec<_>>(),
+        "every 1m candle arrives in its final state"
+    );
+    let closed = latest
+        .iter()
+        .filter(|((i, _), c)| i == "1m" && c.closed)
+        .count();
+    assert_eq!(
+        closed,
+        want_1m.len() - 1,
+        "every finished minute's closing update arrived"
+    );
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_leaves_ends_its_task_and_an_expired_cursor_gets_a_snapshot() {
+    let redis = redis().await;
+    let mut cfg = candle_config(&redis.url());
+    cfg.candles.updates_max_len = 20; // below the validated minimum, on purpose
+    let mesh = start(cfg).await;
+    let service = mesh.candles.clone().unwrap();
+    let mut feed = client(&mesh).await;
+    register(&mut feed, "BTCUSDT", 2, 5).await;
+    let t0 = 1_704_067_200_000_000_000i64;
+    publish_all(
+        &mut feed,
+        &[trade_at("BTCUSDT", "1", "100.00", "1", t0)],
+        10,
+    )
+    .await;
+    let mut c = candles_client(&mesh).await;
+    assert!(applied(&c, "BTCUSDT", 1).await);
+
+    let mut s = c
+        .subscribe_candles(SubscribeCandlesRequest {
+            symbol: "BTCUSDT".into(),
+            intervals: vec!["1m".into()],
+            cursor: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_message(&mut s).await;
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            service.live_symbols() == 1
+        })
+        .await
+    );
+    drop(s);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            service.live_symbols() == 0
+        })
+        .await,
+        "the subscription task ends when the client leaves"
+    );
+
+    // Far more updates than the log keeps: the old cursor cannot be replayed.
+    let minute = 60_000_000_000i64;
+    for i in 1..=200 {
+        publish_all(
+            &mut feed,
+            &[trade_at(
+                "BTCUSDT",
+                &format!("x{i}"),
+                "101.00",
+                "1",
+                t0 + i * minute,
+            )],
+            10,
+        )
+        .await;
+    }
+    assert!(applied(&c, "BTCUSDT", 201).await);
+    let mut s = c
+        .subscribe_candles(SubscribeCandlesRequest {
+            symbol: "BTCUSDT".into(),
+            intervals: vec!["1m".into()],
+            cursor: first.cursor,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let m = next_message(&mut s).await;
+    assert!(m.snapshot, "a fresh snapshot instead of a silent gap");
+    assert!(
+        m.candles.len() > 100,
+        "with the candles changed since the cursor: {}",
+        m.candles.len()
+    );
+    assert!(!m.cursor.is_empty());
+    mesh.stop().await.unwrap();
+}
