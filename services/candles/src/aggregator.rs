@@ -76,7 +76,8 @@ impl Aggregator {
         tracing::info!(instance = %self.leases.instance, "aggregator stopped; leases released");
     }
 
-    async fn reload(&self, symbol: &str, owned: &mut Owned) -> Result<()> {
+    /// A symbol's book as stored in Redis.
+    async fn open_book(&self, symbol: &str) -> Result<SymbolBook> {
         let info = self.directory.get(symbol).await?;
         let mut book = SymbolBook::new(
             symbol,
@@ -88,7 +89,11 @@ impl Aggregator {
         self.store
             .load(&mut book, self.book_config.late_window_ns)
             .await?;
-        owned.book = book;
+        Ok(book)
+    }
+
+    async fn reload(&self, symbol: &str, owned: &mut Owned) -> Result<()> {
+        owned.book = self.open_book(symbol).await?;
         Ok(())
     }
 
@@ -123,22 +128,13 @@ impl Aggregator {
                     continue;
                 }
                 if let Some(lease) = self.leases.try_acquire(symbol).await? {
-                    let info = self.directory.get(symbol).await?;
-                    let mut book = SymbolBook::new(
-                        symbol,
-                        info.tz,
-                        info.price_scale,
-                        info.quantity_scale,
-                        self.book_config,
-                    );
-                    if let Err(e) = self
-                        .store
-                        .load(&mut book, self.book_config.late_window_ns)
-                        .await
-                    {
-                        self.leases.release(symbol, &lease).await;
-                        return Err(e);
-                    }
+                    let book = match self.open_book(symbol).await {
+                        Ok(book) => book,
+                        Err(e) => {
+                            self.leases.release(symbol, &lease).await;
+                            return Err(e);
+                        }
+                    };
                     tracing::info!(
                         symbol,
                         lease,

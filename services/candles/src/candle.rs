@@ -108,21 +108,10 @@ impl Candle {
         self.trade_count += other.trade_count;
     }
 
-    /// Folds a whole candle of a smaller interval in (for rollups).
+    /// Folds a whole candle of a smaller interval in (for rollups): its trades,
+    /// and its revisions, so the rolled candle's revision moves whenever a part does.
     pub fn merge(&mut self, other: &Candle) {
-        if other.first < self.first {
-            self.first = other.first;
-            self.open = other.open;
-        }
-        if other.last >= self.last {
-            self.last = other.last;
-            self.close = other.close;
-        }
-        self.high = self.high.max(other.high);
-        self.low = self.low.min(other.low);
-        self.volume += other.volume;
-        self.quote_volume += other.quote_volume;
-        self.trade_count += other.trade_count;
+        self.merge_trades(other);
         self.revision += other.revision;
         self.closed &= other.closed;
     }

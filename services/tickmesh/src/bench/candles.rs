@@ -21,16 +21,12 @@ use tickmesh_calendar::STORED;
 use tickmesh_candles::book::{BookConfig, SymbolBook};
 use tickmesh_candles::candle::Tick;
 use tickmesh_core::decimal::{format_units, parse_units};
-use tickmesh_runtime::config::Config;
 use tickmesh_runtime::proto_time::{nanos_to_timestamp, now_nanos};
-use tickmesh_runtime::redis_server::RedisServer;
-use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{median, ms, percentile};
 use crate::demo_feed::Rng;
-use crate::mesh::Mesh;
 
 #[derive(Clone, Debug)]
 pub struct CandleBenchOptions {
@@ -139,20 +135,10 @@ pub async fn candles(options: CandleBenchOptions) -> anyhow::Result<()> {
     );
 
     // 2 and 3 need Redis and a mesh.
-    let own = match &options.redis_url {
-        Some(_) => None,
-        None => Some(RedisServer::start_ephemeral().await?),
-    };
-    let redis_url = options
-        .redis_url
-        .clone()
-        .unwrap_or_else(|| own.as_ref().expect("own redis").url());
-    let mut config = Config::default();
-    config.redis.url = redis_url.clone();
-    config.redis.key_prefix = "benchc".into();
-    config.marketfeed.auto_register_instruments = true;
-    config.candles.lease_ttl = Duration::from_secs(3);
-    let mesh = Mesh::start_on(config, TcpListener::bind("127.0.0.1:0").await?).await?;
+    let (_own, redis_url, mesh) = super::bench_mesh(options.redis_url.clone(), "benchc", |c| {
+        c.candles.lease_ttl = Duration::from_secs(3);
+    })
+    .await?;
     let endpoint = mesh.endpoint();
     let redis = redis::Client::open(redis_url.as_str())?;
 

@@ -8,15 +8,11 @@ use tickmesh_api::marketfeed::market_feed_service_client::MarketFeedServiceClien
 use tickmesh_api::marketfeed::{
     GetQuotesRequest, PublishRequest, PublishTradesRequest, StreamTradesRequest, Trade,
 };
-use tickmesh_runtime::config::Config;
 use tickmesh_runtime::proto_time::now_nanos;
-use tickmesh_runtime::redis_server::RedisServer;
-use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{median, percentile};
 use crate::demo_feed::{DemoSymbol, Walk};
-use crate::mesh::Mesh;
 
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
@@ -74,20 +70,10 @@ fn make_trades(n: usize, symbols: usize, round: usize) -> Vec<Trade> {
 
 /// Publishes through gRPC `Publish` and measures trades/s and publish → StreamTrades latency.
 pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
-    let own = match &options.redis_url {
-        Some(_) => None,
-        None => Some(RedisServer::start_ephemeral().await?),
-    };
-    let redis_url = options
-        .redis_url
-        .clone()
-        .unwrap_or_else(|| own.as_ref().expect("own redis").url());
-    let mut config = Config::default();
-    config.redis.url = redis_url.clone();
-    config.redis.key_prefix = "bench".into();
-    config.marketfeed.auto_register_instruments = true;
-    config.marketfeed.max_batch_trades = options.batch.max(1000);
-    let mesh = Mesh::start_on(config, TcpListener::bind("127.0.0.1:0").await?).await?;
+    let (_own, redis_url, mesh) = super::bench_mesh(options.redis_url.clone(), "bench", |c| {
+        c.marketfeed.max_batch_trades = options.batch.max(1000);
+    })
+    .await?;
     let endpoint = mesh.endpoint();
     println!("bench ingest: redis {redis_url}, mesh {endpoint}");
     println!(

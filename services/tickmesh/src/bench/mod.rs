@@ -9,6 +9,34 @@ pub use ingest::{IngestOptions, IngestReport, ingest};
 
 use std::time::Duration;
 
+use tickmesh_runtime::config::Config;
+use tickmesh_runtime::redis_server::RedisServer;
+use tokio::net::TcpListener;
+
+use crate::mesh::Mesh;
+
+/// A Redis (the given one, or a fresh `redis-server`) and a mesh on it with
+/// auto-registration, under key prefix `prefix`. Keep the server alive while
+/// measuring.
+pub async fn bench_mesh(
+    redis_url: Option<String>,
+    prefix: &str,
+    tune: impl FnOnce(&mut Config),
+) -> anyhow::Result<(Option<RedisServer>, String, Mesh)> {
+    let own = match &redis_url {
+        Some(_) => None,
+        None => Some(RedisServer::start_ephemeral().await?),
+    };
+    let url = redis_url.unwrap_or_else(|| own.as_ref().expect("own redis").url());
+    let mut config = Config::default();
+    config.redis.url = url.clone();
+    config.redis.key_prefix = prefix.into();
+    config.marketfeed.auto_register_instruments = true;
+    tune(&mut config);
+    let mesh = Mesh::start_on(config, TcpListener::bind("127.0.0.1:0").await?).await?;
+    Ok((own, url, mesh))
+}
+
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
