@@ -29,6 +29,8 @@ pub struct Aggregator {
     pub book_config: BookConfig,
     pub lease_ttl: Duration,
     pub shutdown: CancellationToken,
+    /// The symbols owned right now, for the flusher running beside.
+    pub owned_view: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 struct Owned {
@@ -69,6 +71,7 @@ impl Aggregator {
                 }
             }
         }
+        self.owned_view.lock().expect("owned view lock").clear();
         for (symbol, o) in owned.drain() {
             self.leases.release(&symbol, &o.lease).await;
         }
@@ -97,8 +100,18 @@ impl Aggregator {
         Ok(())
     }
 
+    fn publish_owned(&self, owned: &HashMap<String, Owned>) {
+        *self.owned_view.lock().expect("owned view lock") = owned.keys().cloned().collect();
+    }
+
     /// Renews, acquires and releases leases; true when the owned set changed.
     async fn balance(&self, owned: &mut HashMap<String, Owned>) -> Result<bool> {
+        let changed = self.rebalance(owned).await;
+        self.publish_owned(owned);
+        changed
+    }
+
+    async fn rebalance(&self, owned: &mut HashMap<String, Owned>) -> Result<bool> {
         let live = self.leases.heartbeat().await?;
         let symbols = self.directory.refresh().await?;
         let held: Vec<(String, String)> = owned

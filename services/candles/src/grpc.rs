@@ -132,6 +132,9 @@ impl CandleQueryService for CandleGrpc {
                     late_corrections: s.late_corrections,
                     late_dropped: s.late_dropped,
                     missed_trades: s.missed_trades,
+                    unflushed_candles: s.unflushed_candles,
+                    last_flush_time: (s.last_flush_ns > 0)
+                        .then(|| nanos_to_timestamp(s.last_flush_ns)),
                 })
                 .collect(),
         }))

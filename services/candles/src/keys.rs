@@ -8,6 +8,7 @@
 //! | `<p>:{SYM}:cseq` | string | last trade sequence applied to the candles |
 //! | `<p>:{SYM}:cstat` | hash | newest event time, late/missed counters |
 //! | `<p>:{SYM}:cupd` | stream | candle updates log (SubscribeCandles) |
+//! | `<p>:{SYM}:cflush` | sorted set | closed candles not yet in the history store (`<interval index>\|<open s>`, score: revision) |
 //! | `<p>:{SYM}:lease` | string | the owning aggregator (`<instance>#<epoch>`), with a TTL |
 //! | `<p>:{SYM}:lease-epoch` | string | fencing counter, bumped at each acquisition |
 //! | `<p>:aggregators` | sorted set | live aggregator instances (score: heartbeat ms) |
@@ -36,6 +37,9 @@ impl CandleKeys {
     }
     pub fn updates(&self, symbol: &str) -> String {
         format!("{}:{{{symbol}}}:cupd", self.prefix)
+    }
+    pub fn flush(&self, symbol: &str) -> String {
+        format!("{}:{{{symbol}}}:cflush", self.prefix)
     }
     pub fn lease(&self, symbol: &str) -> String {
         format!("{}:{{{symbol}}}:lease", self.prefix)

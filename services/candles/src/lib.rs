@@ -17,6 +17,7 @@ pub mod aggregator;
 pub mod book;
 pub mod candle;
 pub mod directory;
+pub mod flusher;
 pub mod grpc;
 pub mod keys;
 pub mod lease;

@@ -13,7 +13,9 @@ use tickmesh_runtime::proto_time::now_nanos;
 
 use crate::candle::Candle;
 use crate::directory::{Directory, InstrumentInfo};
+use crate::flusher::from_stored;
 use crate::store::CandleStore;
+use tickmesh_history::CandleStore as HistoryStore;
 
 pub const DEFAULT_PAGE_SIZE: usize = 500;
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -37,6 +39,8 @@ pub struct CandlesQuery {
 pub struct QueryService {
     pub store: Arc<CandleStore>,
     pub directory: Arc<Directory>,
+    /// The long-term tier, when there is one.
+    pub history: Option<Arc<dyn HistoryStore>>,
 }
 
 struct Plan {
@@ -56,7 +60,7 @@ impl QueryService {
     pub async fn get_candles(&self, q: CandlesQuery) -> Result<(Vec<Candle>, String)> {
         let plan = self.plan(q).await?;
         let now = now_nanos();
-        let mut source = Source::new(self.store.clone(), &plan, now);
+        let mut source = Source::new(self.store.clone(), self.history.clone(), &plan, now);
         let mut out: Vec<Candle> = Vec::with_capacity(plan.size + 1);
         if plan.fill {
             self.filled(&plan, &mut source, now, &mut out).await?;
@@ -291,18 +295,23 @@ fn overlaps_sessions(sessions: &[Session], interval: Interval, b: Bucket, tz: Tz
 }
 
 /// Real candles of the query's interval in page order: read from the stored
-/// interval, or folded from its rollup base.
+/// interval, or folded from its rollup base; from Redis and the history store
+/// merged.
 struct Source {
     store: Arc<CandleStore>,
+    history: Option<Arc<dyn HistoryStore>>,
     symbol: String,
     interval: Interval,
     base: Interval,
     tz: Tz,
     newest_first: bool,
     now: i64,
-    /// Next score bound to read from (Redis syntax), moving in page order.
-    lo: String,
-    hi: String,
+    /// Newest open time (s) ever trimmed from Redis for the base interval:
+    /// windows above it are complete in Redis alone (`None`: nothing trimmed).
+    trimmed_s: Option<Option<i64>>,
+    /// Open times still to read: `[next_lo, next_hi)`.
+    next_lo: i64,
+    next_hi: i64,
     lo_ns: i64,
     hi_ns: i64,
     buffer: VecDeque<Candle>,
@@ -311,7 +320,12 @@ struct Source {
 }
 
 impl Source {
-    fn new(store: Arc<CandleStore>, plan: &Plan, now: i64) -> Self {
+    fn new(
+        store: Arc<CandleStore>,
+        history: Option<Arc<dyn HistoryStore>>,
+        plan: &Plan,
+        now: i64,
+    ) -> Self {
         let (interval, tz) = (plan.interval, plan.info.tz);
         let base = interval.rollup_base();
         // Candles that close after lo and open before hi.
@@ -328,58 +342,161 @@ impl Source {
                 lo_open = lo_open.max(interval.next(interval.bucket(c, tz), tz).open_ns);
             }
         }
-        let lo = if lo_open == i64::MIN {
-            "-inf".to_string()
-        } else {
-            ceil_s(lo_open).to_string()
-        };
-        let hi = if hi_open_excl == i64::MAX {
-            "+inf".to_string()
-        } else {
-            format!("({}", ceil_s(hi_open_excl))
-        };
         Self {
             store,
+            history,
             symbol: plan.symbol.clone(),
             interval,
             base,
             tz,
             newest_first: plan.newest_first,
             now,
-            lo,
-            hi,
+            trimmed_s: None,
+            next_lo: lo_open,
+            next_hi: hi_open_excl,
             lo_ns: plan.lo_ns,
             hi_ns: plan.hi_ns,
             buffer: VecDeque::new(),
-            exhausted: false,
+            exhausted: lo_open >= hi_open_excl,
             peeked: None,
         }
     }
 
-    async fn base_next(&mut self) -> Result<Option<Candle>> {
-        if self.buffer.is_empty() && !self.exhausted {
-            let page = self
-                .store
+    /// Reads the next window of base candles from both tiers. Redis is read
+    /// first: the flusher removes a candle from Redis only after the store has
+    /// it, so a candle moving between tiers meanwhile is seen at least once,
+    /// and equal open times are deduplicated (Redis, the newer tier, wins).
+    async fn refill(&mut self) -> Result<()> {
+        let (mut lo, hi) = (self.next_lo, self.next_hi);
+        // Newest first: read what lies above the trim watermark from Redis
+        // alone before going down into the tiers below it.
+        if self.newest_first
+            && self.history.is_some()
+            && let Some(t) = self.trimmed_ns().await?
+            && lo <= t
+            && hi.saturating_sub(1) > t
+        {
+            lo = t + 1;
+        }
+        let min = if lo == i64::MIN {
+            "-inf".to_string()
+        } else {
+            ceil_s(lo).to_string()
+        };
+        let max = if hi == i64::MAX {
+            "+inf".to_string()
+        } else {
+            format!("({}", ceil_s(hi))
+        };
+        let hot = self
+            .store
+            .range(
+                &self.symbol,
+                self.base,
+                &min,
+                &max,
+                self.newest_first,
+                FETCH,
+            )
+            .await?;
+        // The window this read covers completely, as inclusive open times.
+        let (mut w_lo, mut w_hi) = (lo, hi.saturating_sub(1));
+        if hot.len() == FETCH {
+            let edge = hot.last().expect("full page").bucket.open_ns;
+            if self.newest_first {
+                w_lo = edge
+            } else {
+                w_hi = edge
+            }
+        }
+        let need = self.history.is_some() && self.needs_history(w_lo).await?;
+        let cold = match &self.history {
+            Some(h) if need => h
                 .range(
                     &self.symbol,
                     self.base,
-                    &self.lo,
-                    &self.hi,
+                    w_lo,
+                    w_hi.saturating_add(1),
                     self.newest_first,
                     FETCH,
                 )
-                .await?;
-            if page.len() < FETCH {
-                self.exhausted = true;
+                .await
+                .map_err(|e| {
+                    Error::Unavailable(format!(
+                        "{e}; candles this old are only in the history store"
+                    ))
+                })?,
+            _ => Vec::new(),
+        };
+        if cold.len() == FETCH {
+            let edge = cold.last().expect("full page").open_ns;
+            if self.newest_first {
+                w_lo = w_lo.max(edge)
+            } else {
+                w_hi = w_hi.min(edge)
             }
-            if let Some(last) = page.last() {
-                if self.newest_first {
-                    self.hi = format!("({}", last.score());
-                } else {
-                    self.lo = format!("({}", last.score());
-                }
-            }
-            self.buffer.extend(page);
+        }
+        let inside = |open: i64| open >= w_lo && open <= w_hi;
+        let mut merged: Vec<Candle> = hot
+            .into_iter()
+            .filter(|c| inside(c.bucket.open_ns))
+            .collect();
+        let hot_opens: std::collections::HashSet<i64> =
+            merged.iter().map(|c| c.bucket.open_ns).collect();
+        merged.extend(
+            cold.iter()
+                .filter(|c| inside(c.open_ns) && !hot_opens.contains(&c.open_ns))
+                .map(from_stored),
+        );
+        merged.sort_by_key(|c| c.bucket.open_ns);
+        if self.newest_first {
+            merged.reverse();
+            self.next_hi = w_lo;
+            self.exhausted = w_lo <= self.next_lo;
+        } else {
+            self.next_lo = w_hi.saturating_add(1);
+            self.exhausted = w_hi >= hi.saturating_sub(1);
+        }
+        self.buffer.extend(merged);
+        Ok(())
+    }
+
+    /// The newest open time ever trimmed from Redis for the base interval (ns).
+    async fn trimmed_ns(&mut self) -> Result<Option<i64>> {
+        self.needs_history(i64::MAX).await?;
+        Ok(self
+            .trimmed_s
+            .flatten()
+            .map(|t| t.saturating_mul(1_000_000_000)))
+    }
+
+    /// Whether a window starting at `w_lo` may hold candles only the history
+    /// store has (those older than what the flusher ever trimmed from Redis).
+    async fn needs_history(&mut self, w_lo: i64) -> Result<bool> {
+        if self.trimmed_s.is_none() {
+            let index = tickmesh_calendar::STORED
+                .iter()
+                .position(|i| *i == self.base)
+                .expect("stored base")
+                + 1;
+            let mut conn = self.store.redis.conn();
+            let trimmed: Option<i64> = redis::cmd("HGET")
+                .arg(self.store.keys.status(&self.symbol))
+                .arg(format!("trimmed:{index}"))
+                .query_async(&mut conn)
+                .await
+                .map_err(tickmesh_runtime::redis_conn::unavailable)?;
+            self.trimmed_s = Some(trimmed);
+        }
+        Ok(match self.trimmed_s.flatten() {
+            None => false,
+            Some(t) => w_lo <= t.saturating_mul(1_000_000_000),
+        })
+    }
+
+    async fn base_next(&mut self) -> Result<Option<Candle>> {
+        while self.buffer.is_empty() && !self.exhausted {
+            self.refill().await?;
         }
         Ok(self.buffer.pop_front())
     }

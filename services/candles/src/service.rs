@@ -19,7 +19,7 @@ use crate::keys::CandleKeys;
 use crate::lease::Leases;
 use crate::query::{CandlesQuery, QueryService};
 use crate::store::{CandleStore, Retention};
-use crate::subscribe::{Message, Subscriptions, UpdateCodec, UpdateHub, check_cursor};
+use crate::subscribe::{Message, Subscriptions, UpdateCodec, UpdateHub, parse_cursor};
 
 /// Most symbols per GetAggregationStatus call.
 pub const MAX_STATUS_SYMBOLS: usize = 1000;
@@ -27,10 +27,18 @@ pub const MAX_STATUS_SYMBOLS: usize = 1000;
 pub struct CandleService {
     pub store: Arc<CandleStore>,
     pub directory: Arc<Directory>,
-    query: QueryService,
+    query: Arc<QueryService>,
     subscriptions: Arc<Subscriptions>,
     config: CandlesConfig,
+    history: Option<History>,
     shutdown: CancellationToken,
+}
+
+/// The long-term store and how candles are moved to it.
+#[derive(Clone)]
+pub struct History {
+    pub store: Arc<dyn tickmesh_history::CandleStore>,
+    pub flush: crate::flusher::FlushConfig,
 }
 
 /// Aggregation progress of one symbol.
@@ -42,23 +50,35 @@ pub struct AggregationStatus {
     pub late_corrections: u64,
     pub late_dropped: u64,
     pub missed_trades: u64,
+    pub unflushed_candles: u64,
+    /// 0 when never flushed.
+    pub last_flush_ns: i64,
 }
 
 impl CandleService {
     /// `marketfeed_endpoint`: where MarketFeedService answers.
+    /// `history`: the long-term store, when there is one (then closed candles
+    /// are queued for it, and the flusher, not the aggregator, trims Redis).
     pub fn new(
         config: CandlesConfig,
         redis: RedisHandle,
         marketfeed_endpoint: &str,
+        history: Option<History>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>> {
+        let has_history = history.is_some();
         let keys = CandleKeys::new(redis.prefix());
         let store = Arc::new(CandleStore::new(
             redis.clone(),
             keys.clone(),
             Retention {
                 updates_max_len: config.updates_max_len,
-                candles_per_interval: config.candles_per_interval,
+                candles_per_interval: if has_history {
+                    0
+                } else {
+                    config.candles_per_interval
+                },
+                flush_closed: has_history,
             },
         ));
         let directory = Arc::new(Directory::new(feed_client(marketfeed_endpoint)?));
@@ -68,20 +88,25 @@ impl CandleService {
             config.live_buffer,
             shutdown.clone(),
         );
+        let query = Arc::new(QueryService {
+            store: store.clone(),
+            directory: directory.clone(),
+            history: history.as_ref().map(|h| h.store.clone()),
+        });
         let subscriptions = Arc::new(Subscriptions {
             store: store.clone(),
             hub,
+            query: query.clone(),
+            late_window_ns: nanos(config.late_window),
             lag_recoveries: Default::default(),
         });
         Ok(Arc::new(Self {
-            query: QueryService {
-                store: store.clone(),
-                directory: directory.clone(),
-            },
+            query,
             store,
             directory,
             subscriptions,
             config,
+            history,
             shutdown,
         }))
     }
@@ -98,9 +123,22 @@ impl CandleService {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Starts this instance's aggregator (it shares symbols with others).
+    /// Starts this instance's aggregator (it shares symbols with others) and,
+    /// with a history store, the flusher beside it.
     pub fn spawn_aggregator(&self, instance: String) -> tokio::task::JoinHandle<()> {
+        let owned_view = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        if let Some(history) = &self.history {
+            let flusher = crate::flusher::Flusher {
+                redis: self.store.clone(),
+                history: history.store.clone(),
+                owned: owned_view.clone(),
+                config: history.flush,
+                shutdown: self.shutdown.clone(),
+            };
+            tokio::spawn(flusher.run());
+        }
         let aggregator = Aggregator {
+            owned_view,
             store: self.store.clone(),
             leases: Leases::new(
                 self.store.redis.clone(),
@@ -154,19 +192,22 @@ impl CandleService {
                 Err(r) => violations.push(FieldViolation::new(format!("intervals[{i}]"), r)),
             }
         }
-        if !cursor.is_empty()
-            && let Err(v) = check_cursor(&cursor)
-        {
-            violations.push(v);
-        }
+        let cursor = if cursor.is_empty() {
+            None
+        } else {
+            match parse_cursor(&cursor) {
+                Ok(c) => Some(c),
+                Err(v) => {
+                    violations.push(v);
+                    None
+                }
+            }
+        };
         Error::check(violations)?;
         self.directory.get(&symbol).await?;
-        Ok(self.subscriptions.start(
-            symbol,
-            parsed,
-            (!cursor.is_empty()).then_some(cursor),
-            self.shutdown.clone(),
-        ))
+        Ok(self
+            .subscriptions
+            .start(symbol, parsed, cursor, self.shutdown.clone()))
     }
 
     pub async fn status(&self, symbols: Vec<String>) -> Result<Vec<AggregationStatus>> {
@@ -192,18 +233,21 @@ impl CandleService {
                 "late_corrections",
                 "late_dropped",
                 "missed",
+                "last_flush_ns",
             ]);
             pipe.cmd("GET").arg(keys.lease(s));
+            pipe.cmd("ZCARD").arg(keys.flush(s));
         }
         let mut conn = self.store.redis.conn();
         let rows: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let mut out = Vec::with_capacity(symbols.len());
-        for (symbol, row) in symbols.into_iter().zip(rows.chunks(3)) {
+        for (symbol, row) in symbols.into_iter().zip(rows.chunks(4)) {
             let applied: Option<u64> = redis::from_redis_value(row[0].clone()).ok().flatten();
-            let counters: Vec<Option<u64>> =
+            let counters: Vec<Option<i64>> =
                 redis::from_redis_value(row[1].clone()).unwrap_or_default();
+            let unflushed: u64 = redis::from_redis_value(row[3].clone()).unwrap_or(0);
             let lease: Option<String> = redis::from_redis_value(row[2].clone()).ok().flatten();
-            let counter = |i: usize| counters.get(i).copied().flatten().unwrap_or(0);
+            let counter = |i: usize| counters.get(i).copied().flatten().unwrap_or(0).max(0) as u64;
             out.push(AggregationStatus {
                 symbol,
                 applied_sequence: applied.unwrap_or(0),
@@ -213,6 +257,8 @@ impl CandleService {
                 late_corrections: counter(0),
                 late_dropped: counter(1),
                 missed_trades: counter(2),
+                unflushed_candles: unflushed,
+                last_flush_ns: counters.get(3).copied().flatten().unwrap_or(0),
             });
         }
         Ok(out)

@@ -11,10 +11,12 @@ use crate::book::SymbolBook;
 use crate::candle::Candle;
 use crate::keys::CandleKeys;
 
-/// KEYS: lease, applied, status, updates, then the 14 candle sets (STORED order).
+/// KEYS: lease, applied, status, updates, then the 14 candle sets (STORED
+/// order), then the flush set.
 /// ARGV: lease value, applied sequence, newest event time, updates max length,
-/// candles kept per interval, late corrections +, late dropped +, missed +,
-/// then per candle: interval index (1-14), score, member.
+/// candles kept per interval (0: keep all; the flusher trims after flushing),
+/// late corrections +, late dropped +, missed +, then per candle: interval
+/// index (1-14), score, member, and its revision if it is closed (else "").
 /// Fails unless the caller still holds the lease, and never moves the applied
 /// sequence backwards, so a stale owner cannot overwrite a newer one.
 const WRITE_LUA: &str = r#"
@@ -33,17 +35,22 @@ if ARGV[8] ~= '0' then redis.call('HINCRBY', KEYS[3], 'missed', ARGV[8]) end
 local keep = tonumber(ARGV[5])
 local touched = {}
 local last = ''
-for i = 9, #ARGV, 3 do
+for i = 9, #ARGV, 4 do
   local k = KEYS[4 + tonumber(ARGV[i])]
   local score = ARGV[i + 1]
   redis.call('ZREMRANGEBYSCORE', k, score, score)
   redis.call('ZADD', k, score, ARGV[i + 2])
   touched[k] = true
   last = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'c', ARGV[i + 2])
+  if ARGV[i + 3] ~= '' then
+    redis.call('ZADD', KEYS[19], ARGV[i + 3], ARGV[i] .. '|' .. score)
+  end
 end
-for k, _ in pairs(touched) do
-  local n = redis.call('ZCARD', k)
-  if n > keep then redis.call('ZREMRANGEBYRANK', k, 0, n - keep - 1) end
+if keep > 0 then
+  for k, _ in pairs(touched) do
+    local n = redis.call('ZCARD', k)
+    if n > keep then redis.call('ZREMRANGEBYRANK', k, 0, n - keep - 1) end
+  end
 end
 return last
 "#;
@@ -52,7 +59,11 @@ return last
 #[derive(Clone, Copy, Debug)]
 pub struct Retention {
     pub updates_max_len: u64,
+    /// Candles the write itself trims Redis to (0: none; with a history store
+    /// the flusher trims, and only what it has flushed).
     pub candles_per_interval: u64,
+    /// Queue closed candles for the history store.
+    pub flush_closed: bool,
 }
 
 pub struct CandleStore {
@@ -94,7 +105,7 @@ impl CandleStore {
             let cmd = pipe
                 .cmd("EVALSHA")
                 .arg(self.script.get_hash())
-                .arg(4 + STORED.len());
+                .arg(5 + STORED.len());
             cmd.arg(self.keys.lease(&symbol))
                 .arg(self.keys.applied(&symbol))
                 .arg(self.keys.status(&symbol))
@@ -102,6 +113,7 @@ impl CandleStore {
             for interval in STORED {
                 cmd.arg(self.keys.candles(&symbol, interval));
             }
+            cmd.arg(self.keys.flush(&symbol));
             cmd.arg(lease_value.as_str())
                 .arg(book.applied_sequence)
                 .arg(book.newest_ns)
@@ -118,7 +130,15 @@ impl CandleStore {
                     .position(|i| *i == candle.interval)
                     .expect("stored interval")
                     + 1;
-                cmd.arg(index).arg(candle.score()).arg(candle.encode());
+                let flush = if candle.closed && self.retention.flush_closed {
+                    candle.revision.to_string()
+                } else {
+                    String::new()
+                };
+                cmd.arg(index)
+                    .arg(candle.score())
+                    .arg(candle.encode())
+                    .arg(flush);
             }
         }
         pipe.ignore_errors();

@@ -106,33 +106,97 @@ pub struct Message {
 
 /// Most candles in one message.
 const PAGE: usize = 500;
-/// Most candles per interval in a reset snapshot.
+/// Most candles per interval in a reset snapshot from Redis.
 const RESET_PER_INTERVAL: usize = 1000;
+/// Most candles per interval a recovery from the candles sends.
+const RECOVER_PER_INTERVAL: usize = 10_000;
 const QUEUE: usize = 4;
 
 pub struct Subscriptions {
     pub store: Arc<CandleStore>,
     pub hub: UpdateHub,
+    /// Reads candles across Redis and the history store (recovery).
+    pub query: Arc<crate::query::QueryService>,
+    pub late_window_ns: i64,
     /// Times a subscriber fell behind the live buffer and was caught up from the log.
     pub lag_recoveries: std::sync::atomic::AtomicU64,
 }
 
-/// Checks a cursor's shape ("<ms>-<n>").
-pub fn check_cursor(cursor: &str) -> std::result::Result<(), FieldViolation> {
-    let ok = cursor.split_once('-').is_some_and(|(a, b)| {
+/// A subscription position: the last updates-log entry delivered, and the
+/// newest candle open time (s) delivered, which recovery starts from when the
+/// log no longer reaches back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub entry: String,
+    pub newest_open_s: Option<i64>,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        match self.newest_open_s {
+            Some(s) => format!("{}~{s}", self.entry),
+            None => self.entry.clone(),
+        }
+    }
+}
+
+/// Parses a cursor ("<ms>-<n>" or "<ms>-<n>~<open s>").
+pub fn parse_cursor(cursor: &str) -> std::result::Result<Cursor, FieldViolation> {
+    let bad = || FieldViolation::new("cursor", "is not a cursor returned by SubscribeCandles");
+    let (entry, newest) = match cursor.split_once('~') {
+        Some((e, n)) => (e, Some(n.parse::<i64>().map_err(|_| bad())?)),
+        None => (cursor, None),
+    };
+    let ok = entry.split_once('-').is_some_and(|(a, b)| {
         !a.is_empty()
             && !b.is_empty()
             && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
             && a.len() <= 20
             && b.len() <= 20
     });
-    if ok {
-        Ok(())
-    } else {
-        Err(FieldViolation::new(
-            "cursor",
-            "is not a cursor returned by SubscribeCandles",
-        ))
+    if !ok {
+        return Err(bad());
+    }
+    Ok(Cursor {
+        entry: entry.to_string(),
+        newest_open_s: newest,
+    })
+}
+
+/// Where a subscription stands; every message carries it as its cursor.
+struct Position {
+    cursor: Cursor,
+}
+
+impl Position {
+    /// Sends `candles`, advancing the log position to `entry` (when given)
+    /// and the newest open time to the newest candle sent.
+    async fn send(
+        &mut self,
+        candles: Vec<Candle>,
+        snapshot: bool,
+        entry: Option<String>,
+        tx: &mpsc::Sender<Result<Message>>,
+    ) -> Result<()> {
+        if let Some(entry) = entry {
+            self.cursor.entry = entry;
+        }
+        if let Some(newest) = candles.iter().map(|c| c.score()).max() {
+            self.cursor.newest_open_s =
+                Some(self.cursor.newest_open_s.map_or(newest, |n| n.max(newest)));
+        }
+        if candles.is_empty() && !snapshot {
+            return Ok(());
+        }
+        send(
+            tx,
+            Message {
+                candles,
+                snapshot,
+                cursor: self.cursor.encode(),
+            },
+        )
+        .await
     }
 }
 
@@ -141,7 +205,7 @@ impl Subscriptions {
         self: &Arc<Self>,
         symbol: String,
         intervals: Vec<Interval>,
-        cursor: Option<String>,
+        cursor: Option<Cursor>,
         shutdown: CancellationToken,
     ) -> mpsc::Receiver<Result<Message>> {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -163,7 +227,7 @@ impl Subscriptions {
         &self,
         symbol: &str,
         intervals: &[Interval],
-        cursor: Option<String>,
+        cursor: Option<Cursor>,
         tx: &mpsc::Sender<Result<Message>>,
     ) -> Result<()> {
         let subscription = self.hub.subscribe(symbol);
@@ -171,9 +235,9 @@ impl Subscriptions {
         let _interest = subscription.interest;
         let key = self.store.keys.updates(symbol);
         let mut conn = self.store.redis.conn();
-        let mut last = match cursor {
+        let mut pos = match cursor {
             None => {
-                let last = last_entry_id(&mut conn, &key).await?;
+                let entry = last_entry_id(&mut conn, &key).await?;
                 let mut candles = Vec::new();
                 for &interval in intervals {
                     candles.extend(
@@ -182,16 +246,14 @@ impl Subscriptions {
                             .await?,
                     );
                 }
-                send(
-                    tx,
-                    Message {
-                        candles,
-                        snapshot: true,
-                        cursor: last.clone(),
+                let mut pos = Position {
+                    cursor: Cursor {
+                        entry: entry.clone(),
+                        newest_open_s: None,
                     },
-                )
-                .await?;
-                last
+                };
+                pos.send(candles, true, Some(entry), tx).await?;
+                pos
             }
             Some(cursor) => {
                 let first: Value = redis::cmd("XRANGE")
@@ -204,64 +266,55 @@ impl Subscriptions {
                     .await
                     .map_err(unavailable)?;
                 let first_id = decode_entries(first)?.into_iter().next().map(|u| u.id);
-                if first_id.is_some_and(|f| id_cmp(&f, &cursor).is_gt()) {
-                    self.reset(symbol, intervals, &cursor, tx).await?
-                } else {
-                    cursor
+                let mut pos = Position {
+                    cursor: cursor.clone(),
+                };
+                if first_id.is_some_and(|f| id_cmp(&f, &cursor.entry).is_gt()) {
+                    self.recover(symbol, intervals, &mut pos, tx).await?;
                 }
+                pos
             }
         };
-        self.catch_up(&key, intervals, &mut last, None, tx).await?;
+        self.catch_up(&key, intervals, &mut pos, None, tx).await?;
         while let Some(item) = live.next().await {
             match item {
                 Ok(batch) => {
-                    if id_cmp(&batch.after, &last).is_gt() {
+                    if id_cmp(&batch.after, &pos.cursor.entry).is_gt() {
                         let upto = batch.after.clone();
-                        self.catch_up(&key, intervals, &mut last, Some(&upto), tx)
+                        self.catch_up(&key, intervals, &mut pos, Some(&upto), tx)
                             .await?;
                     }
                     let updates: Vec<Update> = batch
                         .items
                         .iter()
-                        .filter(|u| id_cmp(&u.id, &last).is_gt())
+                        .filter(|u| id_cmp(&u.id, &pos.cursor.entry).is_gt())
                         .cloned()
                         .collect();
-                    if let Some(end) = updates.last() {
-                        last = end.id.clone();
+                    if let Some(end) = updates.last().map(|u| u.id.clone()) {
                         let candles: Vec<Candle> = updates
                             .into_iter()
                             .map(|u| u.candle)
                             .filter(|c| intervals.contains(&c.interval))
                             .collect();
-                        if !candles.is_empty() {
-                            send(
-                                tx,
-                                Message {
-                                    candles,
-                                    snapshot: false,
-                                    cursor: last.clone(),
-                                },
-                            )
-                            .await?;
-                        }
+                        pos.send(candles, false, Some(end), tx).await?;
                     }
                 }
                 Err(BroadcastStreamRecvError::Lagged(_)) => {
                     self.lag_recoveries
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.catch_up(&key, intervals, &mut last, None, tx).await?;
+                    self.catch_up(&key, intervals, &mut pos, None, tx).await?;
                 }
             }
         }
         Err(Error::Unavailable("live candle feed ended".into()))
     }
 
-    /// Sends the log's updates after `last` (up to `upto`), coalesced per page.
+    /// Sends the log's updates after the position (up to `upto`), coalesced per page.
     async fn catch_up(
         &self,
         key: &str,
         intervals: &[Interval],
-        last: &mut String,
+        pos: &mut Position,
         upto: Option<&str>,
         tx: &mpsc::Sender<Result<Message>>,
     ) -> Result<()> {
@@ -269,7 +322,7 @@ impl Subscriptions {
         loop {
             let reply: Value = redis::cmd("XRANGE")
                 .arg(key)
-                .arg(format!("({last}"))
+                .arg(format!("({}", pos.cursor.entry))
                 .arg(upto.unwrap_or("+"))
                 .arg("COUNT")
                 .arg(PAGE)
@@ -281,42 +334,86 @@ impl Subscriptions {
                 return Ok(());
             };
             let full = page.len() == PAGE;
-            *last = end.clone();
             let candles = coalesce(
                 page.into_iter()
                     .map(|u| u.candle)
                     .filter(|c| intervals.contains(&c.interval)),
             );
-            if !candles.is_empty() {
-                send(
-                    tx,
-                    Message {
-                        candles,
-                        snapshot: false,
-                        cursor: end,
-                    },
-                )
-                .await?;
-            }
+            pos.send(candles, false, Some(end), tx).await?;
             if !full {
                 return Ok(());
             }
         }
     }
 
-    /// The cursor is older than the log: send the candles written since the
-    /// cursor's time (newest `RESET_PER_INTERVAL` per interval at most),
-    /// marked as a snapshot.
-    async fn reset(
+    /// The cursor is older than the updates log: rebuild from the candles
+    /// themselves — from the history store and Redis — starting at the newest
+    /// candle the client had (less the late window, whose candles may have
+    /// been corrected since), then continue from the log. Messages of the
+    /// recovery have `snapshot = true`. A cursor without a newest open time
+    /// (or a deployment without a history store) falls back to the candles
+    /// Redis wrote since the cursor's time.
+    async fn recover(
         &self,
         symbol: &str,
         intervals: &[Interval],
-        cursor: &str,
+        pos: &mut Position,
         tx: &mpsc::Sender<Result<Message>>,
-    ) -> Result<String> {
+    ) -> Result<()> {
         let mut conn = self.store.redis.conn();
-        let last = last_entry_id(&mut conn, &self.store.keys.updates(symbol)).await?;
-        let cursor_ms: i64 = cursor
+        // Read the log position first: updates after it are caught up next.
+        let entry = last_entry_id(&mut conn, &self.store.keys.updates(symbol)).await?;
+        let Some(newest) = pos.cursor.newest_open_s else {
+            return self
+                .reset_from_redis(symbol, intervals, pos, entry, tx)
+                .await;
+        };
+        let mut sent_any = false;
+        for &interval in intervals {
+            let from_ns = newest
+                .saturating_sub(crate::store::interval_upper_bound_s(interval))
+                .saturating_mul(1_000_000_000)
+                .saturating_sub(self.late_window_ns);
+            let mut token = String::new();
+            let mut count = 0;
+            loop {
+                let (page, next) = self
+                    .query
+                    .get_candles(crate::query::CandlesQuery {
+                        symbol: symbol.to_string(),
+                        interval: interval.to_string(),
+                        start_ns: Some(from_ns),
+                        end_ns: None,
+                        page_size: PAGE as i32,
+                        page_token: token,
+                        newest_first: false,
+                        fill: false,
+                    })
+                    .await?;
+                count += page.len();
+                sent_any |= !page.is_empty();
+                pos.send(page, true, None, tx).await?;
+                if next.is_empty() || count >= RECOVER_PER_INTERVAL {
+                    break;
+                }
+                token = next;
+            }
+        }
+        pos.send(Vec::new(), !sent_any, Some(entry), tx).await
+    }
+
+    /// Without a history position: the candles Redis wrote since the cursor's time.
+    async fn reset_from_redis(
+        &self,
+        symbol: &str,
+        intervals: &[Interval],
+        pos: &mut Position,
+        entry: String,
+        tx: &mpsc::Sender<Result<Message>>,
+    ) -> Result<()> {
+        let cursor_ms: i64 = pos
+            .cursor
+            .entry
             .split_once('-')
             .and_then(|(ms, _)| ms.parse().ok())
             .unwrap_or(0);
@@ -348,16 +445,7 @@ impl Subscriptions {
             changed.reverse();
             candles.extend(changed);
         }
-        send(
-            tx,
-            Message {
-                candles,
-                snapshot: true,
-                cursor: last.clone(),
-            },
-        )
-        .await?;
-        Ok(last)
+        pos.send(candles, true, Some(entry), tx).await
     }
 }
 
@@ -387,9 +475,21 @@ mod tests {
 
     #[test]
     fn cursors() {
-        assert!(check_cursor("1700000000000-0").is_ok());
-        for bad in ["", "abc", "1-", "-1", "1-2-3", "x-1"] {
-            assert!(check_cursor(bad).is_err(), "{bad}");
+        assert_eq!(
+            parse_cursor("1700000000000-0").unwrap(),
+            Cursor {
+                entry: "1700000000000-0".into(),
+                newest_open_s: None
+            }
+        );
+        let c = parse_cursor("1700000000000-4~1704067200").unwrap();
+        assert_eq!(
+            (c.entry.as_str(), c.newest_open_s),
+            ("1700000000000-4", Some(1_704_067_200))
+        );
+        assert_eq!(parse_cursor(&c.encode()).unwrap(), c);
+        for bad in ["", "abc", "1-", "-1", "1-2-3", "x-1", "1-2~", "1-2~x", "~5"] {
+            assert!(parse_cursor(bad).is_err(), "{bad}");
         }
     }
 }

@@ -34,6 +34,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub marketfeed: MarketFeedConfig,
     pub candles: CandlesConfig,
+    pub history: HistoryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,6 +256,61 @@ impl Default for CandlesConfig {
             candles_per_interval: 10_000,
             updates_max_len: 100_000,
             live_buffer: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Long-term candle store: "embedded" (a file, no server), "scylla", or
+    /// "none" (Redis only: candles beyond `candles.candles_per_interval` are dropped).
+    pub backend: String,
+    /// File of the embedded store.
+    pub embedded_path: String,
+    /// ScyllaDB contact points ("host:port").
+    #[serde(deserialize_with = "list_or_csv")]
+    pub scylla_contact_points: Vec<String>,
+    pub scylla_keyspace: String,
+    /// Preferred datacenter for token-aware, DC-local routing (LOCAL_QUORUM).
+    pub scylla_local_datacenter: String,
+    /// Replication of the keyspace when tickmesh creates it.
+    pub scylla_replication: String,
+    pub scylla_username: String,
+    pub scylla_password: String,
+    /// CA certificate (PEM) to connect over TLS; empty: plain TCP.
+    pub scylla_tls_ca_file: String,
+    /// Apply deploy/scylla/schema.cql at start (idempotent).
+    pub scylla_apply_schema: bool,
+    /// How often closed candles move from Redis to the store.
+    #[serde(with = "serde_human")]
+    pub flush_interval: Duration,
+    /// Flush at once when this many closed candles wait, whatever the interval.
+    pub flush_threshold: u64,
+    /// Most candles per store write.
+    pub flush_batch: usize,
+    /// Candles kept in Redis per symbol and interval once flushed (the hot tail).
+    pub hot_candles: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            backend: "embedded".into(),
+            embedded_path: "data/history.redb".into(),
+            scylla_contact_points: vec!["127.0.0.1:9042".into()],
+            scylla_keyspace: "tickmesh".into(),
+            scylla_local_datacenter: String::new(),
+            scylla_replication: "'class': 'NetworkTopologyStrategy', 'replication_factor': 3"
+                .into(),
+            scylla_username: String::new(),
+            scylla_password: String::new(),
+            scylla_tls_ca_file: String::new(),
+            scylla_apply_schema: false,
+            flush_interval: Duration::from_secs(5),
+            flush_threshold: 5_000,
+            flush_batch: 5_000,
+            hot_candles: 1_440,
         }
     }
 }
@@ -492,6 +548,28 @@ impl Config {
                 "must be between 16 and 1000000".into(),
             );
         }
+        let history = &self.history;
+        if !matches!(history.backend.as_str(), "embedded" | "scylla" | "none") {
+            return bad(
+                "history.backend",
+                "must be \"embedded\", \"scylla\" or \"none\"".into(),
+            );
+        }
+        if history.backend == "embedded" && history.embedded_path.is_empty() {
+            return bad("history.embedded_path", "must name a file".into());
+        }
+        if history.backend == "scylla" && history.scylla_contact_points.is_empty() {
+            return bad(
+                "history.scylla_contact_points",
+                "must name at least one host:port".into(),
+            );
+        }
+        if !(1..=100_000).contains(&history.flush_batch) {
+            return bad("history.flush_batch", "must be between 1 and 100000".into());
+        }
+        if history.hot_candles < 10 {
+            return bad("history.hot_candles", "must be at least 10".into());
+        }
         let candles = &self.candles;
         let endpoint = &candles.marketfeed_endpoint;
         if !(endpoint.is_empty()
@@ -537,6 +615,9 @@ impl Config {
         let mut copy = self.clone();
         if !copy.auth.admin_token.is_empty() {
             copy.auth.admin_token = "********".into();
+        }
+        if !copy.history.scylla_password.is_empty() {
+            copy.history.scylla_password = "********".into();
         }
         toml::to_string_pretty(&copy).unwrap_or_default()
     }

@@ -26,6 +26,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.marketfeed.auto_register_instruments = true;
+    if config.history.embedded_path
+        == tickmesh_runtime::config::HistoryConfig::default().embedded_path
+    {
+        config.history.embedded_path = options.data_dir.join("history.redb").display().to_string();
+    }
     let mut own_redis = None;
     if config.redis.url == RedisConfig::default().url {
         let dir = options.data_dir.join("redis");

@@ -88,6 +88,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// History tier: bytes per candle at rest, write throughput, GetCandles read times.
+    History {
+        /// Take the 1m candles of this Binance trades CSV instead of a synthetic year.
+        #[arg(long)]
+        trades: Option<PathBuf>,
+        /// Symbol of the trade file (default: from its name).
+        #[arg(long)]
+        symbol: Option<String>,
+        /// Price decimals of the trade file's instrument.
+        #[arg(long, default_value_t = 8)]
+        price_scale: u32,
+        /// Quantity decimals of the trade file's instrument.
+        #[arg(long, default_value_t = 8)]
+        quantity_scale: u32,
+        /// Use this Redis instead of starting one.
+        #[arg(long)]
+        redis_url: Option<String>,
+    },
     /// Candle aggregation in process, end to end against the seed design, and subscriber latency.
     Candles {
         #[arg(long, default_value_t = 1_000_000)]
@@ -245,6 +263,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { which } => match which {
+            BenchCommand::History {
+                trades,
+                symbol,
+                price_scale,
+                quantity_scale,
+                redis_url,
+            } => {
+                anyhow::ensure!(
+                    price_scale <= 18 && quantity_scale <= 18,
+                    "scales are at most 18"
+                );
+                bench::history::history(bench::history::HistoryBenchOptions {
+                    trades,
+                    symbol,
+                    price_scale,
+                    quantity_scale,
+                    redis_url,
+                })
+                .await
+            }
             BenchCommand::Candles {
                 in_process_trades,
                 e2e_trades,

@@ -40,6 +40,16 @@ impl Mesh {
 
     /// Starts serving on an already bound listener (tests bind port 0).
     pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Mesh> {
+        Self::start_with(config, listener, None).await
+    }
+
+    /// Like [`Mesh::start_on`], with the history store given instead of built
+    /// from config (tests use a store they can make fail).
+    pub async fn start_with(
+        config: Config,
+        listener: TcpListener,
+        history: Option<Arc<dyn tickmesh_history::CandleStore>>,
+    ) -> anyhow::Result<Mesh> {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let redis = RedisHandle::new(&config.redis).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -74,10 +84,24 @@ impl Mesh {
             } else {
                 config.candles.marketfeed_endpoint.clone()
             };
+            let store = match history {
+                Some(store) => Some(store),
+                None => open_history(&config.history).await?,
+            };
+            let history = store.map(|store| tickmesh_candles::service::History {
+                store,
+                flush: tickmesh_candles::flusher::FlushConfig {
+                    interval: config.history.flush_interval,
+                    threshold: config.history.flush_threshold,
+                    batch: config.history.flush_batch,
+                    hot_candles: config.history.hot_candles,
+                },
+            });
             let service = CandleService::new(
                 config.candles.clone(),
                 redis.clone(),
                 &endpoint,
+                history,
                 shutdown.clone(),
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -173,4 +197,28 @@ pub fn instance_id(addr: SocketAddr) -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "tickmesh".into());
     format!("{host}-{}-{}", std::process::id(), addr.port())
+}
+
+/// The history store the config names (`None` for backend "none").
+pub async fn open_history(
+    config: &tickmesh_runtime::config::HistoryConfig,
+) -> anyhow::Result<Option<Arc<dyn tickmesh_history::CandleStore>>> {
+    Ok(match config.backend.as_str() {
+        "embedded" => {
+            let store =
+                tickmesh_history::EmbeddedStore::open(std::path::Path::new(&config.embedded_path))
+                    .with_context(|| {
+                        format!(
+                            "opening the embedded history store {} (history.embedded_path)",
+                            config.embedded_path
+                        )
+                    })?;
+            tracing::info!(path = %config.embedded_path, "history store: embedded");
+            Some(Arc::new(store))
+        }
+        "scylla" => {
+            anyhow::bail!("history.backend = \"scylla\" is not available in this build yet")
+        }
+        _ => None,
+    })
 }

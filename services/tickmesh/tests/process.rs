@@ -33,6 +33,7 @@ impl Serve {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(["serve", "--listen", &addr, "--redis-url", redis_url])
             .env("TICKMESH_TELEMETRY_LOG_LEVEL", "warn")
+            .env("TICKMESH_HISTORY_EMBEDDED_PATH", temp_path("history.redb"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);

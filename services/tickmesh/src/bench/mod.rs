@@ -3,6 +3,7 @@
 //! noisy; compare ratios, not absolute numbers).
 
 pub mod candles;
+pub mod history;
 pub mod ingest;
 
 pub use ingest::{IngestOptions, IngestReport, ingest};
@@ -23,6 +24,24 @@ pub async fn bench_mesh(
     prefix: &str,
     tune: impl FnOnce(&mut Config),
 ) -> anyhow::Result<(Option<RedisServer>, String, Mesh)> {
+    bench_mesh_tuned(redis_url, prefix, tune, None).await
+}
+
+/// [`bench_mesh`] with a given history store.
+pub async fn bench_mesh_with(
+    redis_url: Option<String>,
+    prefix: &str,
+    history: Option<std::sync::Arc<dyn tickmesh_history::CandleStore>>,
+) -> anyhow::Result<(Option<RedisServer>, String, Mesh)> {
+    bench_mesh_tuned(redis_url, prefix, |_| {}, history).await
+}
+
+async fn bench_mesh_tuned(
+    redis_url: Option<String>,
+    prefix: &str,
+    tune: impl FnOnce(&mut Config),
+    history: Option<std::sync::Arc<dyn tickmesh_history::CandleStore>>,
+) -> anyhow::Result<(Option<RedisServer>, String, Mesh)> {
     let own = match &redis_url {
         Some(_) => None,
         None => Some(RedisServer::start_ephemeral().await?),
@@ -32,8 +51,13 @@ pub async fn bench_mesh(
     config.redis.url = url.clone();
     config.redis.key_prefix = prefix.into();
     config.marketfeed.auto_register_instruments = true;
+    config.history.embedded_path = std::env::temp_dir()
+        .join(format!("tickmesh-bench-{}-{prefix}", std::process::id()))
+        .join("history.redb")
+        .display()
+        .to_string();
     tune(&mut config);
-    let mesh = Mesh::start_on(config, TcpListener::bind("127.0.0.1:0").await?).await?;
+    let mesh = Mesh::start_with(config, TcpListener::bind("127.0.0.1:0").await?, history).await?;
     Ok((own, url, mesh))
 }
 

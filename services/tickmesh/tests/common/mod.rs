@@ -34,7 +34,20 @@ pub fn config(redis_url: &str) -> Config {
     c.server.grace_period = Duration::from_secs(2);
     c.server.listen = "127.0.0.1:0".into();
     c.marketfeed.instrument_refresh = Duration::from_millis(200);
+    c.history.embedded_path = temp_path("history.redb");
+    c.history.flush_interval = Duration::from_millis(300);
     c
+}
+
+/// A fresh path under the temp dir, unique in this test run.
+pub fn temp_path(name: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir()
+        .join(format!("tickmesh-test-{}-{n}", std::process::id()))
+        .join(name)
+        .display()
+        .to_string()
 }
 
 pub async fn start(config: Config) -> Mesh {

@@ -1,0 +1,99 @@
+//! The ScyllaDB [`CandleStore`](tickmesh_history::CandleStore): long-term
+//! candle history kept as compressed column blocks
+//! (`tickmesh-candle-blocks`), one block per symbol × interval × period.
+//!
+//! # Data model
+//!
+//! The schema is the versioned file `deploy/scylla/schema.cql`, embedded in
+//! this crate ([`SCHEMA_CQL`]) so the code applies exactly that file:
+//!
+//! - `candle_blocks`: partition key `(symbol, interval, block)` where
+//!   `block = block_id(interval, open_ns)` (a UTC day for minute and hour
+//!   candles, a 365-day year for day and week candles, a century for month and
+//!   year candles). The row holds the encoded block (`data` blob), its
+//!   `price_scale` / `quantity_scale`, `candle_count` and `updated_at`. The
+//!   scales are clustering columns because one encoded block has one scale
+//!   pair: a partition normally has one row, and a candle re-published at other
+//!   scales moves to a second row of the same partition.
+//!   TimeWindowCompactionStrategy (30-day windows), zstd table compression,
+//!   no TTL.
+//! - `candle_block_index`: partition key `(symbol, interval)`, clustering key
+//!   `block ASC`: which blocks exist, so a range read walks a few rows instead
+//!   of probing an empty id space (a decade of daily blocks is 3,650 rows).
+//!
+//! # Why partitions stay bounded
+//!
+//! A block partition holds one period of one symbol and interval, at most
+//! 1,440 candles for 1m (a few KB compressed); it never grows with the age of
+//! the symbol. The index partition grows by one tiny row per period: ~365
+//! rows a year for minute and hour intervals, one a year for days and weeks.
+//!
+//! # Consistency and idempotence
+//!
+//! Every statement is prepared once at [`ScyllaStore::connect`] with
+//! LOCAL_QUORUM (also the session default), so a read after an acknowledged
+//! write sees it while a quorum of the local datacenter is up. Every write is
+//! an upsert or delete by full primary key, marked idempotent, so the driver
+//! may retry it or execute it speculatively; write timestamps are client-side
+//! and monotonic. An upsert is a read-modify-write of each touched block:
+//! safe because exactly one process writes a symbol at a time (the flusher
+//! holds a lease), and a striped lock serializes one block inside the process.
+//! The block row is written before its index row, so an index entry always
+//! points to a written block. Routing is token-aware (the driver's
+//! `DefaultPolicy`, all partition key columns bound) and, when
+//! [`ScyllaConfig::local_datacenter`] is set, restricted to that datacenter.
+//!
+//! # Applying the schema
+//!
+//! Run [`apply_schema`] once per cluster (it is `IF NOT EXISTS` throughout, so
+//! running it again is harmless), or apply `deploy/scylla/schema.cql` with
+//! cqlsh after replacing `{keyspace}` and `{replication}`.
+//! [`ScyllaStore::connect`] checks that the tables exist and carry
+//! `schema_version=1` in their comment.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), tickmesh_history::StoreError> {
+//! use tickmesh_history_scylla::{ScyllaConfig, ScyllaStore, apply_schema};
+//! let config = ScyllaConfig {
+//!     contact_points: vec!["10.0.0.1:9042".into(), "10.0.0.2:9042".into()],
+//!     local_datacenter: Some("dc1".into()),
+//!     replication: "'class': 'NetworkTopologyStrategy', 'dc1': 3".into(),
+//!     ..ScyllaConfig::default()
+//! };
+//! apply_schema(&config).await?;
+//! let store = ScyllaStore::connect(&config).await?;
+//! # let _ = store;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # TLS
+//!
+//! Not built in. The `scylla` crate needs a TLS context built by the
+//! application with the `openssl` or `rustls` crate, and neither is a
+//! workspace dependency; scylla's `rustls-023` feature also pulls rustls'
+//! default aws-lc backend (cmake). A config with [`ScyllaConfig::tls`] set is
+//! refused at connect rather than connecting in clear text. Enabling TLS means
+//! adding `openssl = "0.10"` to the workspace (system packages `libssl-dev`,
+//! `pkg-config`) and the `openssl-010` feature of `scylla`, then passing an
+//! `OpenSsl010Config` built from [`TlsConfig`] to `SessionBuilder::tls_context`.
+//!
+//! # Size
+//!
+//! [`CandleStore::size_on_disk`](tickmesh_history::CandleStore::size_on_disk)
+//! reports the net bytes of encoded blocks this process has written, not the
+//! cluster's disk usage.
+
+pub(crate) use tickmesh_candle_blocks as blocks;
+
+mod config;
+mod engine;
+mod model;
+mod schema;
+mod store;
+
+pub use config::{DEFAULT_REPLICATION, ScyllaConfig, TlsConfig, validate_keyspace};
+pub use schema::{
+    BLOCKS_TABLE, INDEX_TABLE, SCHEMA_CQL, SCHEMA_VERSION, schema_statements, split_statements,
+};
+pub use store::{ScyllaStore, apply_schema};

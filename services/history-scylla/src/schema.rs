@@ -1,0 +1,447 @@
+//! The versioned schema file, its placeholders and statement splitting.
+
+use tickmesh_history::StoreError;
+
+use crate::config::{ScyllaConfig, validate_keyspace, validate_replication};
+
+/// `deploy/scylla/schema.cql`, byte for byte: the code applies exactly the
+/// versioned file.
+pub const SCHEMA_CQL: &str = include_str!("../../../deploy/scylla/schema.cql");
+
+/// The schema version this code reads and writes. Must equal the
+/// `-- schema_version: N` header of [`SCHEMA_CQL`] (checked by a test) and
+/// appear in the comment of every table (checked at connect).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Table of encoded blocks, one partition per block.
+pub const BLOCKS_TABLE: &str = "candle_blocks";
+/// Table listing the blocks of each (symbol, interval) in order.
+pub const INDEX_TABLE: &str = "candle_block_index";
+
+/// The marker every table comment carries, e.g. `tickmesh schema_version=1`.
+pub fn table_comment_marker() -> String {
+    format!("tickmesh schema_version={SCHEMA_VERSION}")
+}
+
+/// The schema version named in a table comment (`tickmesh schema_version=N…`).
+pub fn comment_version(comment: &str) -> Option<u32> {
+    let marker = "tickmesh schema_version=";
+    let at = comment.find(marker)?;
+    let digits: String = comment[at + marker.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The version named by the `-- schema_version: N` header line of `text`.
+pub fn header_version(text: &str) -> Option<u32> {
+    text.lines()
+        .map(str::trim)
+        .take_while(|line| line.starts_with("--") || line.is_empty())
+        .find_map(|line| {
+            line.trim_start_matches('-')
+                .trim()
+                .strip_prefix("schema_version:")
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Splits CQL text into statements: drops `--`, `//` and `/* */` comments,
+/// splits on `;` outside string literals ('…' with '' escapes, "…" quoted
+/// identifiers, $$…$$ strings), trims, and skips empty statements.
+pub fn split_statements(text: &str) -> Result<Vec<String>, String> {
+    #[derive(PartialEq)]
+    enum State {
+        Code,
+        Single,
+        Double,
+        Dollar,
+        Line,
+        Block,
+    }
+    let bytes = text.as_bytes();
+    let mut state = State::Code;
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut i = 0;
+    // Copies whole UTF-8 characters, so multi-byte text inside literals survives.
+    let char_at = |i: usize| text[i..].chars().next().expect("char boundary");
+    while i < bytes.len() {
+        let b = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        match state {
+            State::Code => match (b, next) {
+                (b'-', Some(b'-')) | (b'/', Some(b'/')) => {
+                    state = State::Line;
+                    i += 2;
+                    continue;
+                }
+                (b'/', Some(b'*')) => {
+                    state = State::Block;
+                    // A comment separates tokens.
+                    current.push(' ');
+                    i += 2;
+                    continue;
+                }
+                (b'$', Some(b'$')) => {
+                    state = State::Dollar;
+                    current.push_str("$$");
+                    i += 2;
+                    continue;
+                }
+                (b';', _) => {
+                    let statement = current.trim();
+                    if !statement.is_empty() {
+                        statements.push(statement.to_string());
+                    }
+                    current.clear();
+                }
+                (b'\'', _) => {
+                    state = State::Single;
+                    current.push('\'');
+                }
+                (b'"', _) => {
+                    state = State::Double;
+                    current.push('"');
+                }
+                _ => {
+                    let c = char_at(i);
+                    current.push(c);
+                    i += c.len_utf8();
+                    continue;
+                }
+            },
+            State::Single | State::Double => {
+                let quote = if state == State::Single { b'\'' } else { b'"' };
+                if b == quote && next == Some(quote) {
+                    // An escaped quote stays inside the literal.
+                    current.push(quote as char);
+                    current.push(quote as char);
+                    i += 2;
+                    continue;
+                }
+                if b == quote {
+                    state = State::Code;
+                }
+                let c = char_at(i);
+                current.push(c);
+                i += c.len_utf8();
+                continue;
+            }
+            State::Dollar => {
+                if b == b'$' && next == Some(b'$') {
+                    state = State::Code;
+                    current.push_str("$$");
+                    i += 2;
+                    continue;
+                }
+                let c = char_at(i);
+                current.push(c);
+                i += c.len_utf8();
+                continue;
+            }
+            State::Line => {
+                if b == b'\n' {
+                    state = State::Code;
+                    current.push('\n');
+                }
+            }
+            State::Block => {
+                if b == b'*' && next == Some(b'/') {
+                    state = State::Code;
+                    i += 2;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    match state {
+        State::Code | State::Line => {}
+        State::Single => return Err("unterminated '…' string literal".into()),
+        State::Double => return Err("unterminated \"…\" quoted identifier".into()),
+        State::Dollar => return Err("unterminated $$…$$ string literal".into()),
+        State::Block => return Err("unterminated /* comment".into()),
+    }
+    let statement = current.trim();
+    if !statement.is_empty() {
+        statements.push(statement.to_string());
+    }
+    Ok(statements)
+}
+
+/// Replaces `{keyspace}` and `{replication}`; refuses any other `{name}`
+/// placeholder left in the text.
+pub fn substitute(statement: &str, keyspace: &str, replication: &str) -> Result<String, String> {
+    let out = statement
+        .replace("{keyspace}", keyspace)
+        .replace("{replication}", replication);
+    // A map literal starts with a quote or a space, a placeholder with a letter.
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find('{') {
+        let tail = &rest[at + 1..];
+        let name: String = tail
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && tail[name.len()..].starts_with('}') {
+            return Err(format!(
+                "unknown placeholder {{{name}}} in schema statement"
+            ));
+        }
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// The statements of [`SCHEMA_CQL`] for `config`, placeholders substituted,
+/// in file order (the keyspace first).
+pub fn schema_statements(config: &ScyllaConfig) -> Result<Vec<String>, StoreError> {
+    validate_keyspace(&config.keyspace)?;
+    validate_replication(&config.replication)?;
+    render(SCHEMA_CQL, &config.keyspace, &config.replication)
+}
+
+fn render(text: &str, keyspace: &str, replication: &str) -> Result<Vec<String>, StoreError> {
+    let broken = |e: String| StoreError::Corrupt(format!("deploy/scylla/schema.cql: {e}"));
+    match header_version(text) {
+        Some(SCHEMA_VERSION) => {}
+        other => {
+            return Err(broken(format!(
+                "header says schema_version {other:?}, the code expects {SCHEMA_VERSION}"
+            )));
+        }
+    }
+    split_statements(text)
+        .map_err(broken)?
+        .iter()
+        .map(|s| substitute(s, keyspace, replication).map_err(broken))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statements() -> Vec<String> {
+        split_statements(SCHEMA_CQL).expect("the schema file splits")
+    }
+
+    fn table<'a>(all: &'a [String], name: &str) -> &'a str {
+        let head = format!("CREATE TABLE IF NOT EXISTS {{keyspace}}.{name} (");
+        all.iter()
+            .find(|s| s.starts_with(&head))
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    #[test]
+    fn header_version_matches_the_code() {
+        assert_eq!(header_version(SCHEMA_CQL), Some(SCHEMA_VERSION));
+        assert_eq!(
+            header_version("-- x\n-- schema_version: 7\nCREATE"),
+            Some(7)
+        );
+        assert_eq!(
+            header_version("CREATE x;\n-- schema_version: 7"),
+            None,
+            "only the header counts"
+        );
+        assert!(
+            render(
+                "-- schema_version: 2\nCREATE TABLE t (a int);",
+                "k",
+                "'a': 1"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn comment_versions() {
+        assert_eq!(
+            comment_version("tickmesh schema_version=1: blocks"),
+            Some(1)
+        );
+        assert_eq!(
+            comment_version("tickmesh schema_version=10"),
+            Some(10),
+            "10 is not 1"
+        );
+        assert_eq!(comment_version("x tickmesh schema_version=2"), Some(2));
+        assert_eq!(comment_version(""), None);
+        assert_eq!(comment_version("tickmesh schema_version="), None);
+    }
+
+    #[test]
+    fn schema_file_statements() {
+        let all = statements();
+        assert_eq!(
+            all.len(),
+            3,
+            "keyspace, blocks table, index table: {all:#?}"
+        );
+        for s in &all {
+            assert!(s.starts_with("CREATE "), "{s}");
+            assert!(
+                s.contains(" IF NOT EXISTS "),
+                "applying twice must be harmless: {s}"
+            );
+            assert!(
+                !s.contains("--") && !s.contains(';'),
+                "comments and separators are gone: {s}"
+            );
+        }
+        assert!(
+            all[0].starts_with("CREATE KEYSPACE IF NOT EXISTS {keyspace}"),
+            "{}",
+            all[0]
+        );
+        assert!(
+            all[0].contains("replication = { {replication} }"),
+            "{}",
+            all[0]
+        );
+        let marker = table_comment_marker();
+        for name in [BLOCKS_TABLE, INDEX_TABLE] {
+            let t = table(&all, name);
+            assert!(
+                t.contains(&format!("comment = '{marker}")),
+                "{name} carries the version: {t}"
+            );
+            assert!(
+                t.contains("default_time_to_live = 0"),
+                "{name} keeps rows forever"
+            );
+            assert!(
+                t.contains("'sstable_compression': 'ZstdCompressor'"),
+                "{name} compression"
+            );
+        }
+    }
+
+    #[test]
+    fn blocks_table_design() {
+        let all = statements();
+        let t = table(&all, BLOCKS_TABLE);
+        assert!(
+            t.contains("PRIMARY KEY ((symbol, interval, block), price_scale, quantity_scale)"),
+            "one partition per block: {t}"
+        );
+        assert!(t.contains("'class': 'TimeWindowCompactionStrategy'"), "{t}");
+        assert!(t.contains("'compaction_window_unit': 'DAYS'"), "{t}");
+        assert!(t.contains("'compaction_window_size': 30"), "{t}");
+        for column in [
+            "symbol         text",
+            "interval       text",
+            "block          bigint",
+            "price_scale    int",
+            "quantity_scale int",
+            "data           blob",
+            "candle_count   int",
+            "updated_at     timestamp",
+        ] {
+            assert!(t.contains(column), "{column}: {t}");
+        }
+    }
+
+    #[test]
+    fn index_table_design() {
+        let all = statements();
+        let t = table(&all, INDEX_TABLE);
+        assert!(t.contains("PRIMARY KEY ((symbol, interval), block)"), "{t}");
+        assert!(t.contains("WITH CLUSTERING ORDER BY (block ASC)"), "{t}");
+    }
+
+    #[test]
+    fn placeholders_are_substituted() {
+        let config = ScyllaConfig {
+            keyspace: "tick_test".into(),
+            replication: "'class': 'NetworkTopologyStrategy', 'dc1': 3".into(),
+            ..Default::default()
+        };
+        let all = schema_statements(&config).expect("statements");
+        assert_eq!(all.len(), 3);
+        assert!(
+            all[0].starts_with(
+                "CREATE KEYSPACE IF NOT EXISTS tick_test\n    WITH replication = \
+                 { 'class': 'NetworkTopologyStrategy', 'dc1': 3 }"
+            ),
+            "{}",
+            all[0]
+        );
+        assert!(
+            all[1].starts_with("CREATE TABLE IF NOT EXISTS tick_test.candle_blocks ("),
+            "{}",
+            all[1]
+        );
+        assert!(
+            all[2].starts_with("CREATE TABLE IF NOT EXISTS tick_test.candle_block_index ("),
+            "{}",
+            all[2]
+        );
+        for s in &all {
+            assert!(
+                !s.contains("{keyspace}") && !s.contains("{replication}"),
+                "{s}"
+            );
+        }
+        // The default replication is NetworkTopologyStrategy.
+        let default = schema_statements(&ScyllaConfig::default()).expect("default");
+        assert!(
+            default[0].contains("{ 'class': 'NetworkTopologyStrategy', 'replication_factor': 3 }")
+        );
+    }
+
+    #[test]
+    fn bad_keyspace_or_replication_is_refused() {
+        let config = ScyllaConfig {
+            keyspace: "tick-mesh".into(),
+            ..Default::default()
+        };
+        let err = schema_statements(&config).expect_err("dash").to_string();
+        assert!(
+            err.contains("\"tick-mesh\" is not a valid CQL identifier"),
+            "{err}"
+        );
+        let config = ScyllaConfig {
+            replication: "'class': 'X'}; DROP TABLE x".into(),
+            ..Default::default()
+        };
+        assert!(schema_statements(&config).is_err());
+        assert!(
+            substitute("CREATE {tabel}", "k", "r").is_err(),
+            "unknown placeholders are refused"
+        );
+        assert_eq!(
+            substitute("WITH m = {'a': 1}", "k", "r").as_deref(),
+            Ok("WITH m = {'a': 1}")
+        );
+    }
+
+    #[test]
+    fn splitting() {
+        let text = "-- header; with a semicolon\nCREATE TABLE a (x text); /* block; comment */\n\
+                    INSERT INTO a (x) VALUES ('it''s; -- not a comment');\n\
+                    // slash comment;\nCREATE FUNCTION f() AS $$ a; b $$ ;\n\
+                    SELECT \"we;ird\" FROM a\n;;  \nCREATE TABLE é (x text)";
+        let got = split_statements(text).expect("split");
+        assert_eq!(
+            got,
+            vec![
+                "CREATE TABLE a (x text)".to_string(),
+                "INSERT INTO a (x) VALUES ('it''s; -- not a comment')".to_string(),
+                "CREATE FUNCTION f() AS $$ a; b $$".to_string(),
+                "SELECT \"we;ird\" FROM a".to_string(),
+                "CREATE TABLE é (x text)".to_string(),
+            ]
+        );
+        assert!(split_statements("SELECT 'open").is_err());
+        assert!(split_statements("SELECT 1 /* open").is_err());
+        assert!(
+            split_statements("-- only a comment\n\n")
+                .expect("empty")
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,547 @@
+//! The session, the prepared statements and the `CandleStore` implementation.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::{BoxStream, StreamExt};
+use scylla::client::PoolSize;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::SerializationError;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use scylla::serialize::row::{RowSerializationContext, SerializeRow};
+use scylla::serialize::writers::RowWriter;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, Statement};
+use tickmesh_calendar::Interval;
+use tickmesh_history::{BlockKey, CandleStore, StoreError, StoredCandle};
+use tracing::info;
+
+use crate::config::ScyllaConfig;
+use crate::engine::{Backend, Engine};
+use crate::model::{BlockRow, IndexRange, IndexRow, ScaleRowKey, StoredBlockRow, partition_key};
+use crate::schema::{
+    BLOCKS_TABLE, INDEX_TABLE, SCHEMA_VERSION, comment_version, schema_statements,
+    table_comment_marker,
+};
+
+/// Client-side timeout of one schema statement (DDL waits for agreement).
+const DDL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The statements of the store, prepared once at connect.
+struct Statements {
+    select_block: PreparedStatement,
+    insert_block: PreparedStatement,
+    delete_scale_row: PreparedStatement,
+    insert_index: PreparedStatement,
+    select_index_asc: PreparedStatement,
+    select_index_desc: PreparedStatement,
+}
+
+/// The CQL text of every statement, by keyspace (unit-tested).
+pub(crate) fn statement_texts(ks: &str) -> [(&'static str, String); 6] {
+    let (b, i) = (BLOCKS_TABLE, INDEX_TABLE);
+    let index_select = |order: &str| {
+        format!(
+            "SELECT block FROM {ks}.{i} WHERE symbol = :symbol AND interval = :interval \
+             AND block >= :first AND block <= :last ORDER BY block {order}"
+        )
+    };
+    [
+        (
+            "select_block",
+            format!(
+                "SELECT price_scale, quantity_scale, data FROM {ks}.{b} \
+                 WHERE symbol = ? AND interval = ? AND block = ?"
+            ),
+        ),
+        (
+            "insert_block",
+            format!(
+                "INSERT INTO {ks}.{b} (symbol, interval, block, price_scale, quantity_scale, data, \
+                 candle_count, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+        ),
+        (
+            "delete_scale_row",
+            format!(
+                "DELETE FROM {ks}.{b} WHERE symbol = ? AND interval = ? AND block = ? \
+                 AND price_scale = ? AND quantity_scale = ?"
+            ),
+        ),
+        (
+            "insert_index",
+            format!(
+                "INSERT INTO {ks}.{i} (symbol, interval, block, candle_count, updated_at) \
+                 VALUES (?, ?, ?, ?, ?)"
+            ),
+        ),
+        ("select_index_asc", index_select("ASC")),
+        ("select_index_desc", index_select("DESC")),
+    ]
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {e}"))
+}
+
+impl Statements {
+    async fn prepare(session: &Session, config: &ScyllaConfig) -> Result<Statements, StoreError> {
+        let mut prepared = Vec::new();
+        for (name, text) in statement_texts(&config.keyspace) {
+            let mut s = session
+                .prepare(text.as_str())
+                .await
+                .map_err(|e| unavailable(&format!("cannot prepare {name} ({text})"), e))?;
+            s.set_consistency(Consistency::LocalQuorum);
+            // Every statement is a plain upsert, delete or read: running it twice
+            // (a retry, a speculative execution) ends in the same state.
+            s.set_is_idempotent(true);
+            s.set_page_size(config.page_size);
+            prepared.push(s);
+        }
+        let [
+            select_block,
+            insert_block,
+            delete_scale_row,
+            insert_index,
+            select_index_asc,
+            select_index_desc,
+        ] = <[PreparedStatement; 6]>::try_from(prepared)
+            .map_err(|_| unavailable("prepare", "statement count"))?;
+        Ok(Statements {
+            select_block,
+            insert_block,
+            delete_scale_row,
+            insert_index,
+            select_index_asc,
+            select_index_desc,
+        })
+    }
+}
+
+/// One write of a block partition inside a single-partition batch.
+enum PartitionWrite {
+    Insert(BlockRow),
+    Delete(ScaleRowKey),
+}
+
+impl SerializeRow for PartitionWrite {
+    fn serialize(
+        &self,
+        ctx: &RowSerializationContext<'_>,
+        writer: &mut RowWriter,
+    ) -> Result<(), SerializationError> {
+        match self {
+            PartitionWrite::Insert(row) => row.serialize(ctx, writer),
+            PartitionWrite::Delete(key) => key.serialize(ctx, writer),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Opens a session: token-aware routing, the local datacenter preferred
+/// (and, without DC failover, the only one used), LOCAL_QUORUM by default,
+/// client-side monotonic write timestamps.
+async fn open_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
+    config.validate()?;
+    if let Some(tls) = &config.tls {
+        return Err(StoreError::Unavailable(format!(
+            "invalid ScyllaDB config: TLS is requested (ca_file {}) but this build of \
+             tickmesh-history-scylla has no TLS backend; connect over a trusted network or \
+             build with a TLS backend (see the crate docs)",
+            tls.ca_file.display()
+        )));
+    }
+    // The driver's DefaultPolicy is token-aware by default; said explicitly.
+    let mut policy = DefaultPolicy::builder().token_aware(true);
+    if let Some(dc) = &config.local_datacenter {
+        policy = policy.prefer_datacenter(dc.clone());
+    }
+    let profile = ExecutionProfile::builder()
+        .consistency(Consistency::LocalQuorum)
+        .request_timeout(Some(config.request_timeout))
+        .load_balancing_policy(policy.build())
+        .build();
+    let per_shard = NonZeroUsize::new(config.connections_per_shard)
+        .ok_or_else(|| unavailable("invalid ScyllaDB config", "connections_per_shard is 0"))?;
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&config.contact_points)
+        .default_execution_profile_handle(profile.into_handle())
+        .connection_timeout(config.connect_timeout)
+        .pool_size(PoolSize::PerShard(per_shard))
+        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()));
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        builder = builder.user(user, password);
+    }
+    builder.build().await.map_err(|e| {
+        unavailable(
+            &format!("cannot connect to ScyllaDB at {:?}", config.contact_points),
+            e,
+        )
+    })
+}
+
+/// Applies `deploy/scylla/schema.cql` (embedded) to the cluster of `config`:
+/// creates the keyspace with `config.replication` and the tables, if they do
+/// not exist. Returns the number of statements run. Safe to run repeatedly
+/// and concurrently with running stores (it never alters or drops anything).
+pub async fn apply_schema(config: &ScyllaConfig) -> Result<usize, StoreError> {
+    let statements = schema_statements(config)?;
+    let session = open_session(config).await?;
+    for text in &statements {
+        let mut statement = Statement::new(text.as_str());
+        statement.set_request_timeout(Some(DDL_TIMEOUT.max(config.request_timeout)));
+        statement.set_is_idempotent(true);
+        session
+            .query_unpaged(statement, &[])
+            .await
+            .map_err(|e| unavailable(&format!("schema statement failed ({text})"), e))?;
+    }
+    session
+        .await_schema_agreement()
+        .await
+        .map_err(|e| unavailable("schema agreement", e))?;
+    info!(keyspace = %config.keyspace, version = SCHEMA_VERSION, statements = statements.len(), "scylla schema applied");
+    Ok(statements.len())
+}
+
+/// Refuses to run against tables of another schema version (or none).
+async fn check_schema_version(session: &Session, keyspace: &str) -> Result<(), StoreError> {
+    let marker = table_comment_marker();
+    let mut statement = Statement::new(
+        "SELECT comment FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
+    );
+    statement.set_consistency(Consistency::One);
+    for table in [BLOCKS_TABLE, INDEX_TABLE] {
+        let result = session
+            .query_unpaged(statement.clone(), (keyspace, table))
+            .await
+            .map_err(|e| unavailable("cannot read system_schema.tables", e))?
+            .into_rows_result()
+            .map_err(|e| unavailable("cannot read system_schema.tables", e))?;
+        let comment = result
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(|e| unavailable("cannot read system_schema.tables", e))?;
+        match comment {
+            None => {
+                return Err(StoreError::Unavailable(format!(
+                    "table {keyspace}.{table} does not exist: apply deploy/scylla/schema.cql first \
+                     (tickmesh_history_scylla::apply_schema)"
+                )));
+            }
+            Some((comment,))
+                if comment.as_deref().and_then(comment_version) == Some(SCHEMA_VERSION) => {}
+            Some((comment,)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "table {keyspace}.{table} is not at schema version {SCHEMA_VERSION}: its comment \
+                     is {comment:?}, expected it to contain {marker:?}; migrate the schema"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prepared statements over a session: the engine's storage.
+pub(crate) struct ScyllaBackend {
+    session: Session,
+    statements: Statements,
+}
+
+fn block_what(key: &BlockKey) -> String {
+    format!("block {} {} {}", key.symbol, key.interval, key.block)
+}
+
+#[async_trait]
+impl Backend for ScyllaBackend {
+    /// A partition is one bounded block (normally one row), so it is read
+    /// unpaged.
+    async fn read_block(&self, key: &BlockKey) -> Result<Vec<StoredBlockRow>, StoreError> {
+        let what = || format!("cannot read {}", block_what(key));
+        let result = self
+            .session
+            .execute_unpaged(&self.statements.select_block, partition_key(key))
+            .await
+            .map_err(|e| unavailable(&what(), e))?
+            .into_rows_result()
+            .map_err(|e| unavailable(&what(), e))?;
+        result
+            .rows::<StoredBlockRow>()
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", what())))?
+            .map(|row| row.map_err(|e| StoreError::Corrupt(format!("{}: {e}", what()))))
+            .collect()
+    }
+
+    async fn write_block(
+        &self,
+        key: &BlockKey,
+        rows: Vec<BlockRow>,
+        deletes: Vec<ScaleRowKey>,
+    ) -> Result<(), StoreError> {
+        let what = || format!("cannot write {}", block_what(key));
+        if rows.len() == 1 && deletes.is_empty() {
+            let row = rows.into_iter().next().expect("one row");
+            self.session
+                .execute_unpaged(&self.statements.insert_block, row)
+                .await
+                .map_err(|e| unavailable(&what(), e))?;
+            return Ok(());
+        }
+        // Several scale pairs: one single-partition batch, which replicas
+        // apply atomically and in isolation.
+        let mut batch = Batch::new(BatchType::Unlogged);
+        batch.set_consistency(Consistency::LocalQuorum);
+        batch.set_is_idempotent(true);
+        let mut values = Vec::with_capacity(rows.len() + deletes.len());
+        for key in deletes {
+            batch.append_statement(self.statements.delete_scale_row.clone());
+            values.push(PartitionWrite::Delete(key));
+        }
+        for row in rows {
+            batch.append_statement(self.statements.insert_block.clone());
+            values.push(PartitionWrite::Insert(row));
+        }
+        self.session
+            .batch(&batch, values)
+            .await
+            .map_err(|e| unavailable(&what(), e))?;
+        Ok(())
+    }
+
+    async fn write_index(&self, row: IndexRow) -> Result<(), StoreError> {
+        let what = format!(
+            "cannot index block {} {} {}",
+            row.symbol, row.interval, row.block
+        );
+        self.session
+            .execute_unpaged(&self.statements.insert_index, row)
+            .await
+            .map_err(|e| unavailable(&what, e))?;
+        Ok(())
+    }
+
+    /// Paged (`page_size` rows per page), fetched as the engine consumes it.
+    async fn index_blocks(
+        &self,
+        range: IndexRange,
+        newest_first: bool,
+    ) -> Result<BoxStream<'_, Result<i64, StoreError>>, StoreError> {
+        let what = format!(
+            "cannot read the block index of {} {}",
+            range.symbol, range.interval
+        );
+        let statement = if newest_first {
+            &self.statements.select_index_desc
+        } else {
+            &self.statements.select_index_asc
+        };
+        let rows = self
+            .session
+            .execute_iter(statement.clone(), range)
+            .await
+            .map_err(|e| unavailable(&what, &e))?
+            .rows_stream::<(i64,)>()
+            .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+        Ok(rows
+            .map(move |row| row.map(|(id,)| id).map_err(|e| unavailable(&what, e)))
+            .boxed())
+    }
+}
+
+/// Candle history in ScyllaDB (see the crate docs for the data model).
+pub struct ScyllaStore {
+    engine: Engine<ScyllaBackend>,
+}
+
+impl ScyllaStore {
+    /// Connects, checks the schema version of the tables and prepares every
+    /// statement (LOCAL_QUORUM, idempotent, paged).
+    pub async fn connect(config: &ScyllaConfig) -> Result<ScyllaStore, StoreError> {
+        let session = open_session(config).await?;
+        check_schema_version(&session, &config.keyspace).await?;
+        let statements = Statements::prepare(&session, config).await?;
+        info!(
+            keyspace = %config.keyspace,
+            contact_points = ?config.contact_points,
+            local_datacenter = ?config.local_datacenter,
+            "scylla candle store connected"
+        );
+        let backend = ScyllaBackend {
+            session,
+            statements,
+        };
+        Ok(ScyllaStore {
+            engine: Engine::new(backend, config.write_concurrency, config.read_concurrency),
+        })
+    }
+
+    /// The driver session (for operational queries and tests).
+    pub fn session(&self) -> &Session {
+        &self.engine.backend.session
+    }
+}
+
+#[async_trait]
+impl CandleStore for ScyllaStore {
+    /// Groups candles by block; for each block (up to `write_concurrency` at
+    /// a time): read it, merge the new candles in, encode, write the block
+    /// row, then the index row. All or nothing per block.
+    async fn upsert(&self, candles: &[StoredCandle]) -> Result<(), StoreError> {
+        self.engine.upsert(candles).await
+    }
+
+    /// Walks the block index (paged, in the requested order) between the
+    /// blocks of `from_ns` and `to_ns - 1`, reads up to `read_concurrency`
+    /// blocks ahead, filters by open time and stops at `limit`.
+    async fn range(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        from_ns: i64,
+        to_ns: i64,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<StoredCandle>, StoreError> {
+        self.engine
+            .range(symbol, interval, from_ns, to_ns, newest_first, limit)
+            .await
+    }
+
+    /// The net blob bytes this process has written: each block rewrite adds
+    /// the new blob sizes and subtracts the sizes it replaced. It counts the
+    /// encoded blocks only (not index rows, replication, SSTable overhead or
+    /// table compression) and nothing written by other processes; for a store
+    /// filled by this process from empty, it is the compressed size of the
+    /// data once (per replica).
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.engine.written_bytes())
+    }
+
+    fn name(&self) -> &'static str {
+        "scylla"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_name_their_tables_and_bind_markers() {
+        let texts = statement_texts("ks");
+        let names: Vec<_> = texts.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "select_block",
+                "insert_block",
+                "delete_scale_row",
+                "insert_index",
+                "select_index_asc",
+                "select_index_desc"
+            ]
+        );
+        for (name, text) in &texts {
+            assert!(
+                text.contains("ks.candle_blocks") || text.contains("ks.candle_block_index"),
+                "{name}: {text}"
+            );
+            // Every partition key column is bound, so routing is token-aware.
+            let columns: &[&str] = if name.starts_with("insert") {
+                &["(symbol, interval, block, "]
+            } else if name.contains("index") {
+                &["symbol = :symbol", "interval = :interval"]
+            } else {
+                &["symbol = ?", "interval = ?", "block = ?"]
+            };
+            for column in columns {
+                assert!(text.contains(column), "{name} binds {column}: {text}");
+            }
+        }
+        let insert = &texts[1].1;
+        assert_eq!(insert.matches('?').count(), 8, "{insert}");
+        assert!(
+            texts[4].1.ends_with("ORDER BY block ASC")
+                && texts[5].1.ends_with("ORDER BY block DESC")
+        );
+        assert!(texts[4].1.contains("block >= :first AND block <= :last"));
+    }
+
+    #[test]
+    fn block_row_fields_match_the_insert_columns() {
+        // The derive binds by name: the field names must be the insert's columns.
+        let insert = &statement_texts("ks")[1].1;
+        for column in [
+            "symbol",
+            "interval",
+            "block",
+            "price_scale",
+            "quantity_scale",
+            "data",
+            "candle_count",
+            "updated_at",
+        ] {
+            assert!(insert.contains(column), "{column}");
+        }
+    }
+
+    #[test]
+    fn tls_is_refused_clearly() {
+        let config = ScyllaConfig {
+            tls: Some(crate::TlsConfig {
+                ca_file: "/etc/ssl/ca.pem".into(),
+                cert_file: None,
+                key_file: None,
+                verify_hostname: true,
+            }),
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let Err(err) = rt.block_on(ScyllaStore::connect(&config)) else {
+            panic!("connected with TLS requested")
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("TLS is requested") && text.contains("/etc/ssl/ca.pem"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_config_fails_before_any_network() {
+        let config = ScyllaConfig {
+            keyspace: "bad-name".into(),
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let Err(err) = rt.block_on(ScyllaStore::connect(&config)) else {
+            panic!("connected")
+        };
+        assert!(
+            err.to_string().contains("not a valid CQL identifier"),
+            "{err}"
+        );
+        let Err(err) = rt.block_on(apply_schema(&config)) else {
+            panic!("applied")
+        };
+        assert!(
+            err.to_string().contains("not a valid CQL identifier"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! The `CandleStore` trait and its value types.
+
+use async_trait::async_trait;
+use tickmesh_calendar::{Interval, Unit};
+
+/// A closed candle as the history store keeps it. Prices and quantities are
+/// scaled integers at `price_scale` / `quantity_scale`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCandle {
+    pub symbol: String,
+    pub interval: Interval,
+    pub open_ns: i64,
+    pub close_ns: i64,
+    pub open: i64,
+    pub high: i64,
+    pub low: i64,
+    pub close: i64,
+    pub volume: i128,
+    pub quote_volume: i128,
+    pub trade_count: u64,
+    pub revision: u64,
+    pub price_scale: u32,
+    pub quantity_scale: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or refused the write; retry later.
+    #[error("history store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back.
+    #[error("history store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Which block a candle lives in: symbol, interval and period number.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockKey {
+    pub symbol: String,
+    pub interval: Interval,
+    pub block: i64,
+}
+
+const DAY_NS: i64 = 86_400_000_000_000;
+
+/// Length of a block period in ns: a UTC day for minute and hour candles, a
+/// (365-day) year for day and week candles, a hundred years for months and
+/// years. Blocks stay small (a day of 1m candles is 1,440) and partitions
+/// bounded.
+pub fn block_span(interval: Interval) -> i64 {
+    match interval.unit {
+        Unit::Minute | Unit::Hour => DAY_NS,
+        Unit::Day | Unit::Week => 365 * DAY_NS,
+        Unit::Month | Unit::Year => 36_500 * DAY_NS,
+    }
+}
+
+/// The block period of a candle opening at `open_ns`.
+pub fn block_id(interval: Interval, open_ns: i64) -> i64 {
+    open_ns.div_euclid(block_span(interval))
+}
+
+/// Long-term storage of closed candles.
+///
+/// Writes are idempotent upserts keyed by (symbol, interval, open time): writing
+/// a candle again (a late correction, a retried flush) replaces it. Reads are
+/// by open time.
+#[async_trait]
+pub trait CandleStore: Send + Sync {
+    /// Stores candles (any mix of symbols and intervals), replacing candles
+    /// with the same key. All or nothing per block.
+    async fn upsert(&self, candles: &[StoredCandle]) -> Result<(), StoreError>;
+
+    /// Up to `limit` candles of `symbol` / `interval` with `from_ns <= open_ns
+    /// < to_ns`, oldest first or newest first.
+    async fn range(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        from_ns: i64,
+        to_ns: i64,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<StoredCandle>, StoreError>;
+
+    /// Bytes the store uses on disk (or an estimate), for the size benchmark.
+    async fn size_on_disk(&self) -> Result<u64, StoreError>;
+
+    /// A short name for logs ("embedded", "scylla").
+    fn name(&self) -> &'static str;
+}

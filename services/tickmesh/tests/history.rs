@@ -1,0 +1,396 @@
+//! The long-term tier: the flusher, a store outage, and queries across Redis
+//! and the history store while data moves between them.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use tickmesh::mesh::Mesh;
+use tickmesh_api::candles::candle_query_service_client::CandleQueryServiceClient;
+use tickmesh_api::candles::{Candle, CandleOrder, GetAggregationStatusRequest, GetCandlesRequest};
+use tickmesh_calendar::Interval;
+use tickmesh_history::{CandleStore, EmbeddedStore, StoreError, StoredCandle};
+use tickmesh_runtime::config::Config;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+/// The embedded store, with a switch that makes every call fail as an
+/// unreachable backend would.
+struct Flaky {
+    inner: EmbeddedStore,
+    down: AtomicBool,
+    upserts: AtomicU64,
+}
+
+#[async_trait]
+impl CandleStore for Flaky {
+    async fn upsert(&self, candles: &[StoredCandle]) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("test: store is down".into()));
+        }
+        self.upserts.fetch_add(1, Ordering::SeqCst);
+        self.inner.upsert(candles).await
+    }
+    async fn range(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        from: i64,
+        to: i64,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<StoredCandle>, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("test: store is down".into()));
+        }
+        self.inner
+            .range(symbol, interval, from, to, newest_first, limit)
+            .await
+    }
+    async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.size_on_disk().await
+    }
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+}
+
+fn history_config(redis_url: &str) -> Config {
+    let mut c = config(redis_url);
+    c.candles.lease_ttl = Duration::from_secs(1);
+    c.history.flush_interval = Duration::from_millis(200);
+    c.history.hot_candles = 10;
+    c
+}
+
+async fn start_with(config: Config, store: Arc<Flaky>) -> Mesh {
+    Mesh::start_with(
+        config,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Some(store),
+    )
+    .await
+    .unwrap()
+}
+
+type Candles = CandleQueryServiceClient<Channel>;
+
+async fn status(c: &mut Candles, symbol: &str) -> tickmesh_api::candles::AggregationStatus {
+    c.get_aggregation_status(GetAggregationStatusRequest {
+        symbols: vec![symbol.into()],
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .statuses
+    .remove(0)
+}
+
+async fn pages(
+    c: &mut Candles,
+    symbol: &str,
+    interval: &str,
+    size: i32,
+    order: CandleOrder,
+) -> Vec<Candle> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .get_candles(GetCandlesRequest {
+                symbol: symbol.into(),
+                interval: interval.into(),
+                page_size: size,
+                page_token: token,
+                order: order as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.candles);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+fn key(c: &Candle) -> (i64, String, String, String, String, String, u64) {
+    (
+        c.open_time.as_ref().unwrap().seconds,
+        c.open.clone(),
+        c.high.clone(),
+        c.low.clone(),
+        c.close.clone(),
+        c.volume.clone(),
+        c.trade_count,
+    )
+}
+
+const MINUTE: i64 = 60_000_000_000;
+const T0: i64 = 1_704_067_200_000_000_000; // 2024-01-01T00:00Z
+
+/// Trade `i`: two per minute, distinct prices.
+fn minute_trades(from: usize, to: usize) -> Vec<tickmesh_api::marketfeed::Trade> {
+    (from..to)
+        .flat_map(|m| {
+            let t = T0 + m as i64 * MINUTE;
+            [
+                trade_at(
+                    "BTCUSDT",
+                    &format!("{m}a"),
+                    &format!("{}.00", 1000 + m % 97),
+                    "1",
+                    t + 1,
+                ),
+                trade_at(
+                    "BTCUSDT",
+                    &format!("{m}b"),
+                    &format!("{}.50", 1000 + m % 89),
+                    "2",
+                    t + 30_000_000_000,
+                ),
+            ]
+        })
+        .collect()
+}
+
+/// What the 1m candles must be: OHLCV per minute.
+fn expected_minutes(n: usize) -> Vec<(i64, String, String, String, String, String, u64)> {
+    (0..n)
+        .map(|m| {
+            let a = format!("{}.00", 1000 + m % 97);
+            let b = format!("{}.50", 1000 + m % 89);
+            let (hi, lo) = if a.parse::<f64>().unwrap() > b.parse::<f64>().unwrap() {
+                (a.clone(), b.clone())
+            } else {
+                (b.clone(), a.clone())
+            };
+            (
+                (T0 + m as i64 * MINUTE) / 1_000_000_000,
+                a,
+                hi,
+                lo,
+                b,
+                "3.00000".to_string(),
+                2,
+            )
+        })
+        .collect()
+}
+
+async fn publish_minutes(feed: &mut Client, from: usize, to: usize) {
+    for chunk in minute_trades(from, to).chunks(50) {
+        assert_eq!(publish(feed, chunk.to_vec()).await.rejected, 0);
+    }
+}
+
+async fn wait_flushed(c: &Candles, symbol: &str, applied: u64) -> bool {
+    eventually(Duration::from_secs(30), || {
+        let mut c = c.clone();
+        let symbol = symbol.to_string();
+        async move {
+            let s = status(&mut c, &symbol).await;
+            s.applied_sequence >= applied && s.unflushed_candles == 0 && s.last_flush_time.is_some()
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_candles_move_to_the_store_and_queries_join_both_tiers() {
+    let redis = redis().await;
+    let store = Arc::new(Flaky {
+        inner: EmbeddedStore::open(std::path::Path::new(&temp_path("h.redb"))).unwrap(),
+        down: AtomicBool::new(false),
+        upserts: AtomicU64::new(0),
+    });
+    let mesh = start_with(history_config(&redis.url()), store.clone()).await;
+    let mut feed = client(&mesh).await;
+    register(&mut feed, "BTCUSDT", 2, 5).await;
+    let mut c = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    publish_minutes(&mut feed, 0, 300).await;
+    assert!(wait_flushed(&c, "BTCUSDT", 600).await, "backlog flushed");
+
+    // Redis keeps only the hot tail; the store has the rest.
+    let m1 = Interval::parse("1m").unwrap();
+    let in_store = store
+        .inner
+        .range("BTCUSDT", m1, i64::MIN, i64::MAX, false, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_store.len(),
+        299,
+        "every closed minute is in the store (the last one is still open)"
+    );
+    let mut redis_conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let hot: u64 = redis::cmd("ZCARD")
+        .arg("tm:{BTCUSDT}:c:1m")
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    assert!(
+        hot <= 11,
+        "redis trimmed to the hot tail after flushing: {hot}"
+    );
+
+    // Both orders, small pages: each candle exactly once, equal to the trades.
+    let want = expected_minutes(300);
+    for order in [CandleOrder::OldestFirst, CandleOrder::NewestFirst] {
+        let mut got: Vec<_> = pages(&mut c, "BTCUSDT", "1m", 7, order)
+            .await
+            .iter()
+            .map(key)
+            .collect();
+        if order == CandleOrder::NewestFirst {
+            got.reverse();
+        }
+        assert_eq!(got, want, "{order:?}");
+    }
+    // A rollup across the tiers.
+    let tens = pages(&mut c, "BTCUSDT", "10m", 1000, CandleOrder::OldestFirst).await;
+    assert_eq!(tens.len(), 30);
+    assert!(
+        tens.iter().all(|t| t.trade_count == 20),
+        "every 10m candle has its 20 trades"
+    );
+
+    // With the store down, what Redis still holds is served; older candles
+    // fail clearly instead of coming back incomplete.
+    store.down.store(true, Ordering::SeqCst);
+    let recent = c
+        .get_candles(GetCandlesRequest {
+            symbol: "BTCUSDT".into(),
+            interval: "1m".into(),
+            page_size: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        recent.candles.iter().map(key).collect::<Vec<_>>(),
+        want[295..].iter().rev().cloned().collect::<Vec<_>>()
+    );
+    let err = c
+        .get_candles(GetCandlesRequest {
+            symbol: "BTCUSDT".into(),
+            interval: "1m".into(),
+            order: CandleOrder::OldestFirst as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    store.down.store(false, Ordering::SeqCst);
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_loses_and_duplicates_nothing_and_queries_stay_correct_throughout() {
+    let redis = redis().await;
+    let store = Arc::new(Flaky {
+        inner: EmbeddedStore::open(std::path::Path::new(&temp_path("h.redb"))).unwrap(),
+        down: AtomicBool::new(true),
+        upserts: AtomicU64::new(0),
+    });
+    let mesh = start_with(history_config(&redis.url()), store.clone()).await;
+    let mut feed = client(&mesh).await;
+    register(&mut feed, "BTCUSDT", 2, 5).await;
+    let mut c = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+
+    // Ingest while the store is down: the backlog grows, nothing leaves Redis,
+    // queries (from Redis alone: the store is down) are complete.
+    publish_minutes(&mut feed, 0, 200).await;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let mut c = c.clone();
+            async move { status(&mut c, "BTCUSDT").await.applied_sequence >= 400 }
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await; // several failed flush attempts
+    let s = status(&mut c, "BTCUSDT").await;
+    assert_eq!(
+        s.unflushed_candles as usize,
+        199 + closed_larger(200),
+        "every closed candle waits"
+    );
+    assert!(s.last_flush_time.is_none());
+    // Nothing was trimmed, so queries need only Redis and work during the outage.
+    let during: Vec<_> = pages(&mut c, "BTCUSDT", "1m", 50, CandleOrder::OldestFirst)
+        .await
+        .iter()
+        .map(key)
+        .collect();
+    assert_eq!(during, expected_minutes(200), "complete during the outage");
+    store.down.store(false, Ordering::SeqCst);
+    // Queries while the flusher drains the backlog: each page sequence sees
+    // every candle exactly once.
+    let want = expected_minutes(200);
+    let mut rounds = 0;
+    loop {
+        let mut got: Vec<_> = pages(&mut c, "BTCUSDT", "1m", 9, CandleOrder::OldestFirst)
+            .await
+            .iter()
+            .map(key)
+            .collect();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "round {rounds}: count while flushing"
+        );
+        assert_eq!(got, want, "round {rounds}: content while flushing");
+        got.clear();
+        rounds += 1;
+        if status(&mut c, "BTCUSDT").await.unflushed_candles == 0 {
+            break;
+        }
+        assert!(rounds < 500, "the backlog drains");
+    }
+    // More ingest after recovery; then everything is in the store once.
+    publish_minutes(&mut feed, 200, 260).await;
+    assert!(wait_flushed(&c, "BTCUSDT", 520).await);
+    let m1 = Interval::parse("1m").unwrap();
+    let stored = store
+        .inner
+        .range("BTCUSDT", m1, i64::MIN, i64::MAX, false, 10_000)
+        .await
+        .unwrap();
+    let opens: Vec<i64> = stored.iter().map(|c| c.open_ns).collect();
+    let mut unique = opens.clone();
+    unique.dedup();
+    assert_eq!(opens, unique, "no candle twice in the store");
+    assert_eq!(stored.len(), 259, "no closed candle lost");
+    let got: Vec<_> = pages(&mut c, "BTCUSDT", "1m", 1000, CandleOrder::OldestFirst)
+        .await
+        .iter()
+        .map(key)
+        .collect();
+    assert_eq!(got, expected_minutes(260));
+    mesh.stop().await.unwrap();
+}
+
+/// Closed candles of the larger intervals after `minutes` minutes from T0
+/// (a Monday, the first of a month and year).
+fn closed_larger(minutes: usize) -> usize {
+    let m = minutes as i64;
+    [3, 5, 15, 30, 60, 120, 240, 360, 720]
+        .iter()
+        .map(|len| ((m - 1) / len) as usize)
+        .sum()
+}
