@@ -280,6 +280,11 @@ pub struct HistoryConfig {
     pub scylla_password: String,
     /// CA certificate (PEM) to connect over TLS; empty: plain TCP.
     pub scylla_tls_ca_file: String,
+    /// Client certificate and key (PEM) for mutual TLS; empty: none.
+    pub scylla_tls_cert_file: String,
+    pub scylla_tls_key_file: String,
+    /// Check the node certificate's host name (needs IP SANs: the driver connects by address).
+    pub scylla_tls_verify_hostname: bool,
     /// Apply deploy/scylla/schema.cql at start (idempotent).
     pub scylla_apply_schema: bool,
     /// How often closed candles move from Redis to the store.
@@ -306,6 +311,9 @@ impl Default for HistoryConfig {
             scylla_username: String::new(),
             scylla_password: String::new(),
             scylla_tls_ca_file: String::new(),
+            scylla_tls_cert_file: String::new(),
+            scylla_tls_key_file: String::new(),
+            scylla_tls_verify_hostname: false,
             scylla_apply_schema: false,
             flush_interval: Duration::from_secs(5),
             flush_threshold: 5_000,

@@ -84,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// The long-term candle store.
+    History {
+        #[command(subcommand)]
+        action: HistoryAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,6 +152,12 @@ enum BenchCommand {
         #[arg(long)]
         redis_url: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum HistoryAction {
+    /// Apply deploy/scylla/schema.cql to the ScyllaDB cluster in config (idempotent).
+    ApplySchema(ConfigArgs),
 }
 
 #[derive(Subcommand)]
@@ -349,6 +360,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     redis_url,
                 })
                 .await?;
+                Ok(())
+            }
+        },
+        Command::History { action } => match action {
+            HistoryAction::ApplySchema(args) => {
+                let config = load(&args)?;
+                let scylla = tickmesh::mesh::scylla_config(&config.history);
+                let applied = tickmesh_history_scylla::apply_schema(&scylla).await?;
+                println!(
+                    "applied {applied} statements of deploy/scylla/schema.cql to keyspace {}",
+                    scylla.keyspace
+                );
                 Ok(())
             }
         },

@@ -222,3 +222,25 @@ pub async fn open_history(
         _ => None,
     })
 }
+
+/// The ScyllaDB store's settings from the `[history]` section.
+pub fn scylla_config(
+    config: &tickmesh_runtime::config::HistoryConfig,
+) -> tickmesh_history_scylla::ScyllaConfig {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    tickmesh_history_scylla::ScyllaConfig {
+        contact_points: config.scylla_contact_points.clone(),
+        keyspace: config.scylla_keyspace.clone(),
+        local_datacenter: some(&config.scylla_local_datacenter),
+        replication: config.scylla_replication.clone(),
+        username: some(&config.scylla_username),
+        password: some(&config.scylla_password),
+        tls: some(&config.scylla_tls_ca_file).map(|ca| tickmesh_history_scylla::TlsConfig {
+            ca_file: ca.into(),
+            cert_file: some(&config.scylla_tls_cert_file).map(Into::into),
+            key_file: some(&config.scylla_tls_key_file).map(Into::into),
+            verify_hostname: config.scylla_tls_verify_hostname,
+        }),
+        ..Default::default()
+    }
+}

@@ -394,3 +394,113 @@ fn closed_larger(minutes: usize) -> usize {
         .map(|len| ((m - 1) / len) as usize)
         .sum()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_older_than_the_log_recovers_from_the_store_then_goes_live() {
+    let redis = redis().await;
+    let store = Arc::new(Flaky {
+        inner: EmbeddedStore::open(std::path::Path::new(&temp_path("h.redb"))).unwrap(),
+        down: AtomicBool::new(false),
+        upserts: AtomicU64::new(0),
+    });
+    let mut cfg = history_config(&redis.url());
+    cfg.candles.updates_max_len = 50; // below the validated minimum, on purpose
+    let mesh = start_with(cfg, store.clone()).await;
+    let mut feed = client(&mesh).await;
+    register(&mut feed, "BTCUSDT", 2, 5).await;
+    let mut c = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    publish_minutes(&mut feed, 0, 20).await;
+    assert!(wait_flushed(&c, "BTCUSDT", 40).await);
+
+    let mut s = c
+        .subscribe_candles(tickmesh_api::candles::SubscribeCandlesRequest {
+            symbol: "BTCUSDT".into(),
+            intervals: vec!["1m".into()],
+            cursor: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = s.message().await.unwrap().unwrap();
+    assert!(
+        first.cursor.contains('~'),
+        "the cursor carries the newest candle: {}",
+        first.cursor
+    );
+    drop(s);
+
+    // Away for 200 minutes: the updates log wraps, old minutes leave Redis.
+    publish_minutes(&mut feed, 20, 220).await;
+    assert!(wait_flushed(&c, "BTCUSDT", 440).await);
+    let hot: u64 = redis::cmd("ZCARD")
+        .arg("tm:{BTCUSDT}:c:1m")
+        .query_async(
+            &mut redis::Client::open(redis.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        hot < 50,
+        "most minutes are only in the store now: {hot} in redis"
+    );
+
+    let mut s = c
+        .subscribe_candles(tickmesh_api::candles::SubscribeCandlesRequest {
+            symbol: "BTCUSDT".into(),
+            intervals: vec!["1m".into()],
+            cursor: first.cursor,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut recovered: std::collections::BTreeMap<i64, Candle> = std::collections::BTreeMap::new();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let recovery = m.snapshot;
+        for candle in m.candles {
+            recovered.insert(candle.open_time.as_ref().unwrap().seconds, candle);
+        }
+        if !recovery {
+            break;
+        }
+        if recovered.contains_key(&((T0 + 219 * MINUTE) / 1_000_000_000)) {
+            break;
+        }
+    }
+    let want = expected_minutes(220);
+    // Everything from the minute the client had (minus the late window) on.
+    for w in &want[19..] {
+        let got = recovered
+            .get(&w.0)
+            .unwrap_or_else(|| panic!("minute {} missing from the recovery", w.0));
+        assert_eq!(key(got), *w);
+    }
+    // And then it is live again.
+    publish_minutes(&mut feed, 220, 221).await;
+    let live_minute = (T0 + 220 * MINUTE) / 1_000_000_000;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen_live = false;
+    while tokio::time::Instant::now() < deadline && !seen_live {
+        let m = tokio::time::timeout(Duration::from_secs(10), s.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen_live = m
+            .candles
+            .iter()
+            .any(|c| c.open_time.as_ref().unwrap().seconds == live_minute);
+    }
+    assert!(seen_live, "live updates follow the recovery");
+    mesh.stop().await.unwrap();
+}

@@ -443,3 +443,18 @@ fn bad_config_stops_the_process_naming_the_key() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_unreachable_scylla_fails_clearly_naming_the_settings() {
+    let out = Command::new(BIN)
+        .args(["history", "apply-schema"])
+        .env("TICKMESH_HISTORY_SCYLLA_CONTACT_POINTS", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("scylla") || err.contains("127.0.0.1:1") || err.contains("connect"),
+        "{err}"
+    );
+}
