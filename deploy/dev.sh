@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/tools.sh
 ensure_redis
+ensure_ssl_dev
 profile="${TICKMESH_PROFILE:-dev}"
 echo "==> cargo build --profile $profile --bin tickmesh" >&2
 cargo build --profile "$profile" --bin tickmesh >&2

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/tools.sh
 ensure_redis
+ensure_ssl_dev
 ensure_rust_components
 ensure_grpcurl
 ensure_buf

@@ -25,6 +25,15 @@ ensure_redis() {
   redis-server --version >&2
 }
 
+# OpenSSL headers and pkg-config, for the `openssl-sys` build of the ScyllaDB
+# TLS support (tickmesh-history-scylla).
+ensure_ssl_dev() {
+  if ! pkg-config --exists openssl >/dev/null 2>&1; then
+    apt_install libssl-dev pkg-config
+  fi
+  pkg-config --modversion openssl >&2
+}
+
 ensure_rust_components() {
   if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt >&2; fi
   if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy >&2; fi

@@ -307,7 +307,7 @@ struct Source {
     newest_first: bool,
     now: i64,
     /// Newest open time (s) ever trimmed from Redis for the base interval:
-    /// windows above it are complete in Redis alone (`None`: nothing trimmed).
+    /// windows above it are complete in Redis alone (`None`: not looked up yet).
     trimmed_s: Option<Option<i64>>,
     /// Open times still to read: `[next_lo, next_hi)`.
     next_lo: i64,
@@ -422,9 +422,7 @@ impl Source {
                 )
                 .await
                 .map_err(|e| {
-                    Error::Unavailable(format!(
-                        "{e}; candles this old are only in the history store"
-                    ))
+                    Error::Unavailable(format!("{e}; this range needs the history store"))
                 })?,
             _ => Vec::new(),
         };
@@ -488,8 +486,10 @@ impl Source {
                 .map_err(tickmesh_runtime::redis_conn::unavailable)?;
             self.trimmed_s = Some(trimmed);
         }
+        // No watermark proves nothing (Redis may have lost its data, or the
+        // store may hold history that never passed through Redis): read the store.
         Ok(match self.trimmed_s.flatten() {
-            None => false,
+            None => true,
             Some(t) => w_lo <= t.saturating_mul(1_000_000_000),
         })
     }

@@ -25,9 +25,10 @@ pub struct ScyllaConfig {
     pub replication: String,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// TLS to the nodes. This build has no TLS backend (see the crate docs):
-    /// [`ScyllaStore::connect`](crate::ScyllaStore::connect) refuses a config
-    /// that asks for TLS rather than silently connecting in clear text.
+    /// TLS to the nodes (OpenSSL; see the crate docs). `None` connects in
+    /// clear text. The contact points must then name the nodes' TLS port
+    /// (ScyllaDB's `native_transport_port_ssl`, commonly 9142, or 9042 when
+    /// the node encrypts its only client port).
     pub tls: Option<TlsConfig>,
     /// Client-side timeout of one request (the driver retries idempotent
     /// requests within its retry policy).
@@ -45,16 +46,30 @@ pub struct ScyllaConfig {
     pub read_concurrency: usize,
 }
 
-/// TLS settings (kept in the config so deployments can state them; see
-/// [`ScyllaConfig::tls`]).
+/// TLS settings of [`ScyllaConfig::tls`]. The files are read, and the
+/// OpenSSL client context built, at every
+/// [`ScyllaStore::connect`](crate::ScyllaStore::connect) /
+/// [`apply_schema`](crate::apply_schema), before any network traffic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsConfig {
-    /// PEM file of the CA that signed the nodes' certificates.
+    /// PEM file of the CA certificate(s) that signed the nodes' certificates:
+    /// the only trust anchors (the system CA store is not used). A node's
+    /// certificate chain is always verified against it.
     pub ca_file: PathBuf,
-    /// Client certificate and key (PEM) for mutual TLS.
+    /// Client certificate (PEM, leaf first, then any intermediates) for
+    /// mutual TLS; requires `key_file`.
     pub cert_file: Option<PathBuf>,
+    /// Unencrypted PEM private key of `cert_file`; requires `cert_file`.
     pub key_file: Option<PathBuf>,
-    /// Check that a node's certificate names its address.
+    /// Also check that a node's certificate names the node. The driver
+    /// connects to every node by IP address (host names among the contact
+    /// points are resolved first, other nodes are found by the addresses they
+    /// advertise) and sends no host name, so this check compares the node's IP
+    /// with the certificate's IP subject alternative names: it needs node
+    /// certificates with an IP SAN for every address clients use, and fails
+    /// against certificates that name only DNS names. With `false` the chain
+    /// is still verified (any certificate the CA signed is accepted for any
+    /// node).
     pub verify_hostname: bool,
 }
 
@@ -166,6 +181,20 @@ impl ScyllaConfig {
                 "local_datacenter is empty: leave it unset or name the datacenter".to_string(),
             ));
         }
+        if let Some(tls) = &self.tls {
+            if tls.ca_file.as_os_str().is_empty() {
+                return Err(invalid(
+                    "tls.ca_file is empty: name the PEM file of the nodes' CA".to_string(),
+                ));
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(invalid(
+                    "tls.cert_file and tls.key_file must be given together (mutual TLS needs \
+                     both; give neither for server-only TLS)"
+                        .to_string(),
+                ));
+            }
+        }
         if self.page_size <= 0 {
             return Err(invalid(format!(
                 "page_size {} must be positive",
@@ -269,6 +298,34 @@ mod tests {
         assert!(bad(|c| c.write_concurrency = 0));
         assert!(bad(|c| c.local_datacenter = Some(" ".into())));
         assert!(bad(|c| c.keyspace = "no-dash".into()));
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together() {
+        let with_tls = |cert_file: Option<&str>, key_file: Option<&str>| ScyllaConfig {
+            tls: Some(TlsConfig {
+                ca_file: "/etc/scylla/ca.pem".into(),
+                cert_file: cert_file.map(PathBuf::from),
+                key_file: key_file.map(PathBuf::from),
+                verify_hostname: true,
+            }),
+            ..Default::default()
+        };
+        with_tls(None, None).validate().expect("server-only TLS");
+        with_tls(Some("c.pem"), Some("k.pem"))
+            .validate()
+            .expect("mutual TLS");
+        for (cert, key) in [(Some("c.pem"), None), (None, Some("k.pem"))] {
+            let err = message(with_tls(cert, key).validate().expect_err("half of a pair"));
+            assert!(
+                err.contains("tls.cert_file") && err.contains("tls.key_file"),
+                "{err}"
+            );
+        }
+        let mut no_ca = with_tls(None, None);
+        no_ca.tls.as_mut().expect("tls").ca_file = PathBuf::new();
+        let err = message(no_ca.validate().expect_err("empty ca_file"));
+        assert!(err.contains("tls.ca_file"), "{err}");
     }
 
     #[test]

@@ -69,14 +69,29 @@
 //!
 //! # TLS
 //!
-//! Not built in. The `scylla` crate needs a TLS context built by the
-//! application with the `openssl` or `rustls` crate, and neither is a
-//! workspace dependency; scylla's `rustls-023` feature also pulls rustls'
-//! default aws-lc backend (cmake). A config with [`ScyllaConfig::tls`] set is
-//! refused at connect rather than connecting in clear text. Enabling TLS means
-//! adding `openssl = "0.10"` to the workspace (system packages `libssl-dev`,
-//! `pkg-config`) and the `openssl-010` feature of `scylla`, then passing an
-//! `OpenSsl010Config` built from [`TlsConfig`] to `SessionBuilder::tls_context`.
+//! Always built, with OpenSSL (the `scylla` crate's `openssl-010` feature and
+//! the `openssl` 0.10 crate; building needs the system packages `libssl-dev`
+//! and `pkg-config`). Set [`ScyllaConfig::tls`] to a [`TlsConfig`] naming the
+//! PEM file of the CA that signed the nodes' certificates, and list the
+//! nodes' TLS port (`native_transport_port_ssl`, commonly 9142) as contact
+//! points. The client context accepts TLS 1.2 or newer, trusts only the
+//! certificates of `ca_file` (not the system store) and always verifies a
+//! node's certificate chain against them. Give `cert_file` and `key_file`
+//! (unencrypted PEM) for mutual TLS; the key must match the certificate.
+//!
+//! Hostname verification ([`TlsConfig::verify_hostname`]) is special: the
+//! driver reaches every node by IP address (contact points given as names
+//! are resolved; the other nodes are the addresses they advertise) and
+//! checks the certificate against that IP, never a DNS name. It therefore
+//! needs node certificates with an IP subject alternative name for each
+//! address clients use; with certificates that name only DNS names, turn it
+//! off (the chain is still verified, so any certificate of the CA is
+//! accepted for any node).
+//!
+//! The files are read and the context built at [`ScyllaStore::connect`] and
+//! [`apply_schema`], before any network traffic; a missing or unreadable
+//! file, a file without a PEM certificate or key, or a key that does not
+//! match the certificate fails there with an error naming the file.
 //!
 //! # Size
 //!
@@ -91,6 +106,7 @@ mod engine;
 mod model;
 mod schema;
 mod store;
+mod tls;
 
 pub use config::{DEFAULT_REPLICATION, ScyllaConfig, TlsConfig, validate_keyspace};
 pub use schema::{

@@ -29,6 +29,7 @@ use crate::schema::{
     BLOCKS_TABLE, INDEX_TABLE, SCHEMA_VERSION, comment_version, schema_statements,
     table_comment_marker,
 };
+use crate::tls::tls_context;
 
 /// Client-side timeout of one schema statement (DDL waits for agreement).
 const DDL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -153,14 +154,8 @@ impl SerializeRow for PartitionWrite {
 /// client-side monotonic write timestamps.
 async fn open_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
     config.validate()?;
-    if let Some(tls) = &config.tls {
-        return Err(StoreError::Unavailable(format!(
-            "invalid ScyllaDB config: TLS is requested (ca_file {}) but this build of \
-             tickmesh-history-scylla has no TLS backend; connect over a trusted network or \
-             build with a TLS backend (see the crate docs)",
-            tls.ca_file.display()
-        )));
-    }
+    // Before any network traffic: a bad certificate file fails here.
+    let tls = config.tls.as_ref().map(tls_context).transpose()?;
     // The driver's DefaultPolicy is token-aware by default; said explicitly.
     let mut policy = DefaultPolicy::builder().token_aware(true);
     if let Some(dc) = &config.local_datacenter {
@@ -182,6 +177,7 @@ async fn open_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         builder = builder.user(user, password);
     }
+    builder = builder.tls_context(tls);
     builder.build().await.map_err(|e| {
         unavailable(
             &format!("cannot connect to ScyllaDB at {:?}", config.contact_points),
@@ -495,10 +491,13 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_clearly() {
+    fn bad_tls_files_fail_before_any_network() {
+        let missing = std::env::temp_dir().join("tickmesh-no-such-dir/ca.pem");
         let config = ScyllaConfig {
+            // Unroutable (TEST-NET-1): reaching the network would hang, not fail.
+            contact_points: vec!["192.0.2.1:9142".into()],
             tls: Some(crate::TlsConfig {
-                ca_file: "/etc/ssl/ca.pem".into(),
+                ca_file: missing.clone(),
                 cert_file: None,
                 key_file: None,
                 verify_hostname: true,
@@ -509,14 +508,17 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let Err(err) = rt.block_on(ScyllaStore::connect(&config)) else {
-            panic!("connected with TLS requested")
-        };
-        let text = err.to_string();
-        assert!(
-            text.contains("TLS is requested") && text.contains("/etc/ssl/ca.pem"),
-            "{text}"
-        );
+        for result in [
+            rt.block_on(ScyllaStore::connect(&config)).map(|_| ()),
+            rt.block_on(apply_schema(&config)).map(|_| ()),
+        ] {
+            let text = result.expect_err("connected without a CA file").to_string();
+            assert!(
+                text.contains("cannot read tls.ca_file")
+                    && text.contains(&missing.display().to_string()),
+                "{text}"
+            );
+        }
     }
 
     #[test]

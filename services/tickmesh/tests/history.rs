@@ -331,13 +331,18 @@ async fn a_store_outage_loses_and_duplicates_nothing_and_queries_stay_correct_th
         "every closed candle waits"
     );
     assert!(s.last_flush_time.is_none());
-    // Nothing was trimmed, so queries need only Redis and work during the outage.
-    let during: Vec<_> = pages(&mut c, "BTCUSDT", "1m", 50, CandleOrder::OldestFirst)
+    // Nothing proves Redis complete yet (no candle was ever trimmed from it),
+    // so queries need the store: they fail clearly rather than answer from
+    // Redis alone.
+    let err = c
+        .get_candles(GetCandlesRequest {
+            symbol: "BTCUSDT".into(),
+            interval: "1m".into(),
+            ..Default::default()
+        })
         .await
-        .iter()
-        .map(key)
-        .collect();
-    assert_eq!(during, expected_minutes(200), "complete during the outage");
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     store.down.store(false, Ordering::SeqCst);
     // Queries while the flusher drains the backlog: each page sequence sees
     // every candle exactly once.
@@ -502,5 +507,54 @@ async fn a_cursor_older_than_the_log_recovers_from_the_store_then_goes_live() {
             .any(|c| c.open_time.as_ref().unwrap().seconds == live_minute);
     }
     assert!(seen_live, "live updates follow the recovery");
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_redis_never_held_is_served_from_the_store() {
+    // As after Redis lost its data, or an import straight into the store.
+    let redis = redis().await;
+    let store = Arc::new(Flaky {
+        inner: EmbeddedStore::open(std::path::Path::new(&temp_path("h.redb"))).unwrap(),
+        down: AtomicBool::new(false),
+        upserts: AtomicU64::new(0),
+    });
+    let m1 = Interval::parse("1m").unwrap();
+    let old: Vec<StoredCandle> = (0..50)
+        .map(|i| StoredCandle {
+            symbol: "BTCUSDT".into(),
+            interval: m1,
+            open_ns: T0 + i * MINUTE,
+            close_ns: T0 + (i + 1) * MINUTE,
+            open: 100_000 + i,
+            high: 100_100 + i,
+            low: 99_900 + i,
+            close: 100_050 + i,
+            volume: 300_000,
+            quote_volume: 30_000_000_000 + i128::from(i),
+            trade_count: 2,
+            revision: 3,
+            price_scale: 2,
+            quantity_scale: 5,
+        })
+        .collect();
+    store.inner.upsert(&old).await.unwrap();
+    let mesh = start_with(history_config(&redis.url()), store.clone()).await;
+    let mut feed = client(&mesh).await;
+    register(&mut feed, "BTCUSDT", 2, 5).await;
+    let mut c = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let got = pages(&mut c, "BTCUSDT", "1m", 20, CandleOrder::NewestFirst).await;
+    assert_eq!(got.len(), 50);
+    assert_eq!(
+        (
+            got[0].open.as_str(),
+            got[0].close.as_str(),
+            got[0].revision,
+            got[0].closed
+        ),
+        ("1000.49", "1000.99", 3, true)
+    );
     mesh.stop().await.unwrap();
 }
