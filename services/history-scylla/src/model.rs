@@ -181,39 +181,19 @@ pub fn decode_row(key: &BlockKey, row: &StoredBlockRow) -> Result<Block, StoreEr
 }
 
 pub fn to_block_candle(c: &StoredCandle) -> BlockCandle {
-    BlockCandle {
-        open_ns: c.open_ns,
-        close_ns: c.close_ns,
-        open: c.open,
-        high: c.high,
-        low: c.low,
-        close: c.close,
-        volume: c.volume,
-        quote_volume: c.quote_volume,
-        trade_count: c.trade_count,
-        revision: c.revision,
-    }
+    c.to_block()
 }
 
 /// A stored candle of block `key`; symbol and interval come from the key,
 /// the scales from the block.
 pub fn to_stored(key: &BlockKey, block: &Block, c: &BlockCandle) -> StoredCandle {
-    StoredCandle {
-        symbol: key.symbol.clone(),
-        interval: key.interval,
-        open_ns: c.open_ns,
-        close_ns: c.close_ns,
-        open: c.open,
-        high: c.high,
-        low: c.low,
-        close: c.close,
-        volume: c.volume,
-        quote_volume: c.quote_volume,
-        trade_count: c.trade_count,
-        revision: c.revision,
-        price_scale: block.price_scale,
-        quantity_scale: block.quantity_scale,
-    }
+    StoredCandle::from_block(
+        &key.symbol,
+        key.interval,
+        block.price_scale,
+        block.quantity_scale,
+        c,
+    )
 }
 
 /// The candles of the rows of one block partition, oldest first.

@@ -43,45 +43,6 @@ fn block_key(prefix: &[u8], block: i64) -> Vec<u8> {
     key
 }
 
-pub fn to_block_candle(c: &StoredCandle) -> BlockCandle {
-    BlockCandle {
-        open_ns: c.open_ns,
-        close_ns: c.close_ns,
-        open: c.open,
-        high: c.high,
-        low: c.low,
-        close: c.close,
-        volume: c.volume,
-        quote_volume: c.quote_volume,
-        trade_count: c.trade_count,
-        revision: c.revision,
-    }
-}
-
-pub fn from_block_candle(
-    symbol: &str,
-    interval: Interval,
-    block: &Block,
-    c: &BlockCandle,
-) -> StoredCandle {
-    StoredCandle {
-        symbol: symbol.to_string(),
-        interval,
-        open_ns: c.open_ns,
-        close_ns: c.close_ns,
-        open: c.open,
-        high: c.high,
-        low: c.low,
-        close: c.close,
-        volume: c.volume,
-        quote_volume: c.quote_volume,
-        trade_count: c.trade_count,
-        revision: c.revision,
-        price_scale: block.price_scale,
-        quantity_scale: block.quantity_scale,
-    }
-}
-
 /// Groups candles by the block they live in (each group sorted by open time,
 /// the last write of a key winning).
 pub fn group_by_block(candles: &[StoredCandle]) -> BTreeMap<BlockKey, Vec<&StoredCandle>> {
@@ -148,7 +109,7 @@ impl EmbeddedStore {
                         key.symbol, key.interval, block.price_scale, block.quantity_scale
                     )));
                 }
-                let updates: Vec<BlockCandle> = group.iter().map(|c| to_block_candle(c)).collect();
+                let updates: Vec<BlockCandle> = group.iter().map(|c| c.to_block()).collect();
                 merge(&mut block.candles, &updates);
                 let bytes = encode(&block).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 table
@@ -192,7 +153,13 @@ impl EmbeddedStore {
                 inside.reverse();
             }
             for c in inside {
-                out.push(from_block_candle(symbol, interval, &block, c));
+                out.push(StoredCandle::from_block(
+                    symbol,
+                    interval,
+                    block.price_scale,
+                    block.quantity_scale,
+                    c,
+                ));
                 if out.len() == limit {
                     return Ok(true);
                 }

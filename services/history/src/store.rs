@@ -23,6 +23,50 @@ pub struct StoredCandle {
     pub quantity_scale: u32,
 }
 
+impl StoredCandle {
+    /// The candle as a row of a compressed block (series and scales are the block's).
+    pub fn to_block(&self) -> tickmesh_candle_blocks::BlockCandle {
+        tickmesh_candle_blocks::BlockCandle {
+            open_ns: self.open_ns,
+            close_ns: self.close_ns,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            volume: self.volume,
+            quote_volume: self.quote_volume,
+            trade_count: self.trade_count,
+            revision: self.revision,
+        }
+    }
+
+    /// A candle of a block of `symbol` / `interval` at the block's scales.
+    pub fn from_block(
+        symbol: &str,
+        interval: Interval,
+        price_scale: u32,
+        quantity_scale: u32,
+        c: &tickmesh_candle_blocks::BlockCandle,
+    ) -> StoredCandle {
+        StoredCandle {
+            symbol: symbol.to_string(),
+            interval,
+            open_ns: c.open_ns,
+            close_ns: c.close_ns,
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.volume,
+            quote_volume: c.quote_volume,
+            trade_count: c.trade_count,
+            revision: c.revision,
+            price_scale,
+            quantity_scale,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend cannot be reached or refused the write; retry later.

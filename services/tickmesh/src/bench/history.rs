@@ -189,22 +189,7 @@ pub async fn history(options: HistoryBenchOptions) -> anyhow::Result<()> {
     let store = Arc::new(EmbeddedStore::open(&path)?);
     let stored: Vec<StoredCandle> = candles
         .iter()
-        .map(|c| StoredCandle {
-            symbol: SYMBOL.into(),
-            interval: minute,
-            open_ns: c.open_ns,
-            close_ns: c.close_ns,
-            open: c.open,
-            high: c.high,
-            low: c.low,
-            close: c.close,
-            volume: c.volume,
-            quote_volume: c.quote_volume,
-            trade_count: c.trade_count,
-            revision: c.revision,
-            price_scale: ps,
-            quantity_scale: qs,
-        })
+        .map(|c| StoredCandle::from_block(SYMBOL, minute, ps, qs, c))
         .collect();
     let started = Instant::now();
     // Whole days per write, as the flusher does once a day's candles closed.
