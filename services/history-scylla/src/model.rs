@@ -206,24 +206,7 @@ pub fn block_candles(key: &BlockKey, rows: &[Block]) -> Vec<StoredCandle> {
     out
 }
 
-/// The block key of a candle: its symbol, interval and `block_id`.
-pub fn block_key(c: &StoredCandle) -> BlockKey {
-    BlockKey {
-        symbol: c.symbol.clone(),
-        interval: c.interval,
-        block: block_id(c.interval, c.open_ns),
-    }
-}
-
-/// Groups candles by the block they belong in, keeping input order within a
-/// block.
-pub fn group_by_block(candles: &[StoredCandle]) -> BTreeMap<BlockKey, Vec<&StoredCandle>> {
-    let mut groups: BTreeMap<BlockKey, Vec<&StoredCandle>> = BTreeMap::new();
-    for c in candles {
-        groups.entry(block_key(c)).or_default().push(c);
-    }
-    groups
-}
+pub use tickmesh_history::group_by_block;
 
 /// The block ids that can hold candles opening in `[from_ns, to_ns)`, first
 /// and last inclusive; `None` when the range is empty.
@@ -410,7 +393,7 @@ mod tests {
     #[test]
     fn candle_conversion_round_trips() {
         let c = candle("SOLUSDT", "1h", 7, 60 * MINUTE_NS);
-        let k = block_key(&c);
+        let k = BlockKey::of(&c);
         let block = Block {
             price_scale: c.price_scale,
             quantity_scale: c.quantity_scale,
@@ -466,7 +449,7 @@ mod tests {
         // Within a block, input order is kept.
         let mut pre_epoch = candle("P", "1d", 0, DAY_NS);
         pre_epoch.open_ns = -DAY_NS; // 1969-12-31: block -1, not 0
-        assert_eq!(block_key(&pre_epoch).block, -1);
+        assert_eq!(BlockKey::of(&pre_epoch).block, -1);
     }
 
     #[test]
@@ -548,7 +531,7 @@ mod tests {
         let mixed = plan_block_update(Vec::new(), &[&other, &k_candles[0], &k_candles[2]]);
         assert_eq!(mixed.write.len(), 2);
         assert_eq!(mixed.candle_count(), 3);
-        let k = block_key(&k_candles[0]);
+        let k = BlockKey::of(&k_candles[0]);
         assert_eq!(
             block_candles(&k, &mixed.write),
             vec![k_candles[0].clone(), other, k_candles[2].clone()]

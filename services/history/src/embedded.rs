@@ -5,7 +5,6 @@
 //! transaction. Keys are ordered so a symbol × interval's blocks are one
 //! contiguous, time-ordered key range.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tickmesh_calendar::Interval;
 use tickmesh_candle_blocks::{Block, BlockCandle, decode, encode, merge};
 
-use crate::store::{BlockKey, CandleStore, StoreError, StoredCandle, block_id};
+use crate::store::{CandleStore, StoreError, StoredCandle, block_id, group_by_block};
 
 const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("candle_blocks");
 
@@ -41,24 +40,6 @@ fn block_key(prefix: &[u8], block: i64) -> Vec<u8> {
     let mut key = prefix.to_vec();
     key.extend_from_slice(&((block as u64) ^ (1 << 63)).to_be_bytes());
     key
-}
-
-/// Groups candles by the block they live in (each group sorted by open time,
-/// the last write of a key winning).
-pub fn group_by_block(candles: &[StoredCandle]) -> BTreeMap<BlockKey, Vec<&StoredCandle>> {
-    let mut groups: BTreeMap<BlockKey, BTreeMap<i64, &StoredCandle>> = BTreeMap::new();
-    for c in candles {
-        let key = BlockKey {
-            symbol: c.symbol.clone(),
-            interval: c.interval,
-            block: block_id(c.interval, c.open_ns),
-        };
-        groups.entry(key).or_default().insert(c.open_ns, c);
-    }
-    groups
-        .into_iter()
-        .map(|(k, v)| (k, v.into_values().collect()))
-        .collect()
 }
 
 impl EmbeddedStore {

@@ -9,4 +9,6 @@ pub mod embedded;
 pub mod store;
 
 pub use embedded::EmbeddedStore;
-pub use store::{BlockKey, CandleStore, StoreError, StoredCandle, block_id, block_span};
+pub use store::{
+    BlockKey, CandleStore, StoreError, StoredCandle, block_id, block_span, group_by_block,
+};

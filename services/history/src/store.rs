@@ -85,6 +85,38 @@ pub struct BlockKey {
     pub block: i64,
 }
 
+impl BlockKey {
+    /// The block a candle lives in.
+    pub fn of(c: &StoredCandle) -> BlockKey {
+        BlockKey {
+            symbol: c.symbol.clone(),
+            interval: c.interval,
+            block: block_id(c.interval, c.open_ns),
+        }
+    }
+}
+
+/// Groups candles by the block they live in, each group sorted by open time,
+/// the last write of an open time winning.
+pub fn group_by_block(
+    candles: &[StoredCandle],
+) -> std::collections::BTreeMap<BlockKey, Vec<&StoredCandle>> {
+    let mut groups: std::collections::BTreeMap<
+        BlockKey,
+        std::collections::BTreeMap<i64, &StoredCandle>,
+    > = std::collections::BTreeMap::new();
+    for c in candles {
+        groups
+            .entry(BlockKey::of(c))
+            .or_default()
+            .insert(c.open_ns, c);
+    }
+    groups
+        .into_iter()
+        .map(|(k, v)| (k, v.into_values().collect()))
+        .collect()
+}
+
 const DAY_NS: i64 = 86_400_000_000_000;
 
 /// Length of a block period in ns: a UTC day for minute and hour candles, a
