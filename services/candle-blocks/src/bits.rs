@@ -71,10 +71,16 @@ impl<'a> BitReader<'a> {
     /// The next `n` ≤ 56 bits, which the caller has checked are present.
     fn peek(&self, n: u32) -> u64 {
         let start = self.bit / 8;
-        let mut word = [0u8; 8];
-        let avail = &self.bytes[start..self.bytes.len().min(start + 8)];
-        word[..avail.len()].copy_from_slice(avail);
-        (u64::from_le_bytes(word) >> (self.bit % 8)) & ((1u64 << n) - 1)
+        let word = match self.bytes.get(start..start + 8) {
+            Some(eight) => u64::from_le_bytes(eight.try_into().unwrap_or_default()),
+            None => {
+                let mut word = [0u8; 8];
+                let avail = &self.bytes[start..self.bytes.len().min(start + 8)];
+                word[..avail.len()].copy_from_slice(avail);
+                u64::from_le_bytes(word)
+            }
+        };
+        (word >> (self.bit % 8)) & ((1u64 << n) - 1)
     }
 
     /// True if every byte was used and the padding bits are zero.

@@ -98,6 +98,32 @@ pub fn measure_daily(
     })
 }
 
+/// Bytes per candle spent on each field when `candles` are stored as daily
+/// blocks, by the coder's own probabilities (for tuning the format): pairs
+/// of field name and bytes per candle. Headers and CRCs are not included.
+pub fn field_breakdown(
+    candles: &[BlockCandle],
+    price_scale: u32,
+    quantity_scale: u32,
+) -> Vec<(&'static str, f64)> {
+    let mut bits = vec![0.0; crate::v2::FIELDS.len()];
+    for block in daily_blocks(candles, price_scale, quantity_scale) {
+        let params = crate::params::Params::of(&block.candles);
+        for (total, cost) in bits
+            .iter_mut()
+            .zip(crate::v2::field_costs(&block.candles, &params))
+        {
+            *total += cost;
+        }
+    }
+    let n = candles.len().max(1) as f64;
+    crate::v2::FIELDS
+        .iter()
+        .zip(bits)
+        .map(|(&name, b)| (name, b / 8.0 / n))
+        .collect()
+}
+
 /// Length of the candle as a compact JSON document of the kind this format
 /// replaces (decimal strings for scaled numbers, as exchanges publish them).
 pub fn json_len(c: &BlockCandle, price_scale: u32, quantity_scale: u32) -> usize {

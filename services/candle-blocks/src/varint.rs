@@ -71,6 +71,7 @@ pub fn unzigzag64(u: u64) -> i64 {
     ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
 
+#[cfg(test)]
 pub fn zigzag128(v: i128) -> u128 {
     ((v << 1) ^ (v >> 127)) as u128
 }

@@ -58,13 +58,17 @@ fn varint_len(bytes: &[u8]) -> usize {
 /// Wraps an arbitrary body as a block with a correct length and CRC, so the
 /// parser behind the checksum gets exercised.
 fn seal(body: &[u8]) -> Vec<u8> {
+    seal_as(FORMAT_VERSION, body)
+}
+
+fn seal_as(version: u8, body: &[u8]) -> Vec<u8> {
     let mut total = 1 + 1 + body.len() + 4;
     loop {
         let mut len = Vec::new();
         put_varint(&mut len, total as u128);
         let t = 1 + len.len() + body.len() + 4;
         if t == total {
-            let mut out = vec![FORMAT_VERSION];
+            let mut out = vec![version];
             out.extend_from_slice(&len);
             out.extend_from_slice(body);
             let crc = crc32(&out);
@@ -136,7 +140,14 @@ fn every_single_byte_flip_is_detected() {
             let got = decode(&bad);
             assert!(got.is_err(), "flip at {pos} decoded to a block");
             if pos == 0 {
-                assert!(matches!(got, Err(BlockError::UnknownVersion(_))), "{got:?}");
+                // Another known version fails its checksum (the CRC covers the version).
+                assert!(
+                    matches!(
+                        got,
+                        Err(BlockError::UnknownVersion(_) | BlockError::BadChecksum)
+                    ),
+                    "{got:?}"
+                );
             } else if pos >= header {
                 assert_eq!(got, Err(BlockError::BadChecksum), "flip at {pos}");
             }
@@ -232,14 +243,37 @@ fn hostile_headers_are_rejected_cheaply() {
             "count {count}"
         );
     }
-    // A frame that inflates far beyond what one candle can need.
+    // The same in version 1, whose frames are zstd.
+    for count in [u128::from(u64::MAX), MAX_CANDLES as u128, 1 << 20] {
+        let mut b = Vec::new();
+        for v in [2, 5, count, 0, 60_000_000_000, 0, 0] {
+            put_varint(&mut b, v);
+        }
+        assert!(
+            matches!(decode(&seal_as(1, &b)), Err(BlockError::Malformed(_))),
+            "count {count}"
+        );
+    }
+    // A version-1 frame that inflates far beyond what one candle can need.
     let bomb = zstd::bulk::compress(&vec![0u8; 1 << 20], 3).unwrap();
     let mut b = Vec::new();
     for v in [2, 5, 1, 0, 60_000_000_000, 0, bomb.len() as u128] {
         put_varint(&mut b, v);
     }
     b.extend_from_slice(&bomb);
+    assert!(matches!(
+        decode(&seal_as(1, &b)),
+        Err(BlockError::Malformed(_))
+    ));
+    // A version-2 stream of zeros claiming many candles runs dry early.
+    let mut b = Vec::new();
+    for v in [2, 5, MAX_CANDLES as u128, 0, 60_000_000_000, 0, 64] {
+        put_varint(&mut b, v);
+    }
+    b.extend_from_slice(&[0u8; 64]);
+    let start = std::time::Instant::now();
     assert!(matches!(decode(&seal(&b)), Err(BlockError::Malformed(_))));
+    assert!(start.elapsed() < std::time::Duration::from_secs(1));
     // Scales beyond u32, a frame length beyond the block, an empty block with leftovers.
     let cases: [&[u128]; 3] = [
         &[u128::from(u32::MAX) + 1, 5, 0],
@@ -258,8 +292,8 @@ fn hostile_headers_are_rejected_cheaply() {
     }
     // Unknown versions are named.
     let (_, mut bytes) = sample();
-    bytes[0] = 2;
-    assert_eq!(decode(&bytes), Err(BlockError::UnknownVersion(2)));
+    bytes[0] = 3;
+    assert_eq!(decode(&bytes), Err(BlockError::UnknownVersion(3)));
     assert_eq!(decode(&[0]), Err(BlockError::UnknownVersion(0)));
 }
 

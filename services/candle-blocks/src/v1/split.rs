@@ -18,7 +18,9 @@
 //! All arithmetic is on small integers (bit lengths ≤ 128, kept in 1/16ths),
 //! so encoder and decoder agree exactly.
 
-use crate::bits::{BitReader, BitWriter};
+use crate::bits::BitReader;
+#[cfg(test)]
+use crate::bits::BitWriter;
 use crate::varint;
 
 /// How many bits below the expected bit length the split is made.
@@ -67,6 +69,7 @@ impl Scale {
     }
 }
 
+#[cfg(test)]
 /// Writes one column: high parts to `high`, low bits to `low`. `context(i)`
 /// gives the context bit length of value `i` (see [`Scale`]).
 pub fn put_column(
