@@ -16,10 +16,16 @@ pub mod tickmesh {
             tonic::include_proto!("tickmesh.marketfeed.v1");
         }
     }
+    pub mod ranking {
+        pub mod v1 {
+            tonic::include_proto!("tickmesh.ranking.v1");
+        }
+    }
 }
 
 pub use tickmesh::candles::v1 as candles;
 pub use tickmesh::marketfeed::v1 as marketfeed;
+pub use tickmesh::ranking::v1 as ranking;
 
 /// Encoded `FileDescriptorSet` of every tickmesh proto (with imports), for
 /// server reflection.
@@ -35,4 +41,5 @@ pub const GOOGLE_RPC_DESCRIPTOR_SET: &[u8] =
 pub const SERVICE_NAMES: &[&str] = &[
     "tickmesh.marketfeed.v1.MarketFeedService",
     "tickmesh.candles.v1.CandleQueryService",
+    "tickmesh.ranking.v1.RankingService",
 ];

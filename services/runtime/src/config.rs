@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tickmesh_core::duration::serde_human;
 
 /// Names of the services a process can run.
-pub const KNOWN_SERVICES: &[&str] = &["marketfeed", "candles"];
+pub const KNOWN_SERVICES: &[&str] = &["marketfeed", "candles", "ranking"];
 
 /// Environment variables with this prefix are settings.
 pub const ENV_PREFIX: &str = "TICKMESH_";
@@ -35,6 +35,7 @@ pub struct Config {
     pub marketfeed: MarketFeedConfig,
     pub candles: CandlesConfig,
     pub history: HistoryConfig,
+    pub ranking: RankingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,6 +324,70 @@ impl Default for HistoryConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankingConfig {
+    /// How long a board remembers an event id: a retry within this time is a
+    /// duplicate and counted once.
+    #[serde(with = "serde_human")]
+    pub dedupe_ttl: Duration,
+    /// Most events in one RecordEvents call.
+    pub max_batch_events: usize,
+    /// How often each instance refreshes its board cache from Redis.
+    #[serde(with = "serde_human")]
+    pub board_refresh: Duration,
+    /// How often an instance rolls hours off rolling 24 h windows and
+    /// snapshots closed windows (any instance may; the work is idempotent).
+    #[serde(with = "serde_human")]
+    pub maintenance_interval: Duration,
+    /// Durable store of closed-window snapshots: "embedded" (a file) or "none".
+    pub snapshot_store: String,
+    /// File of the embedded snapshot store. Empty: `ranking.redb` in the
+    /// directory of `history.embedded_path`.
+    pub snapshot_path: String,
+    /// Members kept per closed-window snapshot (its top N).
+    pub snapshot_top: u64,
+    /// A window is snapshotted this long after it closes (in-flight events land first).
+    #[serde(with = "serde_human")]
+    pub snapshot_grace: Duration,
+    /// WatchTop sends at most one message per watcher per this interval
+    /// (changes in between are coalesced into the next one).
+    #[serde(with = "serde_human")]
+    pub watch_interval: Duration,
+    /// Entries kept in each board's change stream (what WatchTop follows).
+    pub changes_max_len: u64,
+}
+
+impl Default for RankingConfig {
+    fn default() -> Self {
+        Self {
+            dedupe_ttl: Duration::from_secs(24 * 3600),
+            max_batch_events: 10_000,
+            board_refresh: Duration::from_secs(2),
+            maintenance_interval: Duration::from_secs(1),
+            snapshot_store: "embedded".into(),
+            snapshot_path: String::new(),
+            snapshot_top: 1000,
+            snapshot_grace: Duration::from_secs(5),
+            watch_interval: Duration::from_millis(100),
+            changes_max_len: 1000,
+        }
+    }
+}
+
+impl RankingConfig {
+    /// The embedded snapshot file: `snapshot_path`, or beside the history file.
+    pub fn snapshot_file(&self, history: &HistoryConfig) -> std::path::PathBuf {
+        if !self.snapshot_path.is_empty() {
+            return self.snapshot_path.clone().into();
+        }
+        Path::new(&history.embedded_path)
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("ranking.redb")
+    }
+}
+
 /// A configuration that could not be loaded, naming the key and where its value came from.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -577,6 +642,41 @@ impl Config {
         }
         if history.hot_candles < 10 {
             return bad("history.hot_candles", "must be at least 10".into());
+        }
+        let ranking = &self.ranking;
+        for (key, value) in [
+            ("ranking.dedupe_ttl", ranking.dedupe_ttl),
+            ("ranking.board_refresh", ranking.board_refresh),
+            ("ranking.maintenance_interval", ranking.maintenance_interval),
+            ("ranking.watch_interval", ranking.watch_interval),
+        ] {
+            if value.is_zero() {
+                return bad(key, "must be more than zero".into());
+            }
+        }
+        if !matches!(ranking.snapshot_store.as_str(), "embedded" | "none") {
+            return bad(
+                "ranking.snapshot_store",
+                "must be \"embedded\" or \"none\"".into(),
+            );
+        }
+        if !(1..=100_000).contains(&ranking.max_batch_events) {
+            return bad(
+                "ranking.max_batch_events",
+                "must be between 1 and 100000".into(),
+            );
+        }
+        if !(1..=100_000).contains(&ranking.snapshot_top) {
+            return bad(
+                "ranking.snapshot_top",
+                "must be between 1 and 100000".into(),
+            );
+        }
+        if ranking.snapshot_grace > Duration::from_secs(1800) {
+            return bad("ranking.snapshot_grace", "must be at most 30m".into());
+        }
+        if ranking.changes_max_len < 100 {
+            return bad("ranking.changes_max_len", "must be at least 100".into());
         }
         let candles = &self.candles;
         let endpoint = &candles.marketfeed_endpoint;
