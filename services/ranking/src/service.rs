@@ -147,6 +147,11 @@ impl Ranking {
         self.clock.now_ns()
     }
 
+    /// Boards this instance follows for WatchTop streams.
+    pub fn watched_boards(&self) -> usize {
+        self.hub.followed()
+    }
+
     /// Runs [`Ranking::maintain`] every `ranking.maintenance_interval` until shutdown.
     pub fn spawn_maintenance(self: &Arc<Self>) -> JoinHandle<()> {
         let this = self.clone();

@@ -1,0 +1,177 @@
+//! Closed windows: their keys really expire (TTL = close + retention), their
+//! top is snapshotted durably first, and reads of an expired window come from
+//! the snapshot, also after a restart.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use redis::AsyncCommands;
+use tickmesh_ranking::board::{Operator, TieBreak, WindowKind};
+use tickmesh_ranking::clock::ManualClock;
+use tickmesh_ranking::keys::Keys;
+use tickmesh_ranking::snapshot::{
+    EmbeddedSnapshotStore, SnapshotEntry, SnapshotStore, WindowSnapshot,
+};
+use tickmesh_runtime::proto_time::now_nanos;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_window_is_answered_from_its_durable_snapshot() {
+    let redis = RedisServer::start_ephemeral().await.unwrap();
+    let dir = temp_dir();
+    let path = dir.join("ranking.redb");
+    // Redis expires keys by its own clock, so this test lives near real time:
+    // an hour that closed 1-2 h ago, with a retention that ends 3 s from now.
+    let real = now_nanos();
+    let close = real.div_euclid(HOUR_NS) * HOUR_NS - HOUR_NS;
+    let retention_secs = ((real - close) / 1_000_000_000 + 3) as u64;
+    let clock = ManualClock::new(close - 30 * 60 * 1_000_000_000);
+    let shutdown = CancellationToken::new();
+    let ranking = ranking_on(&redis.url(), &path, clock.clone(), shutdown.clone());
+    let mut b = board(
+        "snap",
+        Operator::Increment,
+        &[WindowKind::AllTime, WindowKind::Hourly],
+    );
+    b.retention_secs = retention_secs;
+    b.tie_break = TieBreak::SharedRank;
+    ranking.upsert_board(b).await.unwrap();
+    for (i, (m, d)) in [("a", "5"), ("b", "7"), ("c", "7"), ("d", "1")]
+        .iter()
+        .enumerate()
+    {
+        ranking
+            .record(vec![inc("snap", m, d, &i.to_string())])
+            .await
+            .unwrap();
+    }
+    let hour = ranking.top("snap", "hour", 10, "").await.unwrap().window;
+    let live = ranking.top("snap", &hour, 10, "").await.unwrap();
+    assert!(!live.from_snapshot);
+
+    // The keys carry their expiry: close + retention.
+    let keys = Keys::new("tm");
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let expire_ms: i64 = redis::cmd("PEXPIRETIME")
+        .arg(keys.entries("snap", &hour))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(expire_ms, close / 1_000_000 + retention_secs as i64 * 1000);
+    let all_ttl: i64 = conn.pttl(keys.entries("snap", "all")).await.unwrap();
+    assert_eq!(all_ttl, -1, "the all-time window never expires");
+
+    // Not closed yet (grace): nothing to snapshot.
+    clock.set(close);
+    assert!(ranking.maintain().await.unwrap().is_empty());
+    clock.set(close + 2_000_000_000);
+    let written = ranking.maintain().await.unwrap();
+    assert_eq!(written, vec![("snap".to_string(), hour.clone())]);
+    assert!(
+        ranking.maintain().await.unwrap().is_empty(),
+        "snapshotted once"
+    );
+
+    // Wait for Redis to expire the window for real.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let exists: bool = conn.exists(keys.entries("snap", &hour)).await.unwrap();
+        if !exists {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the window did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let from_snapshot = ranking.top("snap", &hour, 10, "").await.unwrap();
+    assert!(from_snapshot.from_snapshot);
+    assert_eq!(from_snapshot.total, 4);
+    assert_eq!(
+        from_snapshot.entries.iter().map(triple).collect::<Vec<_>>(),
+        live.entries.iter().map(triple).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        from_snapshot.entries.iter().map(triple).collect::<Vec<_>>(),
+        vec![t("b", 7, 1), t("c", 7, 1), t("a", 5, 3), t("d", 1, 4)]
+    );
+    let c = ranking.rank("snap", &hour, "c").await.unwrap();
+    assert!(c.from_snapshot);
+    assert_eq!(
+        (c.standing.entry.rank, c.standing.below, c.standing.total),
+        (1, 2, 4)
+    );
+    let (_, _, around) = ranking.around("snap", &hour, "a", 1).await.unwrap();
+    assert_eq!(around.entries.len(), 3);
+
+    // Durable: a new process (store reopened) still answers.
+    drop(ranking);
+    shutdown.cancel();
+    let again = ranking_on(&redis.url(), &path, clock.clone(), CancellationToken::new());
+    let view = again.top("snap", &hour, 2, "").await.unwrap();
+    assert!(view.from_snapshot);
+    assert_eq!(
+        view.entries.iter().map(triple).collect::<Vec<_>>(),
+        vec![t("b", 7, 1), t("c", 7, 1)]
+    );
+    let next = again
+        .top("snap", &hour, 2, &view.next_page_token)
+        .await
+        .unwrap();
+    assert_eq!(
+        next.entries.iter().map(triple).collect::<Vec<_>>(),
+        vec![t("a", 5, 3), t("d", 1, 4)]
+    );
+    assert!(next.next_page_token.is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What every SnapshotStore must do.
+async fn conformance(store: Arc<dyn SnapshotStore>) {
+    assert_eq!(store.get("b", "day:2030-01-01").await.unwrap(), None);
+    let mut s = WindowSnapshot {
+        board_id: "b".into(),
+        window: "day:2030-01-01".into(),
+        close_ns: 1,
+        taken_ns: 2,
+        total_members: 3,
+        entries: vec![SnapshotEntry {
+            member: "m ünïcode".into(),
+            score: -9_007_199_254_740_991,
+            seq: 9,
+            rank: 1,
+            below: 2,
+            member_data: "{\"name\":\"M\"}".into(),
+        }],
+    };
+    store.put(&s).await.unwrap();
+    assert_eq!(
+        store.get("b", "day:2030-01-01").await.unwrap(),
+        Some(s.clone())
+    );
+    s.total_members = 4;
+    store.put(&s).await.unwrap();
+    assert_eq!(
+        store.get("b", "day:2030-01-01").await.unwrap(),
+        Some(s.clone()),
+        "replaced whole"
+    );
+    assert_eq!(store.get("b", "day:2030-01-02").await.unwrap(), None);
+    assert_eq!(store.get("b2", "day:2030-01-01").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_embedded_store_passes_the_conformance_suite() {
+    let dir = temp_dir();
+    let store = Arc::new(EmbeddedSnapshotStore::open(&dir.join("s.redb")).unwrap());
+    conformance(store).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
