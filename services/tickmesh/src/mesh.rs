@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tickmesh_candles::CandleService;
 use tickmesh_marketfeed::MarketFeed;
+use tickmesh_ranking::Ranking;
 use tickmesh_runtime::auth::AdminAuth;
 use tickmesh_runtime::config::Config;
 use tickmesh_runtime::{RedisHandle, health, server};
@@ -22,6 +23,7 @@ pub struct Mesh {
     pub shutdown: CancellationToken,
     pub marketfeed: Option<Arc<MarketFeed>>,
     pub candles: Option<Arc<CandleService>>,
+    pub ranking: Option<Arc<Ranking>>,
     /// This process's aggregator, when it runs one.
     pub aggregator: Option<JoinHandle<()>>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -115,6 +117,26 @@ impl Mesh {
             }
             candles = Some(service);
         }
+        let mut ranking = None;
+        if config.services.is_enabled("ranking") {
+            let snapshots = open_ranking_snapshots(&config)?;
+            let service = Ranking::new(
+                config.ranking.clone(),
+                redis.clone(),
+                snapshots,
+                Arc::new(tickmesh_ranking::clock::SystemClock),
+                shutdown.clone(),
+            );
+            // Ends with the shutdown token.
+            service.spawn_maintenance();
+            routes.add_service(tickmesh_ranking::grpc::server(
+                service.clone(),
+                admin.clone(),
+                config.server.max_message_bytes,
+            ));
+            names.push(tickmesh_ranking::SERVICE_NAME);
+            ranking = Some(service);
+        }
         server::add_reflection(&mut routes, &names)?;
 
         let readiness: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -139,6 +161,7 @@ impl Mesh {
             shutdown,
             marketfeed,
             candles,
+            ranking,
             aggregator,
             task,
         })
@@ -221,6 +244,25 @@ pub async fn open_history(
         }
         _ => None,
     })
+}
+
+/// The durable store of closed leaderboard windows the config names.
+pub fn open_ranking_snapshots(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<dyn tickmesh_ranking::snapshot::SnapshotStore>>> {
+    if config.ranking.snapshot_store == "none" {
+        return Ok(None);
+    }
+    let path = config.ranking.snapshot_file(&config.history);
+    let store =
+        tickmesh_ranking::snapshot::EmbeddedSnapshotStore::open(&path).with_context(|| {
+            format!(
+                "opening the ranking snapshot store {} (ranking.snapshot_path)",
+                path.display()
+            )
+        })?;
+    tracing::info!(path = %path.display(), "ranking snapshots: embedded");
+    Ok(Some(Arc::new(store)))
 }
 
 /// The ScyllaDB store's settings from the `[history]` section.
