@@ -93,6 +93,29 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// RecordEvent throughput and GetTop(100) latency against raw redis-benchmark ZINCRBY / ZREVRANGE.
+    Ranking {
+        /// RecordEvent calls per round.
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+        /// Concurrent callers (and redis-benchmark clients).
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        /// Events per RecordEvents call in the batched phase.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Distinct members.
+        #[arg(long, default_value_t = 100_000)]
+        members: usize,
+        /// GetTop(100) calls for the latency figures.
+        #[arg(long, default_value_t = 2_000)]
+        top_reads: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Use this Redis instead of starting one.
+        #[arg(long)]
+        redis_url: Option<String>,
+    },
     /// History tier: bytes per candle at rest, write throughput, GetCandles read times.
     History {
         /// Take the 1m candles of this Binance trades CSV instead of a synthetic year.
@@ -274,6 +297,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { which } => match which {
+            BenchCommand::Ranking {
+                events,
+                concurrency,
+                batch,
+                members,
+                top_reads,
+                rounds,
+                redis_url,
+            } => {
+                anyhow::ensure!(
+                    [events, concurrency, batch, members, top_reads, rounds]
+                        .iter()
+                        .all(|n| *n >= 1),
+                    "every count must be at least 1"
+                );
+                anyhow::ensure!(
+                    batch <= 10_000,
+                    "--batch is at most 10000 (ranking.max_batch_events)"
+                );
+                bench::ranking::ranking(bench::ranking::RankingBenchOptions {
+                    events,
+                    concurrency,
+                    batch,
+                    members,
+                    top_reads,
+                    rounds,
+                    redis_url,
+                })
+                .await?;
+                Ok(())
+            }
             BenchCommand::History {
                 trades,
                 symbol,

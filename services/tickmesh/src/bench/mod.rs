@@ -5,6 +5,7 @@
 pub mod candles;
 pub mod history;
 pub mod ingest;
+pub mod ranking;
 
 pub use ingest::{IngestOptions, IngestReport, ingest};
 

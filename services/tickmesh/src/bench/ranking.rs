@@ -1,0 +1,344 @@
+//! `tickmesh bench ranking`: RecordEvent throughput through gRPC (every
+//! window of a board updated idempotently) and GetTop(100) latency, next to
+//! raw `redis-benchmark` ZINCRBY and ZREVRANGE on the same Redis in the same run.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tickmesh_api::ranking::ranking_service_client::RankingServiceClient;
+use tickmesh_api::ranking::{
+    Board, GetTopRequest, RecordEventRequest, RecordEventsRequest, UpsertBoardRequest, WindowKind,
+};
+use tonic::transport::Channel;
+
+use super::{median, ms, percentile};
+
+#[derive(Clone, Debug)]
+pub struct RankingBenchOptions {
+    /// RecordEvent calls per round (one event each).
+    pub events: usize,
+    /// Concurrent callers (and redis-benchmark clients).
+    pub concurrency: usize,
+    /// Events per RecordEvents call in the batched phase.
+    pub batch: usize,
+    /// Distinct members events go to.
+    pub members: usize,
+    /// GetTop(100) calls (one at a time) for the latency figures.
+    pub top_reads: usize,
+    pub rounds: usize,
+    pub redis_url: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RankingReport {
+    pub raw_zincrby_per_s: f64,
+    pub record_event_per_s: f64,
+    pub record_events_batched_per_s: f64,
+    pub get_top_p50: Duration,
+    pub get_top_p99: Duration,
+    pub raw_zrevrange_p50: Duration,
+    pub raw_zrevrange_p99: Duration,
+}
+
+const BOARD: &str = "bench-orders";
+/// gRPC connections the callers share.
+const CHANNELS: usize = 4;
+
+fn board() -> Board {
+    Board {
+        id: BOARD.into(),
+        windows: vec![
+            WindowKind::AllTime as i32,
+            WindowKind::Hourly as i32,
+            WindowKind::Daily as i32,
+            WindowKind::Weekly as i32,
+            WindowKind::Monthly as i32,
+            WindowKind::Rolling24h as i32,
+        ],
+        time_zone: "Asia/Seoul".into(),
+        ..Default::default()
+    }
+}
+
+pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingReport> {
+    let (_own, redis_url, mesh) =
+        super::bench_mesh(options.redis_url.clone(), "bench-ranking", |_| {}).await?;
+    let (host, port) = host_port(&redis_url)?;
+    let endpoint = mesh.endpoint();
+    println!("bench ranking: redis {redis_url}, mesh {endpoint}");
+    println!(
+        "  board with 6 windows (all, hourly, daily, weekly, monthly, rolling 24h), {} members; {} RecordEvent calls/round from {} callers, RecordEvents of {}; {} rounds",
+        options.members, options.events, options.concurrency, options.batch, options.rounds
+    );
+    let mut channels = Vec::with_capacity(CHANNELS);
+    for _ in 0..CHANNELS {
+        channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
+    }
+    RankingServiceClient::new(channels[0].clone())
+        .upsert_board(UpsertBoardRequest {
+            board: Some(board()),
+        })
+        .await
+        .context("creating the bench board")?;
+
+    let mut raw = Vec::new();
+    let mut single = Vec::new();
+    let mut batched = Vec::new();
+    for round in 0..options.rounds {
+        let raw_rate = redis_benchmark(
+            &host,
+            port,
+            options.concurrency,
+            options.events * 2,
+            &[
+                "-r",
+                &options.members.to_string(),
+                "ZINCRBY",
+                "bench-raw:zset",
+                "1",
+                "member:__rand_int__",
+            ],
+        )
+        .await?
+        .rps;
+        let one = record_singles(&channels, &options, round).await?;
+        let many = record_batches(&channels, &options, round).await?;
+        println!(
+            "  round {}: raw ZINCRBY {:>9.0}/s   RecordEvent {:>9.0}/s ({:.0}%)   RecordEvents×{} {:>9.0} events/s ({:.0}%)",
+            round + 1,
+            raw_rate,
+            one,
+            100.0 * one / raw_rate,
+            options.batch,
+            many,
+            100.0 * many / raw_rate
+        );
+        raw.push(raw_rate);
+        single.push(one);
+        batched.push(many);
+    }
+
+    // GetTop(100), one call at a time, against ZREVRANGE 0 99 WITHSCORES from one client.
+    let mut client = RankingServiceClient::new(channels[0].clone());
+    let request = || GetTopRequest {
+        board_id: BOARD.into(),
+        window: "day".into(),
+        page_size: 100,
+        page_token: String::new(),
+    };
+    let warm = client.get_top(request()).await?.into_inner();
+    anyhow::ensure!(
+        warm.entries.len() == 100,
+        "the board has fewer than 100 members"
+    );
+    let mut latencies = Vec::with_capacity(options.top_reads);
+    for _ in 0..options.top_reads {
+        let started = Instant::now();
+        client.get_top(request()).await?;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let raw_top = redis_benchmark(
+        &host,
+        port,
+        1,
+        options.top_reads,
+        &["ZREVRANGE", "bench-raw:zset", "0", "99", "WITHSCORES"],
+    )
+    .await?;
+    let report = RankingReport {
+        raw_zincrby_per_s: median(raw),
+        record_event_per_s: median(single),
+        record_events_batched_per_s: median(batched),
+        get_top_p50: percentile(&latencies, 0.5),
+        get_top_p99: percentile(&latencies, 0.99),
+        raw_zrevrange_p50: raw_top.p50,
+        raw_zrevrange_p99: raw_top.p99,
+    };
+    println!();
+    println!("medians of {} rounds:", options.rounds);
+    println!(
+        "  raw ZINCRBY (redis-benchmark, {} clients)       {:>9.0} ops/s",
+        options.concurrency, report.raw_zincrby_per_s
+    );
+    println!(
+        "  RecordEvent via gRPC ({} callers, 6 windows)    {:>9.0} events/s = {:.0}% of raw ZINCRBY",
+        options.concurrency,
+        report.record_event_per_s,
+        100.0 * report.record_event_per_s / report.raw_zincrby_per_s
+    );
+    println!(
+        "  RecordEvents×{} via gRPC                       {:>9.0} events/s = {:.0}% of raw ZINCRBY",
+        options.batch,
+        report.record_events_batched_per_s,
+        100.0 * report.record_events_batched_per_s / report.raw_zincrby_per_s
+    );
+    println!(
+        "  GetTop(100) via gRPC, {} sequential calls       p50 {:.3} ms   p99 {:.3} ms",
+        options.top_reads,
+        ms(report.get_top_p50),
+        ms(report.get_top_p99)
+    );
+    println!(
+        "  raw ZREVRANGE 0 99 WITHSCORES (1 client)        p50 {:.3} ms   p99 {:.3} ms",
+        ms(report.raw_zrevrange_p50),
+        ms(report.raw_zrevrange_p99)
+    );
+    mesh.stop().await?;
+    Ok(report)
+}
+
+/// Events of `round`, one per RecordEvent call, from `concurrency` callers.
+async fn record_singles(
+    channels: &[Channel],
+    options: &RankingBenchOptions,
+    round: usize,
+) -> anyhow::Result<f64> {
+    let per_caller = options.events.div_ceil(options.concurrency);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(options.concurrency);
+    for caller in 0..options.concurrency {
+        let mut client = RankingServiceClient::new(channels[caller % channels.len()].clone());
+        let members = options.members;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_caller {
+                let n = caller * per_caller + i;
+                let r = client
+                    .record_event(RecordEventRequest {
+                        board_id: BOARD.into(),
+                        member: format!("member:{}", spread(n, members)),
+                        delta: "1".into(),
+                        event_id: format!("r{round}-s{n}"),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                anyhow::ensure!(
+                    !r.duplicate,
+                    "event r{round}-s{n} was counted as a duplicate"
+                );
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((per_caller * options.concurrency) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The same number of events in RecordEvents calls of `batch`.
+async fn record_batches(
+    channels: &[Channel],
+    options: &RankingBenchOptions,
+    round: usize,
+) -> anyhow::Result<f64> {
+    let calls = options.events.div_ceil(options.batch);
+    let callers = options.concurrency.min(calls).max(1);
+    let per_caller = calls.div_ceil(callers);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(callers);
+    for caller in 0..callers {
+        let mut client = RankingServiceClient::new(channels[caller % channels.len()].clone());
+        let (members, batch) = (options.members, options.batch);
+        tasks.push(tokio::spawn(async move {
+            for call in 0..per_caller {
+                let events = (0..batch)
+                    .map(|i| {
+                        let n = (caller * per_caller + call) * batch + i;
+                        RecordEventRequest {
+                            board_id: BOARD.into(),
+                            member: format!("member:{}", spread(n, members)),
+                            delta: "1".into(),
+                            event_id: format!("r{round}-b{n}"),
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                let r = client
+                    .record_events(RecordEventsRequest { events })
+                    .await?
+                    .into_inner();
+                anyhow::ensure!(
+                    r.duplicate == 0 && r.refused == 0,
+                    "unexpected outcome {r:?}"
+                );
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((per_caller * callers * options.batch) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A member for event `n`: scattered over `members` like redis-benchmark's random keys.
+fn spread(n: usize, members: usize) -> usize {
+    (n.wrapping_mul(2_654_435_761)) % members.max(1)
+}
+
+struct BenchFigures {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Runs `redis-benchmark --csv` with a custom command.
+async fn redis_benchmark(
+    host: &str,
+    port: u16,
+    clients: usize,
+    requests: usize,
+    command: &[&str],
+) -> anyhow::Result<BenchFigures> {
+    let out = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", host, "-p", &port.to_string()])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-n",
+            &requests.to_string(),
+            "--csv",
+        ])
+        .args(command)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running redis-benchmark (apt-get install -y redis-tools, or redis-server)")?;
+    if !out.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let row = text
+        .lines()
+        .find(|l| !l.starts_with("\"test\"") && l.contains(','))
+        .with_context(|| format!("no figures in redis-benchmark output: {text}"))?;
+    let fields: Vec<f64> = row
+        .split("\",\"")
+        .skip(1)
+        .map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN))
+        .collect();
+    anyhow::ensure!(fields.len() >= 6, "unexpected redis-benchmark row: {row}");
+    let millis = |v: f64| Duration::from_secs_f64(v / 1e3);
+    Ok(BenchFigures {
+        rps: fields[0],
+        p50: millis(fields[3]),
+        p99: millis(fields[5]),
+    })
+}
+
+fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url.strip_prefix("redis://").context(
+        "bench ranking needs a redis://host:port URL (redis-benchmark connects over TCP)",
+    )?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "6379"));
+    Ok((host.to_string(), port.parse().context("redis port")?))
+}
