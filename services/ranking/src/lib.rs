@@ -7,7 +7,8 @@
 //! - [`window`]: window names, periods and boundaries in the board's zone;
 //!   [`clock`]: where "now" comes from (a manual clock in tests).
 //! - [`keys`]: the Redis key layout (hash-tagged per board).
-//! - [`record`]: idempotent events applied to every window in one script.
+//! - [`record`]: idempotent events applied to every window in one script;
+//!   [`group_commit`]: concurrent calls sharing script calls.
 //! - [`read`]: pages, neighbourhoods and ranks; [`rolling`]: the rolling 24 h
 //!   window and its hourly roll-off.
 //! - [`snapshot`]: the durable store of closed windows; [`snapshotter`]: the
@@ -18,6 +19,7 @@
 pub mod board;
 pub mod boards;
 pub mod clock;
+pub mod group_commit;
 pub mod grpc;
 pub mod keys;
 pub mod lua;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::board::{Board, Operator, WindowKind};
 use crate::boards::BoardBook;
 use crate::clock::Clock;
+use crate::group_commit::GroupCommit;
 use crate::keys::Keys;
 use crate::read::{Page, Ranked, Reader, Standing};
 use crate::record::{Outcome, Recorder, ValidEvent};
@@ -85,7 +86,7 @@ pub struct Ranking {
     pub(crate) redis: RedisHandle,
     pub(crate) keys: Keys,
     pub(crate) boards: Arc<BoardBook>,
-    recorder: Recorder,
+    committer: GroupCommit,
     pub(crate) reader: Reader,
     roller: Roller,
     snapshotter: Option<Snapshotter>,
@@ -114,11 +115,15 @@ impl Ranking {
             shutdown.clone(),
         );
         Arc::new(Self {
-            recorder: Recorder::new(
-                redis.clone(),
-                keys.clone(),
-                config.changes_max_len,
-                config.dedupe_ttl,
+            committer: GroupCommit::start(
+                Arc::new(Recorder::new(
+                    redis.clone(),
+                    keys.clone(),
+                    config.changes_max_len,
+                    config.dedupe_ttl,
+                )),
+                clock.clone(),
+                config.max_batch_events,
             ),
             reader: Reader::new(redis.clone(), keys.clone()),
             roller: Roller::new(redis.clone(), keys.clone(), config.changes_max_len),
@@ -245,7 +250,7 @@ impl Ranking {
             }
         }
         Error::check(violations)?;
-        self.recorder.record(&valid, self.now_ns()).await
+        self.committer.record(valid).await
     }
 
     /// Records one event; a score out of range is INVALID_ARGUMENT.

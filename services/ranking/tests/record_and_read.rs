@@ -552,3 +552,53 @@ async fn bad_input_is_refused_naming_the_field_and_writes_nothing() {
     assert!(!created);
     assert_eq!(b.windows, vec![WindowKind::AllTime, WindowKind::Daily]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_sharing_a_script_call_each_get_their_own_outcomes() {
+    let h = harness(ns(NOW)).await;
+    h.ranking
+        .upsert_board(board("gc", Operator::Increment, &[WindowKind::AllTime]))
+        .await
+        .unwrap();
+    h.ranking
+        .upsert_board(board(
+            "gc2",
+            Operator::Increment,
+            &[WindowKind::AllTime, WindowKind::Daily],
+        ))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200i64 {
+        let r = h.ranking.clone();
+        tasks.push(tokio::spawn(async move {
+            let b = if i % 2 == 0 { "gc" } else { "gc2" };
+            let out = r
+                .record(vec![
+                    inc(b, &format!("m{i}"), &i.to_string(), &format!("e{i}")),
+                    inc(b, &format!("m{i}"), "1", &format!("e{i}")),
+                ])
+                .await
+                .unwrap();
+            (i, out)
+        }));
+    }
+    for t in tasks {
+        let (i, out) = t.await.unwrap();
+        let windows = if i % 2 == 0 { 1 } else { 2 };
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Recorded(
+                    [("all".to_string(), i)]
+                        .into_iter()
+                        .chain((windows == 2).then(|| ("day:2030-03-04".to_string(), i)))
+                        .collect()
+                ),
+                Outcome::Duplicate
+            ],
+            "call {i}"
+        );
+    }
+    assert_eq!(h.ranking.top("gc", "", 1, "").await.unwrap().total, 100);
+}
