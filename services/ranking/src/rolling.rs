@@ -183,6 +183,23 @@ impl Roller {
         let oldest_ms = oldest.open_ns.div_euclid(1_000_000);
         let id = board.id.as_str();
         let mut conn = self.redis.conn();
+        let rebuild_at: Option<i64> = redis::cmd("HGET")
+            .arg(self.keys.rolling_state(id))
+            .arg("rebuild_at")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if rebuild_at.is_some_and(|at| at <= now_ns.div_euclid(1_000_000)) {
+            self.rebuild(board, now_ns).await?;
+            let _: i64 = redis::cmd("HDEL")
+                .arg(self.keys.rolling_state(id))
+                .arg("rebuild_at")
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(board = %id, "rolling window rebuilt after it was added to the board");
+            return Ok(1);
+        }
         let mut rolled = 0;
         loop {
             let from: Option<i64> = redis::cmd("HGET")
@@ -246,6 +263,23 @@ impl Roller {
                 }
             }
         }
+    }
+
+    /// A rolling window was just added to `board`: builds it from the hour
+    /// buckets now, and once more at `again_at_ns`, when every instance's board
+    /// cache knows about it (until then another instance may still write the
+    /// hour buckets without the rolling window).
+    pub async fn added(&self, board: &Board, now_ns: i64, again_at_ns: i64) -> Result<()> {
+        self.rebuild(board, now_ns).await?;
+        let mut conn = self.redis.conn();
+        let _: i64 = redis::cmd("HSET")
+            .arg(self.keys.rolling_state(&board.id))
+            .arg("rebuild_at")
+            .arg(again_at_ns.div_euclid(1_000_000))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// Recomputes the rolling window from the last 24 hour buckets.

@@ -189,8 +189,20 @@ impl Ranking {
         Ok(written)
     }
 
+    /// Creates or changes a board. A rolling 24 h window that is new to the
+    /// board is built from the hour buckets it already has.
     pub async fn upsert_board(&self, board: Board) -> Result<(Board, bool)> {
-        self.boards.upsert(board, self.now_ns()).await
+        let before = self.boards.get(&board.id).await.ok();
+        let now = self.now_ns();
+        let (stored, created) = self.boards.upsert(board, now).await?;
+        let had_rolling = before.is_some_and(|b| b.keeps(WindowKind::Rolling24h));
+        if stored.keeps(WindowKind::Rolling24h) && !had_rolling {
+            let settled = now
+                + 2 * i64::try_from(self.config.board_refresh.as_nanos()).unwrap_or(i64::MAX / 4)
+                + 1_000_000_000;
+            self.roller.added(&stored, now, settled).await?;
+        }
+        Ok((stored, created))
     }
 
     pub async fn get_board(&self, id: &str) -> Result<Board> {

@@ -240,3 +240,46 @@ async fn rank_movement_is_against_the_previous_period() {
     let b = h.ranking.rank("mv", "day:-1", "b").await.unwrap();
     assert_eq!((b.standing.entry.rank, b.previous_rank), (2, None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_window_added_later_starts_from_the_hours_already_kept() {
+    let start = ns("2030-07-01T00:30:00Z");
+    let h = harness(start).await;
+    h.ranking
+        .upsert_board(board("late", Operator::Increment, &[WindowKind::Hourly]))
+        .await
+        .unwrap();
+    // Hour 0: 5, hour 1: 7 — before the board has a rolling window.
+    h.ranking
+        .record(vec![inc("late", "m", "5", "a")])
+        .await
+        .unwrap();
+    h.clock.set(start + HOUR_NS);
+    h.ranking
+        .record(vec![inc("late", "m", "7", "b")])
+        .await
+        .unwrap();
+    h.ranking
+        .upsert_board(board(
+            "late",
+            Operator::Increment,
+            &[WindowKind::Rolling24h],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(top(&h, "late", "24h").await, vec![t("m", 12, 1)]);
+    h.clock.set(start + 2 * HOUR_NS);
+    h.ranking
+        .record(vec![inc("late", "m", "1", "c")])
+        .await
+        .unwrap();
+    h.ranking.maintain().await.unwrap(); // the second build, once caches have settled
+    assert_eq!(top(&h, "late", "24h").await, vec![t("m", 13, 1)]);
+    // Hour 0 leaves the window at hour 24, hour 1 at hour 25: never negative.
+    h.clock.set(start + 24 * HOUR_NS);
+    assert_eq!(top(&h, "late", "24h").await, vec![t("m", 8, 1)]);
+    h.clock.set(start + 25 * HOUR_NS);
+    assert_eq!(top(&h, "late", "24h").await, vec![t("m", 1, 1)]);
+    h.clock.set(start + 26 * HOUR_NS);
+    assert!(top(&h, "late", "24h").await.is_empty());
+}
