@@ -107,13 +107,14 @@ if recorded > 0 then
     redis.call('HSET', KEYS[6 + 2 * w], member, e)
   end
   redis.call('SET', KEYS[1], string.format('%d', seq))
+  -- A periodic window's keys get their expiry when the window first appears
+  -- in the index (its first write; RemoveMember unindexes a window it empties).
   for w = 1, W do
     local base = 8 + 3 * (w - 1)
-    if ARGV[base + 1] ~= '0' then
+    if ARGV[base + 2] ~= '0' and redis.call('ZADD', KEYS[3], 'NX', ARGV[base + 2], ARGV[base]) == 1 then
       redis.call('PEXPIREAT', KEYS[5 + 2 * w], ARGV[base + 1])
       redis.call('PEXPIREAT', KEYS[6 + 2 * w], ARGV[base + 1])
     end
-    if ARGV[base + 2] ~= '0' then redis.call('ZADD', KEYS[3], ARGV[base + 2], ARGV[base]) end
   end
   if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[6], 'from', ARGV[6]) end
   if #touched > 0 then

@@ -586,16 +586,22 @@ impl Ranking {
             .map_err(unavailable)?;
         let mut names: Vec<String> = vec!["all".into(), "24h".into()];
         names.extend(periodic);
-        let mut keys = vec![self.keys.member_data(id), self.keys.changes(id)];
+        let mut keys = vec![
+            self.keys.member_data(id),
+            self.keys.changes(id),
+            self.keys.window_index(id),
+        ];
         for n in &names {
             keys.push(self.keys.entries(id, n));
             keys.push(self.keys.members(id, n));
         }
         let script = crate::lua::script(REMOVE_LUA);
-        let removed: u32 = script
-            .key(keys)
-            .arg(member)
-            .arg(self.config.changes_max_len)
+        let mut invocation = script.key(keys);
+        invocation.arg(member).arg(self.config.changes_max_len);
+        for n in &names {
+            invocation.arg(n);
+        }
+        let removed: u32 = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -650,16 +656,21 @@ impl Ranking {
     }
 }
 
-/// KEYS: member data, changes, then (entries, members) per window.
-/// ARGV: member, changes max length. Returns the windows that held the member.
+/// KEYS: member data, changes, window index, then (entries, members) per window.
+/// ARGV: member, changes max length, then the window names.
+/// Returns the windows that held the member. A periodic window left empty is
+/// taken out of the index, so its keys get their expiry again if recreated.
 const REMOVE_LUA: &str = r#"
 local n = 0
-for i = 3, #KEYS, 2 do
+for i = 4, #KEYS, 2 do
   local e = redis.call('HGET', KEYS[i + 1], ARGV[1])
   if e then
     redis.call('ZREM', KEYS[i], e)
     redis.call('HDEL', KEYS[i + 1], ARGV[1])
     n = n + 1
+    if redis.call('EXISTS', KEYS[i]) == 0 then
+      redis.call('ZREM', KEYS[3], ARGV[3 + (i - 4) / 2])
+    end
   end
 end
 redis.call('HDEL', KEYS[1], ARGV[1])

@@ -602,3 +602,52 @@ async fn concurrent_calls_sharing_a_script_call_each_get_their_own_outcomes() {
     }
     assert_eq!(h.ranking.top("gc", "", 1, "").await.unwrap().total, 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_keys_expire_after_close_plus_retention_also_when_refilled() {
+    let h = harness(ns(NOW)).await;
+    let mut b = board(
+        "ttl",
+        Operator::Increment,
+        &[WindowKind::AllTime, WindowKind::Daily],
+    );
+    b.retention_secs = 7200;
+    h.ranking.upsert_board(b).await.unwrap();
+    let keys = tickmesh_ranking::keys::Keys::new("tm");
+    let mut conn = redis::Client::open(h.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // 2030-03-05T00:00Z + 2 h.
+    let expected = ns("2030-03-05T02:00:00Z") / 1_000_000;
+    let expiry = |key: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("PEXPIRETIME")
+                .arg(key)
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    h.ranking
+        .record(vec![inc("ttl", "m", "1", "a")])
+        .await
+        .unwrap();
+    let day = keys.entries("ttl", "day:2030-03-04");
+    assert_eq!(expiry(day.clone()).await, expected);
+    assert_eq!(
+        expiry(keys.members("ttl", "day:2030-03-04")).await,
+        expected
+    );
+    assert_eq!(expiry(keys.entries("ttl", "all")).await, -1);
+    assert_eq!(h.ranking.remove_member("ttl", "m").await.unwrap(), 2);
+    assert_eq!(expiry(day.clone()).await, -2, "emptied: gone");
+    h.ranking
+        .record(vec![inc("ttl", "m", "1", "b")])
+        .await
+        .unwrap();
+    assert_eq!(expiry(day).await, expected, "refilled: expires again");
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}
