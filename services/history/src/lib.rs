@@ -4,6 +4,7 @@
 //! (`tickmesh-candle-blocks`), one block per symbol × interval × period
 //! ([`block_id`]), and pass the same [`conformance`] suite.
 
+pub mod block_cache;
 pub mod conformance;
 pub mod embedded;
 pub mod store;
