@@ -22,7 +22,9 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 const PAGE_KIND: &str = "candles";
 /// Most buckets one filled page may walk (a year of 1m is ~525,600).
 const MAX_WALK: usize = 1_000_000;
-const FETCH: usize = 500;
+/// Fewest and most base candles read from each tier at a time.
+const MIN_FETCH: usize = 64;
+const MAX_FETCH: usize = 5_000;
 
 #[derive(Clone, Debug, Default)]
 pub struct CandlesQuery {
@@ -273,6 +275,21 @@ impl QueryService {
     }
 }
 
+/// Base candles to read per refill for a page of `size` candles of
+/// `interval`: the page plus the one that tells whether there is a next
+/// page, times the base candles in each rolled-up candle.
+fn fetch_size(size: usize, interval: Interval, base: Interval) -> usize {
+    let minutes =
+        |i: Interval| u64::from(i.count.max(1)) * if i.unit == Unit::Hour { 60 } else { 1 };
+    let per_candle = match interval.unit {
+        Unit::Minute | Unit::Hour => minutes(interval) / minutes(base),
+        _ => u64::from(interval.count.max(1) / base.count.max(1)),
+    };
+    (size + 1)
+        .saturating_mul(usize::try_from(per_candle.max(1)).unwrap_or(MAX_FETCH))
+        .clamp(MIN_FETCH, MAX_FETCH)
+}
+
 fn ceil_s(ns: i64) -> i64 {
     ns.div_euclid(1_000_000_000) + i64::from(ns.rem_euclid(1_000_000_000) != 0)
 }
@@ -317,6 +334,9 @@ struct Source {
     buffer: VecDeque<Candle>,
     exhausted: bool,
     peeked: Option<Candle>,
+    /// Base candles to read from each tier per refill: enough for the page
+    /// (one read per tier for a page of a stored interval).
+    fetch: usize,
 }
 
 impl Source {
@@ -359,6 +379,7 @@ impl Source {
             buffer: VecDeque::new(),
             exhausted: lo_open >= hi_open_excl,
             peeked: None,
+            fetch: fetch_size(plan.size, interval, base),
         }
     }
 
@@ -396,12 +417,12 @@ impl Source {
                 &min,
                 &max,
                 self.newest_first,
-                FETCH,
+                self.fetch,
             )
             .await?;
         // The window this read covers completely, as inclusive open times.
         let (mut w_lo, mut w_hi) = (lo, hi.saturating_sub(1));
-        if hot.len() == FETCH {
+        if hot.len() == self.fetch {
             let edge = hot.last().expect("full page").bucket.open_ns;
             if self.newest_first {
                 w_lo = edge
@@ -418,7 +439,7 @@ impl Source {
                     w_lo,
                     w_hi.saturating_add(1),
                     self.newest_first,
-                    FETCH,
+                    self.fetch,
                 )
                 .await
                 .map_err(|e| {
@@ -426,7 +447,7 @@ impl Source {
                 })?,
             _ => Vec::new(),
         };
-        if cold.len() == FETCH {
+        if cold.len() == self.fetch {
             let edge = cold.last().expect("full page").open_ns;
             if self.newest_first {
                 w_lo = w_lo.max(edge)
@@ -553,5 +574,22 @@ impl Source {
         }
         rolled.closed = rolled.closed && bucket.close_ns <= self.now;
         Ok(rolled)
+    }
+}
+
+#[cfg(test)]
+mod fetch_tests {
+    use super::*;
+
+    #[test]
+    fn fetch_covers_a_page_of_rolled_up_candles() {
+        let i = |s: &str| Interval::parse(s).expect("interval");
+        assert_eq!(fetch_size(1000, i("1m"), i("1m")), 1001);
+        assert_eq!(fetch_size(10, i("1m"), i("1m")), MIN_FETCH);
+        assert_eq!(i("10m").rollup_base(), i("5m"));
+        assert_eq!(fetch_size(100, i("10m"), i("5m")), 202);
+        assert_eq!(fetch_size(100, i("90m"), i("90m").rollup_base()), 101 * 3);
+        assert_eq!(fetch_size(1000, i("2d"), i("1d")), 2002);
+        assert_eq!(fetch_size(1000, i("7d"), i("1d")), MAX_FETCH);
     }
 }
