@@ -181,6 +181,9 @@ enum BenchCommand {
 enum HistoryAction {
     /// Apply deploy/scylla/schema.cql to the ScyllaDB cluster in config (idempotent).
     ApplySchema(ConfigArgs),
+    /// Compact the embedded store file (history.embedded_path) in place,
+    /// giving free pages back to the file system. Stop tickmesh first.
+    Compact(ConfigArgs),
 }
 
 #[derive(Subcommand)]
@@ -426,6 +429,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "applied {applied} statements of deploy/scylla/schema.cql to keyspace {}",
                     scylla.keyspace
                 );
+                Ok(())
+            }
+            HistoryAction::Compact(args) => {
+                let config = load(&args)?;
+                let path = std::path::Path::new(&config.history.embedded_path);
+                let (before, after) = anyhow::Context::with_context(
+                    tickmesh_history::EmbeddedStore::compact(path),
+                    || {
+                        format!(
+                            "compacting {} (history.embedded_path; is tickmesh still running?)",
+                            path.display()
+                        )
+                    },
+                )?;
+                println!("compacted {}: {before} -> {after} bytes", path.display());
                 Ok(())
             }
         },

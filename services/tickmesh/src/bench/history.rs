@@ -204,6 +204,27 @@ pub async fn history(options: HistoryBenchOptions) -> anyhow::Result<()> {
     store.upsert(&batch).await?;
     let write_time = started.elapsed();
     let at_rest = store.size_on_disk().await?;
+    drop(store);
+    let (_, compacted) = EmbeddedStore::compact(&path)?;
+    let store = Arc::new(EmbeddedStore::open(&path)?);
+
+    // Straight from the store, in the flusher's and queries' read size.
+    let started = Instant::now();
+    let (mut from, mut read) = (i64::MIN, 0);
+    loop {
+        let got = store
+            .range(SYMBOL, minute, from, i64::MAX, false, 1001)
+            .await?;
+        let Some(last) = got.last() else { break };
+        from = last.open_ns + 1;
+        read += got.len();
+    }
+    let store_read = started.elapsed();
+    anyhow::ensure!(
+        read == candles.len(),
+        "store gave back {read} of {} candles",
+        candles.len()
+    );
 
     println!();
     println!("size per 1m candle:");
@@ -221,9 +242,14 @@ pub async fn history(options: HistoryBenchOptions) -> anyhow::Result<()> {
         ms(encode_time)
     );
     println!(
-        "  tickmesh embedded store file at rest:      {:>8.2} bytes  ({} bytes)",
+        "  tickmesh embedded store file at rest:      {:>8.2} bytes  ({} bytes, as written)",
         at_rest as f64 / n,
         at_rest
+    );
+    println!(
+        "  the same file after `history compact`:     {:>8.2} bytes  ({} bytes)",
+        compacted as f64 / n,
+        compacted
     );
     println!();
     println!(
@@ -231,6 +257,12 @@ pub async fn history(options: HistoryBenchOptions) -> anyhow::Result<()> {
         n / write_time.as_secs_f64(),
         candles.len(),
         ms(write_time)
+    );
+    println!(
+        "store reads: all {} candles oldest first, 1,001 at a time: {:.0} ms ({:.0} candles/s)",
+        read,
+        ms(store_read),
+        n / store_read.as_secs_f64()
     );
 
     // Reads through GetCandles: a mesh whose history is this store.
