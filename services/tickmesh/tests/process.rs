@@ -458,3 +458,54 @@ fn an_unreachable_scylla_fails_clearly_naming_the_settings() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_history_takes_its_candles_from_a_binance_trade_file() {
+    let dir = std::env::temp_dir().join(format!("tickmesh-bench-trades-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("BTCUSDT-trades-2024-01-01.csv");
+    // Six hours of trades in Binance's trades CSV layout (no header, ms
+    // times), one every 2 s on a random walk: 360 minutes with trades.
+    let (mut price, mut seed) = (4_200_000i64, 7u64);
+    let mut text = String::new();
+    for i in 0..10_800u64 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        price += (seed % 21) as i64 - 10;
+        let qty = 1 + seed % 50_000;
+        text.push_str(&format!(
+            "{},{}.{:02},0.{:05},0,{},{},true\n",
+            i + 1,
+            price / 100,
+            price % 100,
+            qty,
+            1_704_067_200_000 + i * 2_000,
+            seed % 2 == 0
+        ));
+    }
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["bench", "history", "--trades", file.to_str().unwrap()])
+        .args(["--price-scale", "2", "--quantity-scale", "5"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1m candles of") && stdout.contains(": 360 candles"),
+        "{stdout}"
+    );
+    for line in [
+        "tickmesh encoded blocks (one per day)",
+        "after `history compact`",
+        "reads through GetCandles",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
