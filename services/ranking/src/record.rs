@@ -41,7 +41,7 @@ local function current(w, member)
   if s == nil then
     local e = redis.call('HGET', KEYS[6 + 2 * w], member)
     if e then
-      s = {old = e, present = true, score = score_of(order, e), seq = seq_of(e)}
+      s = {old = e, present = true, score = score_of(order, e)}
     else
       s = {present = false}
     end
@@ -52,7 +52,8 @@ end
 local out, touched, recorded = {}, {}, 0
 for i = first_event, #ARGV, 4 do
   local id, member, value, data = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  if redis.call('ZSCORE', KEYS[2], id) then
+  -- Claims the event id; given back below if the event is refused.
+  if redis.call('ZADD', KEYS[2], 'NX', now, id) == 0 then
     out[#out + 1] = 0
     for w = 1, W do out[#out + 1] = 0 end
   else
@@ -77,7 +78,6 @@ for i = first_event, #ARGV, 4 do
     if ok then
       seq = seq + 1
       recorded = recorded + 1
-      redis.call('ZADD', KEYS[2], now, id)
       if data ~= '' then redis.call('HSET', KEYS[5], member, data) end
       out[#out + 1] = 1
       for w = 1, W do
@@ -92,6 +92,7 @@ for i = first_event, #ARGV, 4 do
         out[#out + 1] = s.score
       end
     else
+      redis.call('ZREM', KEYS[2], id)
       out[#out + 1] = -1
       for w = 1, W do out[#out + 1] = 0 end
     end
