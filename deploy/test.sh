@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of tickmesh on a fresh machine (Debian, Rust, root,
-# nothing running): installs what is missing (redis-server, grpcurl, buf), then
-# rustfmt, clippy, buf lint, and the whole test suite. Tests start their own
+# nothing running): installs what is missing (redis-server, grpcurl, buf,
+# kubectl, kubernetes-validate, checkov), then rustfmt, clippy, buf lint, the
+# Kubernetes manifest checks, and the whole test suite. Tests start their own
 # redis-server processes on free ports; none uses a Redis already running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> buf lint"
 buf lint
+echo "==> k8s manifests"
+deploy/k8s-check.sh
 echo "==> cargo test"
 # The grpcurl tests must run, not skip, here.
 export TICKMESH_TEST_REQUIRE_GRPCURL=1

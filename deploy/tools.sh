@@ -60,3 +60,22 @@ ensure_buf() {
   export PATH="$prefix/node_modules/.bin:$PATH"
   buf --version >&2
 }
+
+# kubectl for `kubectl kustomize` (works offline; no cluster needed).
+ensure_kubectl() {
+  if ! command -v kubectl >/dev/null 2>&1; then
+    apt_install kubectl || apt_install kubernetes-client
+  fi
+  kubectl version --client 2>/dev/null | head -2 >&2
+}
+
+# Manifest validators from PyPI, in the same venv as grpcurl.
+ensure_k8s_validators() {
+  local venv="$TOOLS_DIR/venv"
+  if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv" >&2; fi
+  if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/checkov" ]; then
+    echo "==> installing kubernetes-validate and checkov (PyPI) into $venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate checkov >&2
+  fi
+  export PATH="$venv/bin:$PATH"
+}
