@@ -10,11 +10,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::trace::TraceContextExt;
 use tickmesh_api::marketfeed::{StreamTradesRequest, StreamTradesResponse, SymbolSequence};
 use tickmesh_core::decimal::parse_units;
 use tickmesh_core::{Error, Result};
 use tickmesh_runtime::proto_time::{now_nanos, timestamp_to_nanos};
+use tickmesh_runtime::telemetry::context_from_traceparent;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::book::{BookConfig, SymbolBook};
 use crate::candle::Tick;
@@ -209,8 +213,11 @@ impl Aggregator {
                     let message = message
                         .map_err(|s| Error::Unavailable(format!("marketfeed StreamTrades: {s}")))?
                         .ok_or_else(|| Error::Unavailable("marketfeed ended the trade stream".into()))?;
+                    let span = aggregate_span(&message);
+                    let _entered = span.enter();
                     self.apply(owned, message);
-                    if self.flush(owned).await? {
+                    drop(_entered);
+                    if self.flush(owned).instrument(span).await? {
                         return Ok(Next::Reopen);
                     }
                 }
@@ -305,4 +312,33 @@ impl Aggregator {
         }
         Ok(lost)
     }
+}
+
+/// The span of applying one message of trades and writing the candles: a
+/// child of the publishing call's trace (the `trace_parent` the tick log kept
+/// with the first traced trade), linked to the other publishers' traces in
+/// the same message. Disabled (free) when no trade carries a trace.
+fn aggregate_span(message: &StreamTradesResponse) -> tracing::Span {
+    let mut parents = message
+        .trades
+        .iter()
+        .map(|t| t.trace_parent.as_str())
+        .filter(|tp| !tp.is_empty());
+    let Some(first) = parents.next() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        "aggregate trades",
+        otel.kind = "consumer",
+        trades = message.trades.len(),
+    );
+    let _ = span.set_parent(context_from_traceparent(first));
+    let mut seen = std::collections::HashSet::from([first]);
+    for tp in parents {
+        if seen.insert(tp) {
+            let context = context_from_traceparent(tp);
+            span.add_link(context.span().span_context().clone());
+        }
+    }
+    span
 }

@@ -269,6 +269,7 @@ pub fn trade_to_pb(t: &TradeRecord) -> pb::Trade {
         side: t.side,
         sequence: t.sequence,
         ingest_time: Some(nanos_to_timestamp(t.ingest_ns)),
+        trace_parent: t.trace_parent.clone(),
     }
 }
 

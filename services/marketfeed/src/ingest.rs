@@ -14,8 +14,9 @@ use crate::keys::Keys;
 use crate::model::ValidTrade;
 
 /// KEYS: seq, ids, trades, quote.
-/// ARGV: max log length, dedupe window, ingest time, then per trade:
-/// id, price, quantity, time (20-digit zero-padded nanoseconds), side.
+/// ARGV: max log length, dedupe window, ingest time, traceparent of the
+/// publishing call ("" when not traced), then per trade: id, price, quantity,
+/// time (20-digit zero-padded nanoseconds), side.
 /// Returns the sequence of each trade (0 for a duplicate), then the symbol's
 /// last sequence. Times are compared as padded strings because Lua numbers are
 /// doubles and would round nanoseconds.
@@ -23,11 +24,12 @@ const INGEST_LUA: &str = r#"
 local maxlen = ARGV[1]
 local window = tonumber(ARGV[2])
 local ingest = ARGV[3]
+local tp = ARGV[4]
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local quote_time = redis.call('HGET', KEYS[4], 'tk') or ''
 local best, best_seq = nil, nil
 local out = {}
-for i = 4, #ARGV, 5 do
+for i = 5, #ARGV, 5 do
   local id = ARGV[i]
   if redis.call('ZSCORE', KEYS[2], id) then
     out[#out + 1] = 0
@@ -35,8 +37,14 @@ for i = 4, #ARGV, 5 do
     seq = seq + 1
     local s = string.format('%d', seq)
     redis.call('ZADD', KEYS[2], s, id)
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '0-' .. s,
-      't', id, 'p', ARGV[i + 1], 'q', ARGV[i + 2], 'ts', ARGV[i + 3], 's', ARGV[i + 4], 'it', ingest)
+    if tp == '' then
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '0-' .. s,
+        't', id, 'p', ARGV[i + 1], 'q', ARGV[i + 2], 'ts', ARGV[i + 3], 's', ARGV[i + 4], 'it', ingest)
+    else
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '0-' .. s,
+        't', id, 'p', ARGV[i + 1], 'q', ARGV[i + 2], 'ts', ARGV[i + 3], 's', ARGV[i + 4], 'it', ingest,
+        'tp', tp)
+    end
     if ARGV[i + 3] >= quote_time then
       quote_time = ARGV[i + 3]
       best, best_seq = i, s
@@ -106,6 +114,9 @@ impl Ingestor {
         }
 
         let ingest = ingest_ns.to_string();
+        // Stored with each trade so consumers (the candle aggregator) continue
+        // the publisher's trace.
+        let traceparent = tickmesh_runtime::telemetry::current_traceparent().unwrap_or_default();
         let mut pipe = redis::pipe();
         for (symbol, indices) in &by_symbol {
             let cmd = pipe
@@ -118,7 +129,8 @@ impl Ingestor {
                 .arg(self.keys.quote(symbol))
                 .arg(self.tick_log_max_len)
                 .arg(self.dedupe_window)
-                .arg(&ingest);
+                .arg(&ingest)
+                .arg(&traceparent);
             for &i in indices {
                 let t = &trades[i];
                 cmd.arg(&t.trade_id)

@@ -166,6 +166,8 @@ pub struct TradeRecord {
     pub side: Side,
     pub sequence: u64,
     pub ingest_ns: i64,
+    /// W3C traceparent of the call that published the trade ("" if untraced).
+    pub trace_parent: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -88,6 +88,7 @@ fn parse_entry(symbol: &Arc<str>, id: Value, fields: Value) -> Result<TradeRecor
         side: 0,
         sequence,
         ingest_ns: 0,
+        trace_parent: String::new(),
     };
     let mut it = fields.into_iter();
     while let (Some(name), Some(value)) = (it.next(), it.next()) {
@@ -100,6 +101,7 @@ fn parse_entry(symbol: &Arc<str>, id: Value, fields: Value) -> Result<TradeRecor
             "ts" => record.time_ns = number(&value)?,
             "s" => record.side = number(&value)? as i32,
             "it" => record.ingest_ns = number(&value)?,
+            "tp" => record.trace_parent = value,
             _ => {}
         }
     }

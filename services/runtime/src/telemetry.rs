@@ -65,11 +65,11 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
             .boxed()
     };
 
+    // The log level filters logs only: spans are exported at INFO and above
+    // whatever the log level (with "warn", the RPC spans would vanish).
+    let fmt = fmt.with_filter(filter);
     if config.otlp_endpoint.is_empty() {
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt)
-            .try_init()?;
+        tracing_subscriber::registry().with(fmt).try_init()?;
         return Ok(TelemetryGuard { provider: None });
     }
 
@@ -77,9 +77,12 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     let tracer = provider.tracer("tickmesh");
     opentelemetry::global::set_tracer_provider(provider.clone());
     tracing_subscriber::registry()
-        .with(filter)
         .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
         .try_init()?;
     tracing::info!(endpoint = %config.otlp_endpoint, service_name = %config.service_name, "exporting traces over otlp");
     Ok(TelemetryGuard {
@@ -211,6 +214,24 @@ impl Injector for MetadataInjector<'_> {
             self.0.insert(key, value);
         }
     }
+}
+
+/// The current span's W3C `traceparent`, when it belongs to a sampled,
+/// exported trace (`None` when traces are not exported).
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// The trace context a `traceparent` value names, to continue that trace
+/// from work that arrives through a queue or log rather than a call (an
+/// invalid value gives an empty context: a new trace).
+pub fn context_from_traceparent(traceparent: &str) -> opentelemetry::Context {
+    let mut carrier = std::collections::HashMap::new();
+    carrier.insert("traceparent".to_string(), traceparent.to_string());
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier))
 }
 
 /// Client interceptor for the mesh's own calls: puts the current span's W3C
