@@ -112,6 +112,13 @@ enum BenchCommand {
         top_reads: usize,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Windows of the bench board, comma-separated: all, hour, day, week, month, 24h.
+        #[arg(
+            long,
+            default_value = "all,hour,day,week,month,24h",
+            value_delimiter = ','
+        )]
+        windows: Vec<String>,
         /// Use this Redis instead of starting one.
         #[arg(long)]
         redis_url: Option<String>,
@@ -307,6 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 members,
                 top_reads,
                 rounds,
+                windows,
                 redis_url,
             } => {
                 anyhow::ensure!(
@@ -326,6 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     members,
                     top_reads,
                     rounds,
+                    windows,
                     redis_url,
                 })
                 .await?;

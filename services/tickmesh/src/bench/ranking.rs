@@ -27,12 +27,17 @@ pub struct RankingBenchOptions {
     /// GetTop(100) calls (one at a time) for the latency figures.
     pub top_reads: usize,
     pub rounds: usize,
+    /// Windows of the bench board, by request name (all, hour, day, week, month, 24h).
+    pub windows: Vec<String>,
     pub redis_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct RankingReport {
     pub raw_zincrby_per_s: f64,
+    /// Redis time per call of raw ZINCRBY, and per event of the record script (µs).
+    pub raw_zincrby_redis_us: f64,
+    pub record_redis_us_per_event: f64,
     pub record_event_per_s: f64,
     pub record_events_batched_per_s: f64,
     pub get_top_p50: Duration,
@@ -45,20 +50,29 @@ const BOARD: &str = "bench-orders";
 /// gRPC connections the callers share.
 const CHANNELS: usize = 4;
 
-fn board() -> Board {
-    Board {
+fn board(windows: &[String]) -> anyhow::Result<Board> {
+    let kinds = windows
+        .iter()
+        .map(|w| {
+            Ok(match w.as_str() {
+                "all" => WindowKind::AllTime,
+                "hour" => WindowKind::Hourly,
+                "day" => WindowKind::Daily,
+                "week" => WindowKind::Weekly,
+                "month" => WindowKind::Monthly,
+                "24h" => WindowKind::Rolling24h,
+                other => {
+                    bail!("--windows: {other:?} is not one of all, hour, day, week, month, 24h")
+                }
+            } as i32)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Board {
         id: BOARD.into(),
-        windows: vec![
-            WindowKind::AllTime as i32,
-            WindowKind::Hourly as i32,
-            WindowKind::Daily as i32,
-            WindowKind::Weekly as i32,
-            WindowKind::Monthly as i32,
-            WindowKind::Rolling24h as i32,
-        ],
+        windows: kinds,
         time_zone: "Asia/Seoul".into(),
         ..Default::default()
-    }
+    })
 }
 
 pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingReport> {
@@ -68,24 +82,37 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
     let endpoint = mesh.endpoint();
     println!("bench ranking: redis {redis_url}, mesh {endpoint}");
     println!(
-        "  board with 6 windows (all, hourly, daily, weekly, monthly, rolling 24h), {} members; {} RecordEvent calls/round from {} callers, RecordEvents of {}; {} rounds",
-        options.members, options.events, options.concurrency, options.batch, options.rounds
+        "  board with windows {} (hourly is kept for 24h), {} members; {} RecordEvent calls/round from {} callers, RecordEvents of {}; {} rounds",
+        options.windows.join(", "),
+        options.members,
+        options.events,
+        options.concurrency,
+        options.batch,
+        options.rounds
     );
     let mut channels = Vec::with_capacity(CHANNELS);
     for _ in 0..CHANNELS {
         channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
     }
-    RankingServiceClient::new(channels[0].clone())
+    let stored = RankingServiceClient::new(channels[0].clone())
         .upsert_board(UpsertBoardRequest {
-            board: Some(board()),
+            board: Some(board(&options.windows)?),
         })
         .await
-        .context("creating the bench board")?;
+        .context("creating the bench board")?
+        .into_inner()
+        .board
+        .context("no board in the answer")?;
+    let window_count = stored.windows.len();
 
+    let redis = redis::Client::open(redis_url.as_str())?;
     let mut raw = Vec::new();
+    let mut raw_us = Vec::new();
+    let mut script_us = Vec::new();
     let mut single = Vec::new();
     let mut batched = Vec::new();
     for round in 0..options.rounds {
+        let before = redis_usec(&redis).await?;
         let raw_rate = redis_benchmark(
             &host,
             port,
@@ -102,8 +129,14 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
         )
         .await?
         .rps;
+        let after_raw = redis_usec(&redis).await?;
         let one = record_singles(&channels, &options, round).await?;
         let many = record_batches(&channels, &options, round).await?;
+        let after = redis_usec(&redis).await?;
+        raw_us.push((after_raw.zincrby - before.zincrby) / (options.events * 2) as f64);
+        let recorded = (options.events.div_ceil(options.concurrency) * options.concurrency)
+            + options.events.div_ceil(options.batch) * options.batch;
+        script_us.push((after.evalsha - after_raw.evalsha) / recorded as f64);
         println!(
             "  round {}: raw ZINCRBY {:>9.0}/s   RecordEvent {:>9.0}/s ({:.0}%)   RecordEvents×{} {:>9.0} events/s ({:.0}%)",
             round + 1,
@@ -127,6 +160,15 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
         page_size: 100,
         page_token: String::new(),
     };
+    let window = if options.windows.iter().any(|w| w == "day") {
+        "day"
+    } else {
+        ""
+    };
+    let request = || GetTopRequest {
+        window: window.into(),
+        ..request()
+    };
     let warm = client.get_top(request()).await?.into_inner();
     anyhow::ensure!(
         warm.entries.len() == 100,
@@ -149,6 +191,8 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
     .await?;
     let report = RankingReport {
         raw_zincrby_per_s: median(raw),
+        raw_zincrby_redis_us: median(raw_us),
+        record_redis_us_per_event: median(script_us),
         record_event_per_s: median(single),
         record_events_batched_per_s: median(batched),
         get_top_p50: percentile(&latencies, 0.5),
@@ -163,8 +207,9 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
         options.concurrency, report.raw_zincrby_per_s
     );
     println!(
-        "  RecordEvent via gRPC ({} callers, 6 windows)    {:>9.0} events/s = {:.0}% of raw ZINCRBY",
+        "  RecordEvent via gRPC ({} callers, {} windows)    {:>9.0} events/s = {:.0}% of raw ZINCRBY",
         options.concurrency,
+        window_count,
         report.record_event_per_s,
         100.0 * report.record_event_per_s / report.raw_zincrby_per_s
     );
@@ -173,6 +218,10 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
         options.batch,
         report.record_events_batched_per_s,
         100.0 * report.record_events_batched_per_s / report.raw_zincrby_per_s
+    );
+    println!(
+        "  Redis time: {:.1} µs per ZINCRBY, {:.1} µs per recorded event (all windows, dedupe, change log)",
+        report.raw_zincrby_redis_us, report.record_redis_us_per_event
     );
     println!(
         "  GetTop(100) via gRPC, {} sequential calls       p50 {:.3} ms   p99 {:.3} ms",
@@ -330,6 +379,31 @@ async fn redis_benchmark(
         rps: fields[0],
         p50: millis(fields[3]),
         p99: millis(fields[5]),
+    })
+}
+
+/// Total Redis time (µs) spent in ZINCRBY and EVALSHA so far (INFO commandstats).
+struct RedisUsec {
+    zincrby: f64,
+    evalsha: f64,
+}
+
+async fn redis_usec(redis: &redis::Client) -> anyhow::Result<RedisUsec> {
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    let usec = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:")))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(RedisUsec {
+        zincrby: usec("zincrby"),
+        evalsha: usec("evalsha"),
     })
 }
 
