@@ -21,10 +21,16 @@ pub mod tickmesh {
             tonic::include_proto!("tickmesh.ranking.v1");
         }
     }
+    pub mod queue {
+        pub mod v1 {
+            tonic::include_proto!("tickmesh.queue.v1");
+        }
+    }
 }
 
 pub use tickmesh::candles::v1 as candles;
 pub use tickmesh::marketfeed::v1 as marketfeed;
+pub use tickmesh::queue::v1 as queue;
 pub use tickmesh::ranking::v1 as ranking;
 
 /// Encoded `FileDescriptorSet` of every tickmesh proto (with imports), for
@@ -42,4 +48,5 @@ pub const SERVICE_NAMES: &[&str] = &[
     "tickmesh.marketfeed.v1.MarketFeedService",
     "tickmesh.candles.v1.CandleQueryService",
     "tickmesh.ranking.v1.RankingService",
+    "tickmesh.queue.v1.QueueService",
 ];

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tickmesh_core::duration::serde_human;
 
 /// Names of the services a process can run.
-pub const KNOWN_SERVICES: &[&str] = &["marketfeed", "candles", "ranking"];
+pub const KNOWN_SERVICES: &[&str] = &["marketfeed", "candles", "ranking", "queue"];
 
 /// Environment variables with this prefix are settings.
 pub const ENV_PREFIX: &str = "TICKMESH_";
@@ -36,6 +36,7 @@ pub struct Config {
     pub candles: CandlesConfig,
     pub history: HistoryConfig,
     pub ranking: RankingConfig,
+    pub queue: QueueConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -388,6 +389,78 @@ impl RankingConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Key that signs queue tokens, as `<key id>:<secret>` (key id: 1-16 of
+    /// `A-Z a-z 0-9 _ -`; secret: at least 32 bytes). Required by `serve` when
+    /// the queue service is enabled; `tickmesh dev` makes a random one.
+    pub token_key: String,
+    /// Keys that signed tokens still in circulation (`<key id>:<secret>`):
+    /// accepted, never used to sign. Keep a rotated-out key here for as long
+    /// as its tokens live.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub previous_token_keys: Vec<String>,
+    /// How long a waiting token from Enter stays valid.
+    #[serde(with = "serde_human")]
+    pub waiting_token_ttl: Duration,
+    /// How often each instance runs an admission pass over every room (any
+    /// number of instances may; each pass is one atomic script per room).
+    #[serde(with = "serde_human")]
+    pub admission_interval: Duration,
+    /// Most users one pass admits per room.
+    pub admission_batch: u64,
+    /// A waiter's position is re-read at most once per this interval (changes
+    /// in between are coalesced); admissions are pushed at once.
+    #[serde(with = "serde_human")]
+    pub watch_interval: Duration,
+    /// How often the remaining stock of linked campaigns is asked for.
+    #[serde(with = "serde_human")]
+    pub stock_check_interval: Duration,
+    /// gRPC address of CouponIssueService for linked rooms, e.g.
+    /// "http://coupon:50051". Empty: this process's own server.
+    pub coupon_endpoint: String,
+    /// Entries kept in each room's change stream (what WatchPosition follows).
+    pub changes_max_len: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            token_key: String::new(),
+            previous_token_keys: Vec::new(),
+            waiting_token_ttl: Duration::from_secs(24 * 3600),
+            admission_interval: Duration::from_millis(100),
+            admission_batch: 1000,
+            watch_interval: Duration::from_millis(200),
+            stock_check_interval: Duration::from_secs(1),
+            coupon_endpoint: String::new(),
+            changes_max_len: 1000,
+        }
+    }
+}
+
+/// Checks a `<key id>:<secret>` token key; returns the reason when refused.
+pub fn check_token_key(value: &str) -> Result<(), String> {
+    let Some((id, secret)) = value.split_once(':') else {
+        return Err("must be `<key id>:<secret>`".into());
+    };
+    if id.is_empty()
+        || id.len() > 16
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    {
+        return Err("the key id must be 1-16 characters of A-Z a-z 0-9 _ -".into());
+    }
+    if secret.len() < 32 {
+        return Err(format!(
+            "the secret of key {id:?} must be at least 32 bytes (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(())
+}
+
 /// A configuration that could not be loaded, naming the key and where its value came from.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -678,6 +751,46 @@ impl Config {
         if ranking.changes_max_len < 100 {
             return bad("ranking.changes_max_len", "must be at least 100".into());
         }
+        let queue = &self.queue;
+        if !queue.token_key.is_empty()
+            && let Err(reason) = check_token_key(&queue.token_key)
+        {
+            return bad("queue.token_key", reason);
+        }
+        for key in &queue.previous_token_keys {
+            if let Err(reason) = check_token_key(key) {
+                return bad("queue.previous_token_keys", reason);
+            }
+        }
+        for (key, value) in [
+            ("queue.waiting_token_ttl", queue.waiting_token_ttl),
+            ("queue.admission_interval", queue.admission_interval),
+            ("queue.watch_interval", queue.watch_interval),
+            ("queue.stock_check_interval", queue.stock_check_interval),
+        ] {
+            if value.is_zero() {
+                return bad(key, "must be more than zero".into());
+            }
+        }
+        if !(1..=10_000).contains(&queue.admission_batch) {
+            return bad(
+                "queue.admission_batch",
+                "must be between 1 and 10000".into(),
+            );
+        }
+        if queue.changes_max_len < 100 {
+            return bad("queue.changes_max_len", "must be at least 100".into());
+        }
+        let endpoint = &queue.coupon_endpoint;
+        if !(endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://"))
+        {
+            return bad(
+                "queue.coupon_endpoint",
+                "must be empty or start with http:// or https://".into(),
+            );
+        }
         let candles = &self.candles;
         let endpoint = &candles.marketfeed_endpoint;
         if !(endpoint.is_empty()
@@ -726,6 +839,14 @@ impl Config {
         }
         if !copy.history.scylla_password.is_empty() {
             copy.history.scylla_password = "********".into();
+        }
+        if let Some((id, _)) = copy.queue.token_key.split_once(':') {
+            copy.queue.token_key = format!("{id}:********");
+        }
+        for key in &mut copy.queue.previous_token_keys {
+            if let Some((id, _)) = key.split_once(':') {
+                *key = format!("{id}:********");
+            }
         }
         toml::to_string_pretty(&copy).unwrap_or_default()
     }
@@ -947,6 +1068,45 @@ mod tests {
             ]),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn queue_token_keys_are_checked_and_masked() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let config = Config::load(
+            None,
+            env(&[
+                ("TICKMESH_QUEUE_TOKEN_KEY", &format!("k2:{secret}")),
+                (
+                    "TICKMESH_QUEUE_PREVIOUS_TOKEN_KEYS",
+                    &format!("k1:{secret}"),
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.queue.previous_token_keys.len(), 1);
+        let text = config.to_toml_masked();
+        assert!(
+            !text.contains(secret) && text.contains("k2:********"),
+            "{text}"
+        );
+
+        let e = Config::load(None, env(&[("TICKMESH_QUEUE_TOKEN_KEY", "k1:short")])).unwrap_err();
+        assert!(
+            e.0.contains("queue.token_key") && e.0.contains("32 bytes"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("TICKMESH_QUEUE_TOKEN_KEY", secret)])).unwrap_err();
+        assert!(e.0.contains("<key id>:<secret>"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[(
+                "TICKMESH_QUEUE_PREVIOUS_TOKEN_KEYS",
+                &format!("bad id:{secret}"),
+            )]),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("queue.previous_token_keys"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,297 @@
+//! Places in line: Enter, where a user stands, heartbeats and Leave.
+//!
+//! A waiter is in `wait` (scored by ticket: the room's counter, so FIFO) and
+//! in `seen` (scored by last heartbeat); `ZRANK` in `wait` is the number of
+//! people ahead. Entering again finds the same place. Before a random
+//! pre-queue room opens, users go to `pre` with a random draw instead (see
+//! `admission.rs` for the opening).
+
+use redis::Value;
+use tickmesh_core::{Error, Result};
+use tickmesh_runtime::RedisHandle;
+use tickmesh_runtime::redis_conn::unavailable;
+
+use crate::admission::OPEN_IF_DUE;
+use crate::keys::Keys;
+
+/// Where a user stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    Waiting { ahead: u64, estimated_wait_ms: u64 },
+    PreQueue { opens_in_ms: u64 },
+    Admitted { issued_ms: i64, expires_ms: i64 },
+    NotInQueue,
+    SoldOut,
+}
+
+impl Standing {
+    /// 1 for the head of the line; 0 unless waiting.
+    pub fn position(&self) -> u64 {
+        match self {
+            Standing::Waiting { ahead, .. } => ahead + 1,
+            _ => 0,
+        }
+    }
+}
+
+/// The room fields a standing depends on.
+#[derive(Clone, Copy, Debug, Default)]
+struct RoomRates {
+    rate_m: u64,
+    ewma_m: u64,
+    session_ms: i64,
+    opens_ms: i64,
+}
+
+impl RoomRates {
+    /// People ahead over the measured admission rate (the configured rate
+    /// until there is a measure), plus the time until the opening.
+    fn estimated_wait_ms(&self, ahead: u64, now_ms: i64) -> u64 {
+        let rate = if self.ewma_m > 0 {
+            self.ewma_m
+        } else {
+            self.rate_m
+        }
+        .max(1);
+        let until_open = (self.opens_ms - now_ms).max(0) as u64;
+        (ahead as u128 * 1_000_000 / rate as u128) as u64 + until_open
+    }
+
+    fn admitted(&self, expires_ms: i64) -> Standing {
+        Standing::Admitted {
+            issued_ms: expires_ms - self.session_ms,
+            expires_ms,
+        }
+    }
+}
+
+const ENTER: &str = r#"
+local room, wait, seen, active, pre = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now, u = tonumber(ARGV[1]), ARGV[2]
+if redis.call('EXISTS', room) == 0 then return {'none'} end
+open_if_due(room, wait, seen, pre, now)
+local f = redis.call('HMGET', room, 'rate_m', 'ewma_m', 'sess_ms', 'opens_ms', 'method', 'sold')
+local function answer(kind, n) return {kind, n, f[1], f[2] or '0', f[3], f[4]} end
+local exp = redis.call('ZSCORE', active, u)
+if exp then
+  if tonumber(exp) > now then return answer('admitted', exp) end
+  redis.call('ZREM', active, u)
+end
+local rank = redis.call('ZRANK', wait, u)
+if rank then
+  redis.call('ZADD', seen, now, u)
+  return answer('waiting', rank)
+end
+if f[6] == '1' then return answer('sold', 0) end
+if f[5] == 'random' and now < tonumber(f[4]) then
+  redis.call('ZADD', pre, 'NX', ARGV[3], u)
+  return answer('pre', 0)
+end
+local t = redis.call('HINCRBY', room, 'tick', 1)
+redis.call('ZADD', wait, t, u)
+redis.call('ZADD', seen, now, u)
+return answer('waiting', redis.call('ZRANK', wait, u))
+"#;
+
+const LEAVE: &str = r#"
+local w = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local p = redis.call('ZREM', KEYS[3], ARGV[1])
+local a = redis.call('ZREM', KEYS[4], ARGV[1])
+if w + a > 0 then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'k', 'l', 'x', 0, 'u', '')
+end
+return w + p + a
+"#;
+
+pub struct Places {
+    redis: RedisHandle,
+    keys: Keys,
+    changes_max_len: u64,
+    enter: redis::Script,
+    leave: redis::Script,
+}
+
+impl Places {
+    pub fn new(redis: RedisHandle, keys: Keys, changes_max_len: u64) -> Self {
+        Self {
+            redis,
+            keys,
+            changes_max_len,
+            enter: redis::Script::new(&format!("{OPEN_IF_DUE}\n{ENTER}")),
+            leave: redis::Script::new(LEAVE),
+        }
+    }
+
+    /// Puts `user` in line, or finds where they already stand.
+    pub async fn enter(&self, room: &str, user: &str, now_ms: i64) -> Result<Standing> {
+        let k = &self.keys;
+        let mut draw = [0u8; 8];
+        openssl::rand::rand_bytes(&mut draw).map_err(|e| Error::Internal(e.to_string()))?;
+        // 52 random bits: exact as a sorted-set score.
+        let draw = u64::from_be_bytes(draw) >> 12;
+        let reply: Vec<Value> = self
+            .enter
+            .key(k.room(room))
+            .key(k.waiting(room))
+            .key(k.seen(room))
+            .key(k.active(room))
+            .key(k.pre_queue(room))
+            .arg(now_ms)
+            .arg(user)
+            .arg(draw)
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)?;
+        let text = |i: usize| -> Option<String> {
+            match reply.get(i)? {
+                Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                Value::SimpleString(s) => Some(s.clone()),
+                Value::Int(n) => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        let num =
+            |i: usize| -> i64 { text(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) as i64 };
+        let kind = text(0).unwrap_or_default();
+        if kind == "none" {
+            return Err(Error::NotFound(format!("room {room:?}")));
+        }
+        let rates = RoomRates {
+            rate_m: num(2) as u64,
+            ewma_m: num(3) as u64,
+            session_ms: num(4),
+            opens_ms: num(5),
+        };
+        Ok(match kind.as_str() {
+            "admitted" => rates.admitted(num(1)),
+            "waiting" => Standing::Waiting {
+                ahead: num(1) as u64,
+                estimated_wait_ms: rates.estimated_wait_ms(num(1) as u64, now_ms),
+            },
+            "pre" => Standing::PreQueue {
+                opens_in_ms: (rates.opens_ms - now_ms).max(0) as u64,
+            },
+            "sold" => Standing::SoldOut,
+            other => {
+                return Err(Error::Internal(format!("enter script answered {other:?}")));
+            }
+        })
+    }
+
+    /// Where `user` stands now (one atomic read).
+    pub async fn standing(&self, room: &str, user: &str, now_ms: i64) -> Result<Standing> {
+        let k = &self.keys;
+        let (rank, expiry, pre, fields): (
+            Option<u64>,
+            Option<f64>,
+            Option<f64>,
+            Vec<Option<String>>,
+        ) = redis::pipe()
+            .atomic()
+            .cmd("ZRANK")
+            .arg(k.waiting(room))
+            .arg(user)
+            .cmd("ZSCORE")
+            .arg(k.active(room))
+            .arg(user)
+            .cmd("ZSCORE")
+            .arg(k.pre_queue(room))
+            .arg(user)
+            .cmd("HMGET")
+            .arg(k.room(room))
+            .arg(&["cap", "sold", "rate_m", "ewma_m", "sess_ms", "opens_ms"])
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)?;
+        let field = |i: usize| -> i64 {
+            fields
+                .get(i)
+                .and_then(|f| f.as_deref())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        if fields.first().is_none_or(|f| f.is_none()) {
+            return Err(Error::NotFound(format!("room {room:?}")));
+        }
+        let rates = RoomRates {
+            rate_m: field(2) as u64,
+            ewma_m: field(3) as u64,
+            session_ms: field(4),
+            opens_ms: field(5),
+        };
+        if let Some(expiry) = expiry
+            && expiry as i64 > now_ms
+        {
+            return Ok(rates.admitted(expiry as i64));
+        }
+        if field(1) == 1 {
+            return Ok(Standing::SoldOut);
+        }
+        if let Some(ahead) = rank {
+            return Ok(Standing::Waiting {
+                ahead,
+                estimated_wait_ms: rates.estimated_wait_ms(ahead, now_ms),
+            });
+        }
+        if pre.is_some() {
+            return Ok(Standing::PreQueue {
+                opens_in_ms: (rates.opens_ms - now_ms).max(0) as u64,
+            });
+        }
+        Ok(Standing::NotInQueue)
+    }
+
+    /// Refreshes a waiter's heartbeat (only if still waiting).
+    pub async fn heartbeat(&self, room: &str, user: &str, now_ms: i64) -> Result<()> {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(self.keys.seen(room))
+            .arg("XX")
+            .arg(now_ms)
+            .arg(user)
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Takes `user` out of line, pre-queue and active sessions; true when
+    /// they were anywhere.
+    pub async fn leave(&self, room: &str, user: &str) -> Result<bool> {
+        let k = &self.keys;
+        let removed: i64 = self
+            .leave
+            .key(k.waiting(room))
+            .key(k.seen(room))
+            .key(k.pre_queue(room))
+            .key(k.active(room))
+            .key(k.changes(room))
+            .arg(user)
+            .arg(self.changes_max_len)
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimated_wait_uses_the_measured_rate_when_there_is_one() {
+        let mut r = RoomRates {
+            rate_m: 10_000,
+            ewma_m: 0,
+            session_ms: 60_000,
+            opens_ms: 0,
+        };
+        assert_eq!(r.estimated_wait_ms(50, 1_000), 5_000);
+        r.ewma_m = 5_000;
+        assert_eq!(r.estimated_wait_ms(50, 1_000), 10_000);
+        r.opens_ms = 4_000;
+        assert_eq!(r.estimated_wait_ms(50, 1_000), 13_000);
+        assert_eq!(r.estimated_wait_ms(0, 1_000), 3_000);
+    }
+}
