@@ -26,12 +26,18 @@ pub mod tickmesh {
             tonic::include_proto!("tickmesh.queue.v1");
         }
     }
+    pub mod coupon {
+        pub mod v1 {
+            tonic::include_proto!("tickmesh.coupon.v1");
+        }
+    }
 }
 
 pub use tickmesh::candles::v1 as candles;
 pub use tickmesh::marketfeed::v1 as marketfeed;
-pub use tickmesh::queue::v1 as queue;
 pub use tickmesh::ranking::v1 as ranking;
+pub use tickmesh::queue::v1 as queue;
+pub use tickmesh::coupon::v1 as coupon;
 
 /// Encoded `FileDescriptorSet` of every tickmesh proto (with imports), for
 /// server reflection.
@@ -49,4 +55,5 @@ pub const SERVICE_NAMES: &[&str] = &[
     "tickmesh.candles.v1.CandleQueryService",
     "tickmesh.ranking.v1.RankingService",
     "tickmesh.queue.v1.QueueService",
+    "tickmesh.coupon.v1.CouponIssueService",
 ];

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tickmesh_core::duration::serde_human;
 
 /// Names of the services a process can run.
-pub const KNOWN_SERVICES: &[&str] = &["marketfeed", "candles", "ranking", "queue"];
+pub const KNOWN_SERVICES: &[&str] = &["marketfeed", "candles", "ranking", "coupon", "queue"];
 
 /// Environment variables with this prefix are settings.
 pub const ENV_PREFIX: &str = "TICKMESH_";
@@ -36,6 +36,7 @@ pub struct Config {
     pub candles: CandlesConfig,
     pub history: HistoryConfig,
     pub ranking: RankingConfig,
+    pub coupon: CouponConfig,
     pub queue: QueueConfig,
 }
 
@@ -461,6 +462,73 @@ pub fn check_token_key(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CouponConfig {
+    /// Durable store of campaigns and issuance records: "embedded" (one redb
+    /// file; instances of one process share it).
+    pub store: String,
+    /// File of the embedded store. Empty: `coupon.redb` in the directory of
+    /// `history.embedded_path`.
+    pub store_path: String,
+    /// How often each instance's worker copies issuance logs to the store.
+    #[serde(with = "serde_human")]
+    pub persist_interval: Duration,
+    /// Log entries per read and per store transaction.
+    pub persist_batch: usize,
+    /// Log entries a worker took but did not acknowledge within this time
+    /// (it died) are taken over by another worker.
+    #[serde(with = "serde_human")]
+    pub claim_after: Duration,
+    /// Longest time one instance may spend restoring a campaign's Redis state
+    /// from the store before another may take over.
+    #[serde(with = "serde_human")]
+    pub rebuild_lock_ttl: Duration,
+    /// gRPC address of RankingService for sold-out reports, e.g.
+    /// "http://ranking:50051". Empty: this process's own server.
+    pub ranking_endpoint: String,
+    /// How often unreported sell-outs are sent to RankingService (retried until it answers).
+    #[serde(with = "serde_human")]
+    pub report_interval: Duration,
+    /// WatchCampaign sends at most one message per watcher per interval
+    /// (changes in between are coalesced into the next one).
+    #[serde(with = "serde_human")]
+    pub watch_interval: Duration,
+    /// How often each instance reloads campaign definitions from the store.
+    #[serde(with = "serde_human")]
+    pub campaign_refresh: Duration,
+}
+
+impl Default for CouponConfig {
+    fn default() -> Self {
+        Self {
+            store: "embedded".into(),
+            store_path: String::new(),
+            persist_interval: Duration::from_millis(50),
+            persist_batch: 1000,
+            claim_after: Duration::from_secs(5),
+            rebuild_lock_ttl: Duration::from_secs(30),
+            ranking_endpoint: String::new(),
+            report_interval: Duration::from_secs(1),
+            watch_interval: Duration::from_millis(100),
+            campaign_refresh: Duration::from_secs(2),
+        }
+    }
+}
+
+impl CouponConfig {
+    /// The embedded store file: `store_path`, or beside the history file.
+    pub fn store_file(&self, history: &HistoryConfig) -> std::path::PathBuf {
+        if !self.store_path.is_empty() {
+            return self.store_path.clone().into();
+        }
+        Path::new(&history.embedded_path)
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("coupon.redb")
+    }
+}
+
 /// A configuration that could not be loaded, naming the key and where its value came from.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -788,6 +856,38 @@ impl Config {
         {
             return bad(
                 "queue.coupon_endpoint",
+                "must be empty or start with http:// or https://".into(),
+            );
+        }
+        let coupon = &self.coupon;
+        for (key, value) in [
+            ("coupon.persist_interval", coupon.persist_interval),
+            ("coupon.claim_after", coupon.claim_after),
+            ("coupon.rebuild_lock_ttl", coupon.rebuild_lock_ttl),
+            ("coupon.report_interval", coupon.report_interval),
+            ("coupon.watch_interval", coupon.watch_interval),
+            ("coupon.campaign_refresh", coupon.campaign_refresh),
+        ] {
+            if value.is_zero() {
+                return bad(key, "must be more than zero".into());
+            }
+        }
+        if coupon.store != "embedded" {
+            return bad("coupon.store", "must be \"embedded\"".into());
+        }
+        if !(1..=100_000).contains(&coupon.persist_batch) {
+            return bad(
+                "coupon.persist_batch",
+                "must be between 1 and 100000".into(),
+            );
+        }
+        let endpoint = &coupon.ranking_endpoint;
+        if !(endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://"))
+        {
+            return bad(
+                "coupon.ranking_endpoint",
                 "must be empty or start with http:// or https://".into(),
             );
         }

@@ -93,6 +93,23 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Issue throughput and latency against redis-benchmark EVALSHA of the same script and a lock-based design.
+    Coupon {
+        /// Issue calls per round.
+        #[arg(long, default_value_t = 50_000)]
+        calls: usize,
+        /// Concurrent callers (and redis-benchmark clients, and lock-based workers).
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Calls of the lock-based baseline per round (it is slow).
+        #[arg(long, default_value_t = 5_000)]
+        lock_calls: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Use this Redis instead of starting one.
+        #[arg(long)]
+        redis_url: Option<String>,
+    },
     /// RecordEvent throughput and GetTop(100) latency against raw redis-benchmark ZINCRBY / ZREVRANGE.
     Ranking {
         /// RecordEvent calls per round.
@@ -236,6 +253,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = load(&args)?;
+            anyhow::ensure!(
+                !config.services.is_enabled("queue") || !config.queue.token_key.is_empty(),
+                "invalid setting `queue.token_key`: the queue service needs a key to sign tokens, \"<key id>:<secret>\" with a secret of at least 32 bytes (e.g. TICKMESH_QUEUE_TOKEN_KEY=k1:$(openssl rand -hex 32)); or leave queue out of services.enabled"
+            );
             let _telemetry = telemetry::init(&config.telemetry)?;
             let token = CancellationToken::new();
             shutdown::cancel_on_signal(token.clone());
@@ -307,6 +328,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { which } => match which {
+            BenchCommand::Coupon {
+                calls,
+                concurrency,
+                lock_calls,
+                rounds,
+                redis_url,
+            } => {
+                anyhow::ensure!(
+                    [calls, concurrency, lock_calls, rounds]
+                        .iter()
+                        .all(|n| *n >= 1),
+                    "every count must be at least 1"
+                );
+                bench::coupon::coupon(bench::coupon::CouponBenchOptions {
+                    calls,
+                    concurrency,
+                    lock_calls,
+                    rounds,
+                    redis_url,
+                })
+                .await?;
+                Ok(())
+            }
             BenchCommand::Ranking {
                 events,
                 concurrency,

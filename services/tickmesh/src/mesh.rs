@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tickmesh_candles::CandleService;
+use tickmesh_coupon::Coupons;
 use tickmesh_marketfeed::MarketFeed;
+use tickmesh_queue::Queue;
 use tickmesh_ranking::Ranking;
 use tickmesh_runtime::auth::AdminAuth;
 use tickmesh_runtime::config::Config;
@@ -24,6 +26,8 @@ pub struct Mesh {
     pub marketfeed: Option<Arc<MarketFeed>>,
     pub candles: Option<Arc<CandleService>>,
     pub ranking: Option<Arc<Ranking>>,
+    pub coupon: Option<Arc<Coupons>>,
+    pub queue: Option<Arc<Queue>>,
     /// This process's aggregator, when it runs one.
     pub aggregator: Option<JoinHandle<()>>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -137,6 +141,52 @@ impl Mesh {
             names.push(tickmesh_ranking::SERVICE_NAME);
             ranking = Some(service);
         }
+        let mut queue = None;
+        if config.services.is_enabled("queue") {
+            let service = Queue::new(
+                config.queue.clone(),
+                redis.clone(),
+                queue_keyring(&config.queue)?,
+                Arc::new(tickmesh_queue::clock::SystemClock),
+                None,
+                shutdown.clone(),
+            );
+            // Ends with the shutdown token.
+            service.spawn_scheduler();
+            routes.add_service(tickmesh_queue::grpc::server(
+                service.clone(),
+                admin.clone(),
+                config.server.max_message_bytes,
+            ));
+            names.push(tickmesh_queue::SERVICE_NAME);
+            queue = Some(service);
+        }
+        let mut coupon = None;
+        if config.services.is_enabled("coupon") {
+            let service = Coupons::new(
+                config.coupon.clone(),
+                redis.clone(),
+                open_coupon_store(&config)?,
+                Arc::new(tickmesh_coupon::clock::SystemClock),
+                shutdown.clone(),
+            );
+            let ranking_endpoint = if config.coupon.ranking_endpoint.is_empty() {
+                format!("http://{addr}")
+            } else {
+                config.coupon.ranking_endpoint.clone()
+            };
+            // The persist worker and the sold-out reporter end with the shutdown token.
+            service
+                .spawn_workers(&instance_id(addr), Some(&ranking_endpoint))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            routes.add_service(tickmesh_coupon::grpc::server(
+                service.clone(),
+                admin.clone(),
+                config.server.max_message_bytes,
+            ));
+            names.push(tickmesh_coupon::SERVICE_NAME);
+            coupon = Some(service);
+        }
         server::add_reflection(&mut routes, &names)?;
 
         let readiness: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -162,6 +212,8 @@ impl Mesh {
             marketfeed,
             candles,
             ranking,
+            coupon,
+            queue,
             aggregator,
             task,
         })
@@ -263,6 +315,40 @@ pub fn open_ranking_snapshots(
         })?;
     tracing::info!(path = %path.display(), "ranking snapshots: embedded");
     Ok(Some(Arc::new(store)))
+}
+
+/// The keys that sign queue tokens. Without `queue.token_key` (development:
+/// `serve` refuses to start so) a random key, with a warning.
+pub fn queue_keyring(
+    config: &tickmesh_runtime::config::QueueConfig,
+) -> anyhow::Result<tickmesh_queue::token::Keyring> {
+    if config.token_key.is_empty() {
+        tracing::warn!(
+            "no queue token key configured (queue.token_key): signing queue tokens with a random key; tokens will not survive a restart nor verify on other instances"
+        );
+        return Ok(tickmesh_queue::token::Keyring::random());
+    }
+    let keyring =
+        tickmesh_queue::token::Keyring::new(&config.token_key, &config.previous_token_keys)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(key_id = %keyring.current_id(), previous = config.previous_token_keys.len(), "queue tokens signed");
+    Ok(keyring)
+}
+
+/// The durable store of coupon campaigns and issuances the config names.
+pub fn open_coupon_store(
+    config: &Config,
+) -> anyhow::Result<Arc<dyn tickmesh_coupon::IssuanceStore>> {
+    let path = config.coupon.store_file(&config.history);
+    let store = tickmesh_coupon::embedded_store::EmbeddedIssuanceStore::open(&path)
+        .with_context(|| {
+            format!(
+                "opening the coupon issuance store {} (coupon.store_path)",
+                path.display()
+            )
+        })?;
+    tracing::info!(path = %path.display(), "coupon issuances: embedded");
+    Ok(Arc::new(store))
 }
 
 /// The ScyllaDB store's settings from the `[history]` section.

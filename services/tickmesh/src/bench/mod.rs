@@ -3,6 +3,7 @@
 //! noisy; compare ratios, not absolute numbers).
 
 pub mod candles;
+pub mod coupon;
 pub mod history;
 pub mod ingest;
 pub mod ranking;

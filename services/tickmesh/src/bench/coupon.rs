@@ -1,0 +1,409 @@
+//! `tickmesh bench coupon`: Issue throughput and latency through gRPC at high
+//! concurrency, next to two baselines in the same run on the same Redis:
+//! (a) `redis-benchmark` calling the same issue script with EVALSHA (the
+//! ceiling: no gRPC, no validation, no client), and (b) the common
+//! lock-based design — a per-campaign lock taken with `SET NX PX` (retried
+//! with exponential backoff), `GET` the stock, `SISMEMBER` the user set,
+//! `DECR`, `SADD`, release by compare-and-delete — one round trip each, from
+//! the same number of concurrent workers.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tickmesh_api::coupon::coupon_issue_service_client::CouponIssueServiceClient;
+use tickmesh_api::coupon::{Campaign, CreateCampaignRequest, IssueOutcome, IssueRequest};
+use tickmesh_runtime::proto_time::{nanos_to_timestamp, now_nanos};
+use tonic::transport::Channel;
+
+use super::{median, ms, percentile};
+
+#[derive(Clone, Debug)]
+pub struct CouponBenchOptions {
+    /// Issue calls per round through gRPC (and through redis-benchmark).
+    pub calls: usize,
+    /// Concurrent callers, redis-benchmark clients and lock-based workers.
+    pub concurrency: usize,
+    /// Issue attempts per round of the lock-based baseline.
+    pub lock_calls: usize,
+    pub rounds: usize,
+    pub redis_url: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CouponReport {
+    pub issue_per_s: f64,
+    pub issue_p50: Duration,
+    pub issue_p99: Duration,
+    pub evalsha_per_s: f64,
+    pub evalsha_p50: Duration,
+    pub evalsha_p99: Duration,
+    pub lock_per_s: f64,
+    pub lock_p50: Duration,
+    pub lock_p99: Duration,
+}
+
+/// gRPC connections the callers share.
+const CHANNELS: usize = 4;
+
+fn campaign(id: &str, stock: i64) -> Campaign {
+    let now = now_nanos();
+    Campaign {
+        id: id.into(),
+        total_stock: stock,
+        per_user_limit: 1,
+        start_time: Some(nanos_to_timestamp(now - 1_000_000_000)),
+        end_time: Some(nanos_to_timestamp(now + 24 * 3_600_000_000_000)),
+        ..Default::default()
+    }
+}
+
+pub async fn coupon(options: CouponBenchOptions) -> anyhow::Result<CouponReport> {
+    let (_own, redis_url, mesh) =
+        super::bench_mesh(options.redis_url.clone(), "bench-coupon", |c| {
+            c.services.enabled = vec!["coupon".into()];
+        })
+        .await?;
+    let (host, port) = host_port(&redis_url)?;
+    let endpoint = mesh.endpoint();
+    let coupons = mesh.coupon.clone().context("the coupon service runs")?;
+    println!("bench coupon: redis {redis_url}, mesh {endpoint}");
+    println!(
+        "  per round: {} Issue calls via gRPC and {} EVALSHA via redis-benchmark, {} concurrent; {} lock-based attempts from {} workers; {} rounds",
+        options.calls,
+        options.calls,
+        options.concurrency,
+        options.lock_calls,
+        options.concurrency,
+        options.rounds
+    );
+    let mut channels = Vec::with_capacity(CHANNELS);
+    for _ in 0..CHANNELS {
+        channels.push(Channel::from_shared(endpoint.clone())?.connect().await?);
+    }
+    let mut admin = CouponIssueServiceClient::new(channels[0].clone());
+    let redis = redis::Client::open(redis_url.as_str())?;
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(tickmesh_coupon::issue_script::ISSUE_LUA)
+        .query_async(&mut conn)
+        .await?;
+    anyhow::ensure!(sha == coupons.issue_script_sha(), "script hash mismatch");
+
+    let (mut grpc, mut raw, mut lock) = (Vec::new(), Vec::new(), Vec::new());
+    let mut grpc_lat = Vec::new();
+    let mut lock_lat = Vec::new();
+    let (mut raw_p50, mut raw_p99) = (Vec::new(), Vec::new());
+    for round in 0..options.rounds {
+        // (a) the script alone, on a campaign of its own.
+        let raw_id = format!("bench-raw-{round}");
+        admin
+            .create_campaign(CreateCampaignRequest {
+                campaign: Some(campaign(&raw_id, 2 * options.calls as i64 + 1)),
+            })
+            .await
+            .context("creating the raw campaign")?;
+        let k = coupons.keys();
+        let keys = [
+            k.state(&raw_id),
+            k.users(&raw_id),
+            k.requests(&raw_id),
+            k.log(&raw_id),
+        ];
+        let now_ms = (now_nanos() / 1_000_000).to_string();
+        let mut args: Vec<&str> = vec!["-r", "100000000", "EVALSHA", &sha, "4"];
+        args.extend(keys.iter().map(String::as_str));
+        args.extend(["user:__rand_int__", "req:__rand_int__", &now_ms, &raw_id]);
+        let figures =
+            redis_benchmark(&host, port, options.concurrency, options.calls, &args).await?;
+
+        // The service, through gRPC.
+        let id = format!("bench-grpc-{round}");
+        admin
+            .create_campaign(CreateCampaignRequest {
+                campaign: Some(campaign(&id, 2 * options.calls as i64 + 1)),
+            })
+            .await
+            .context("creating the bench campaign")?;
+        let (rate, mut latencies) = issue_via_grpc(&channels, &options, &id).await?;
+        grpc_lat.append(&mut latencies);
+
+        // (b) the lock-based design.
+        let (lock_rate, mut lock_latencies) =
+            lock_based(&redis, &options, &format!("bench-lock-{round}")).await?;
+        lock_lat.append(&mut lock_latencies);
+        println!(
+            "  round {}: EVALSHA {:>8.0}/s   Issue via gRPC {:>8.0}/s ({:.0}% of EVALSHA)   lock-based {:>7.0}/s (gRPC is {:.1}×)",
+            round + 1,
+            figures.rps,
+            rate,
+            100.0 * rate / figures.rps,
+            lock_rate,
+            rate / lock_rate
+        );
+        raw.push(figures.rps);
+        raw_p50.push(figures.p50.as_secs_f64());
+        raw_p99.push(figures.p99.as_secs_f64());
+        grpc.push(rate);
+        lock.push(lock_rate);
+    }
+    grpc_lat.sort();
+    lock_lat.sort();
+    let report = CouponReport {
+        issue_per_s: median(grpc),
+        issue_p50: percentile(&grpc_lat, 0.5),
+        issue_p99: percentile(&grpc_lat, 0.99),
+        evalsha_per_s: median(raw),
+        evalsha_p50: Duration::from_secs_f64(median(raw_p50)),
+        evalsha_p99: Duration::from_secs_f64(median(raw_p99)),
+        lock_per_s: median(lock),
+        lock_p50: percentile(&lock_lat, 0.5),
+        lock_p99: percentile(&lock_lat, 0.99),
+    };
+    println!();
+    println!(
+        "medians of {} rounds ({} concurrent):",
+        options.rounds, options.concurrency
+    );
+    println!(
+        "  EVALSHA of the issue script (redis-benchmark)  {:>9.0} issues/s   p50 {:.3} ms   p99 {:.3} ms",
+        report.evalsha_per_s,
+        ms(report.evalsha_p50),
+        ms(report.evalsha_p99)
+    );
+    println!(
+        "  Issue via gRPC                                 {:>9.0} issues/s   p50 {:.3} ms   p99 {:.3} ms",
+        report.issue_per_s,
+        ms(report.issue_p50),
+        ms(report.issue_p99)
+    );
+    println!(
+        "  lock-based (SET NX PX … DEL)                   {:>9.0} issues/s   p50 {:.3} ms   p99 {:.3} ms",
+        report.lock_per_s,
+        ms(report.lock_p50),
+        ms(report.lock_p99)
+    );
+    println!(
+        "  Issue via gRPC = {:.1}× the lock-based design, {:.0}% of raw EVALSHA",
+        report.issue_per_s / report.lock_per_s,
+        100.0 * report.issue_per_s / report.evalsha_per_s
+    );
+    mesh.stop().await?;
+    Ok(report)
+}
+
+/// `options.calls` Issue calls for distinct users from `concurrency` callers.
+async fn issue_via_grpc(
+    channels: &[Channel],
+    options: &CouponBenchOptions,
+    campaign: &str,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let per_caller = options.calls.div_ceil(options.concurrency);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(options.concurrency);
+    for caller in 0..options.concurrency {
+        let mut client = CouponIssueServiceClient::new(channels[caller % channels.len()].clone());
+        let campaign = campaign.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_caller);
+            for i in 0..per_caller {
+                let n = caller * per_caller + i;
+                let t = Instant::now();
+                let r = client
+                    .issue(IssueRequest {
+                        campaign_id: campaign.clone(),
+                        user_id: format!("user-{n}"),
+                        request_id: format!("req-{n}"),
+                    })
+                    .await?
+                    .into_inner();
+                latencies.push(t.elapsed());
+                anyhow::ensure!(
+                    r.outcome == IssueOutcome::Issued as i32,
+                    "user-{n} was not issued a coupon: {:?}",
+                    r.outcome
+                );
+            }
+            Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    Ok((
+        (per_caller * options.concurrency) as f64 / started.elapsed().as_secs_f64(),
+        latencies,
+    ))
+}
+
+/// The lock-based design, faithfully: every attempt takes the campaign's
+/// lock (`SET lock token NX PX 1000`, retried after 1, 2, 4 … 16 ms with
+/// jitter), reads the stock, checks the user set, decrements and adds the
+/// user, then releases the lock only if it still holds it (a script
+/// comparing the token, as the Redis docs' single-instance lock does).
+async fn lock_based(
+    redis: &redis::Client,
+    options: &CouponBenchOptions,
+    campaign: &str,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let stock_key = format!("bench-lock:{{{campaign}}}:stock");
+    let users_key = format!("bench-lock:{{{campaign}}}:users");
+    let lock_key = format!("bench-lock:{{{campaign}}}:lock");
+    let mut setup = redis.get_multiplexed_async_connection().await?;
+    let () = redis::cmd("SET")
+        .arg(&stock_key)
+        .arg(2 * options.lock_calls)
+        .query_async(&mut setup)
+        .await?;
+    let release = Arc::new(redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    ));
+    let per_worker = options.lock_calls.div_ceil(options.concurrency);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(options.concurrency);
+    for worker in 0..options.concurrency {
+        // One connection per worker, as a pooled client would have.
+        let mut conn = redis.get_multiplexed_async_connection().await?;
+        let (stock_key, users_key, lock_key) =
+            (stock_key.clone(), users_key.clone(), lock_key.clone());
+        let release = release.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_worker);
+            let mut seed = worker as u64 * 0x9e37_79b9 + 1;
+            for i in 0..per_worker {
+                let user = format!("user-{}", worker * per_worker + i);
+                let token = format!("{worker}-{i}");
+                let t = Instant::now();
+                let mut backoff_ms = 1u64;
+                loop {
+                    let got: Option<String> = redis::cmd("SET")
+                        .arg(&lock_key)
+                        .arg(&token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await?;
+                    if got.is_some() {
+                        break;
+                    }
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let jitter = seed % backoff_ms.max(1);
+                    tokio::time::sleep(Duration::from_millis(backoff_ms + jitter)).await;
+                    backoff_ms = (backoff_ms * 2).min(16);
+                }
+                let stock: i64 = redis::cmd("GET")
+                    .arg(&stock_key)
+                    .query_async(&mut conn)
+                    .await?;
+                let member: bool = redis::cmd("SISMEMBER")
+                    .arg(&users_key)
+                    .arg(&user)
+                    .query_async(&mut conn)
+                    .await?;
+                if stock > 0 && !member {
+                    let _: i64 = redis::cmd("DECR")
+                        .arg(&stock_key)
+                        .query_async(&mut conn)
+                        .await?;
+                    let _: i64 = redis::cmd("SADD")
+                        .arg(&users_key)
+                        .arg(&user)
+                        .query_async(&mut conn)
+                        .await?;
+                }
+                let _: i64 = release
+                    .key(&lock_key)
+                    .arg(&token)
+                    .invoke_async(&mut conn)
+                    .await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let issued: i64 = redis::cmd("SCARD")
+        .arg(&users_key)
+        .query_async(&mut setup)
+        .await?;
+    anyhow::ensure!(
+        issued as usize == per_worker * options.concurrency,
+        "lock-based baseline issued {issued}"
+    );
+    Ok((issued as f64 / elapsed, latencies))
+}
+
+struct BenchFigures {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn redis_benchmark(
+    host: &str,
+    port: u16,
+    clients: usize,
+    requests: usize,
+    command: &[&str],
+) -> anyhow::Result<BenchFigures> {
+    let out = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", host, "-p", &port.to_string()])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-n",
+            &requests.to_string(),
+            "--csv",
+        ])
+        .args(command)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running redis-benchmark (apt-get install -y redis-tools, or redis-server)")?;
+    if !out.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let row = text
+        .lines()
+        .find(|l| !l.starts_with("\"test\"") && l.contains(','))
+        .with_context(|| format!("no figures in redis-benchmark output: {text}"))?;
+    let fields: Vec<f64> = row
+        .split("\",\"")
+        .skip(1)
+        .map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN))
+        .collect();
+    anyhow::ensure!(fields.len() >= 6, "unexpected redis-benchmark row: {row}");
+    let millis = |v: f64| Duration::from_secs_f64(v / 1e3);
+    Ok(BenchFigures {
+        rps: fields[0],
+        p50: millis(fields[3]),
+        p99: millis(fields[5]),
+    })
+}
+
+fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url.strip_prefix("redis://").context(
+        "bench coupon needs a redis://host:port URL (redis-benchmark connects over TCP)",
+    )?;
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .context("the Redis URL needs a port")?;
+    Ok((host.to_string(), port.parse().context("port")?))
+}
