@@ -1,0 +1,109 @@
+//! The cluster's config (k8s/base/tickmesh.toml) and each workload's
+//! TICKMESH_* variables load with the real config loader: a renamed key or an
+//! unknown service in the manifests fails here, not in a crash-looping pod.
+
+use std::path::{Path, PathBuf};
+
+use tickmesh_runtime::config::Config;
+
+fn k8s(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../k8s")
+        .join(path)
+}
+
+/// The dev overlay's generated Secret: `key=value` literals.
+fn dev_secret() -> Vec<(String, String)> {
+    std::fs::read_to_string(k8s("overlays/dev/kustomization.yaml"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ")?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The `- name: TICKMESH_… / value: …` pairs of a manifest; variables taken
+/// from the Secret get the dev overlay's value for their key.
+fn tickmesh_env(manifest: &str) -> Vec<(String, String)> {
+    let secret = dev_secret();
+    let lines: Vec<&str> = manifest.lines().map(str::trim).collect();
+    let mut env = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(name) = line.strip_prefix("- name: ") else {
+            continue;
+        };
+        if !name.starts_with("TICKMESH_") {
+            continue;
+        }
+        let value = match lines.get(i + 1).and_then(|l| l.strip_prefix("value: ")) {
+            Some(v) => v.trim_matches('"').to_string(),
+            None => {
+                let key = lines[i + 1..]
+                    .iter()
+                    .take(5)
+                    .find_map(|l| l.strip_prefix("key: "))
+                    .unwrap_or_else(|| panic!("{name}: neither a value nor a secret key"));
+                secret
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| panic!("{name}: the dev Secret has no key {key}"))
+            }
+        };
+        env.push((name.to_string(), value));
+    }
+    env
+}
+
+#[test]
+fn every_workload_starts_with_the_cluster_config() {
+    let mut workloads = 0;
+    for entry in std::fs::read_dir(k8s("base")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if path.extension().is_none_or(|e| e != "yaml") || !text.contains("image: tickmesh") {
+            continue;
+        }
+        workloads += 1;
+        let env = tickmesh_env(&text);
+        let file = env
+            .iter()
+            .find(|(k, _)| k == "TICKMESH_CONFIG")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{}: no TICKMESH_CONFIG", path.display()));
+        assert_eq!(file, "/etc/tickmesh/tickmesh.toml", "{}", path.display());
+        let config = Config::load(Some(&k8s("base/tickmesh.toml")), env.clone())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if let Some((_, service)) = env.iter().find(|(k, _)| k == "TICKMESH_SERVICES_ENABLED") {
+            assert_eq!(
+                config.services.resolved(),
+                vec![service.as_str()],
+                "{}: one known service per Deployment",
+                path.display()
+            );
+            assert_eq!(config.telemetry.service_name, format!("tickmesh-{service}"));
+        }
+        assert_eq!(config.history.backend, "scylla");
+        // The root filesystem is read-only: every file a workload writes
+        // must be on its mounted volume.
+        for (key, value) in env.iter().filter(|(k, _)| k.ends_with("_PATH")) {
+            assert!(
+                value.starts_with("/var/lib/tickmesh/")
+                    && text.contains("mountPath: /var/lib/tickmesh"),
+                "{}: {key}={value} is not on a mounted volume",
+                path.display()
+            );
+        }
+        if env
+            .iter()
+            .any(|(k, v)| k == "TICKMESH_SERVICES_ENABLED" && (v == "ranking" || v == "coupon"))
+        {
+            assert!(
+                env.iter().any(|(k, _)| k.ends_with("_PATH")),
+                "{}: the embedded store must be placed on the volume",
+                path.display()
+            );
+        }
+    }
+    assert_eq!(workloads, 6, "five services and the schema Job");
+}
