@@ -444,7 +444,7 @@ fn grpcurl() -> Option<std::path::PathBuf> {
     from_path.or_else(|| local.is_file().then_some(local))
 }
 
-/// The RankingService commands of the README's grpcurl block, in order.
+/// The README grpcurl block's commands on the `top-products` board, in order.
 fn readme_ranking_examples() -> Vec<String> {
     let readme = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
@@ -466,7 +466,7 @@ fn readme_ranking_examples() -> Vec<String> {
             commands.push(std::mem::take(&mut current));
         }
     }
-    commands.retain(|c| c.contains("RankingService"));
+    commands.retain(|c| c.contains("RankingService") && c.contains("top-products"));
     commands
 }
 
