@@ -148,7 +148,7 @@ impl Mesh {
                 redis.clone(),
                 queue_keyring(&config.queue)?,
                 Arc::new(tickmesh_queue::clock::SystemClock),
-                None,
+                Some(coupon_stock(&config, addr)?),
                 shutdown.clone(),
             );
             // Ends with the shutdown token.
@@ -340,8 +340,8 @@ pub fn open_coupon_store(
     config: &Config,
 ) -> anyhow::Result<Arc<dyn tickmesh_coupon::IssuanceStore>> {
     let path = config.coupon.store_file(&config.history);
-    let store = tickmesh_coupon::embedded_store::EmbeddedIssuanceStore::open(&path)
-        .with_context(|| {
+    let store =
+        tickmesh_coupon::embedded_store::EmbeddedIssuanceStore::open(&path).with_context(|| {
             format!(
                 "opening the coupon issuance store {} (coupon.store_path)",
                 path.display()
@@ -349,6 +349,22 @@ pub fn open_coupon_store(
         })?;
     tracing::info!(path = %path.display(), "coupon issuances: embedded");
     Ok(Arc::new(store))
+}
+
+/// Remaining stock of campaigns linked to queue rooms, from
+/// CouponIssueService at `queue.coupon_endpoint` (this process by default).
+pub fn coupon_stock(
+    config: &Config,
+    addr: SocketAddr,
+) -> anyhow::Result<Arc<dyn tickmesh_queue::stock::StockSource>> {
+    let endpoint = if config.queue.coupon_endpoint.is_empty() {
+        format!("http://{addr}")
+    } else {
+        config.queue.coupon_endpoint.clone()
+    };
+    let stock = tickmesh_queue::stock::coupon::CouponStock::new(&endpoint)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Arc::new(stock))
 }
 
 /// The ScyllaDB store's settings from the `[history]` section.

@@ -34,6 +34,10 @@ impl Serve {
         cmd.args(["serve", "--listen", &addr, "--redis-url", redis_url])
             .env("TICKMESH_TELEMETRY_LOG_LEVEL", "warn")
             .env("TICKMESH_HISTORY_EMBEDDED_PATH", temp_path("history.redb"))
+            .env(
+                "TICKMESH_QUEUE_TOKEN_KEY",
+                "test:0123456789abcdef0123456789abcdef",
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
@@ -344,6 +348,15 @@ async fn the_readme_grpcurl_examples_work_as_printed() {
                 "{out}"
             );
         }
+        if command.contains("QueueService/WatchPosition") {
+            assert!(
+                out.contains("QUEUE_STATE_ADMITTED") && out.contains(r#""admissionToken""#),
+                "{command}\n{out}"
+            );
+        }
+        if command.contains("QueueService/GetRoom") {
+            assert!(out.contains(r#""served": "2""#), "{out}");
+        }
         if command.contains("Health/Check") {
             assert!(out.contains("SERVING"), "{out}");
         }
@@ -442,6 +455,18 @@ fn bad_config_stops_the_process_naming_the_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn serve_refuses_the_queue_service_without_a_token_key() {
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--services", "queue"])
+        .env_remove("TICKMESH_QUEUE_TOKEN_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("queue.token_key"), "{err}");
 }
 
 #[test]

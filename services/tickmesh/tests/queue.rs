@@ -223,7 +223,13 @@ async fn rooms_places_watch_and_admission_through_grpc() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                assert!(c.leave(LeaveRequest { token: t }).await.unwrap().into_inner().left);
+                assert!(
+                    c.leave(LeaveRequest { token: t })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .left
+                );
             }
         })
     };
@@ -351,7 +357,10 @@ async fn two_instances_share_rooms_never_exceed_capacity_and_accept_rotated_keys
     let mut served = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while served < 30 {
-        assert!(tokio::time::Instant::now() < deadline, "served only {served}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "served only {served}"
+        );
         let stats = cb
             .get_room(GetRoomRequest {
                 room_id: "shared".into(),
@@ -377,4 +386,119 @@ async fn two_instances_share_rooms_never_exceed_capacity_and_accept_rotated_keys
     }
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_linked_to_a_campaign_stops_and_tells_waiters_when_it_sells_out() {
+    use tickmesh_api::coupon::coupon_issue_service_client::CouponIssueServiceClient;
+    use tickmesh_api::coupon::{Campaign, CreateCampaignRequest, IssueRequest};
+    let redis = redis().await;
+    let mut cfg = queue_config(&redis.url(), K1, &[]);
+    cfg.services.enabled = vec!["queue".into(), "coupon".into()];
+    cfg.queue.stock_check_interval = Duration::from_millis(100);
+    cfg.coupon.store_path = temp_path("coupon.redb");
+    let mesh = start(cfg).await;
+    let mut coupons = CouponIssueServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let now = tickmesh_runtime::proto_time::now_nanos();
+    coupons
+        .create_campaign(admin(CreateCampaignRequest {
+            campaign: Some(Campaign {
+                id: "spring-sale".into(),
+                total_stock: 1,
+                per_user_limit: 1,
+                start_time: Some(tickmesh_runtime::proto_time::nanos_to_timestamp(
+                    now - 60_000_000_000,
+                )),
+                end_time: Some(tickmesh_runtime::proto_time::nanos_to_timestamp(
+                    now + 3_600_000_000_000,
+                )),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+    let mut c = queue_client(&mesh).await;
+    let mut r = room("sale-line", 1, 50.0);
+    r.campaign_id = "spring-sale".into();
+    c.create_room(admin(CreateRoomRequest { room: Some(r) }))
+        .await
+        .unwrap();
+    let buyer = enter(&mut c, "sale-line", "buyer").await;
+    let waiter = enter(&mut c, "sale-line", "waiter").await;
+    let mut stream = c
+        .watch_position(WatchPositionRequest {
+            token: waiter.token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.state, QueueState::Waiting as i32);
+
+    // The admitted buyer takes the last coupon.
+    let buyer_token = buyer.token.clone();
+    let mut c2 = c.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let mut c = c2.clone();
+            let token = buyer_token.clone();
+            async move {
+                c.get_position(GetPositionRequest { token })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .state
+                    == QueueState::Admitted as i32
+            }
+        })
+        .await
+    );
+    coupons
+        .issue(IssueRequest {
+            campaign_id: "spring-sale".into(),
+            user_id: "buyer".into(),
+            request_id: "buyer-1".into(),
+        })
+        .await
+        .unwrap();
+    // Waiting (position 1 once the buyer is in), then SOLD_OUT.
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("sold-out pushed")
+            .unwrap()
+            .unwrap();
+        if msg.state == QueueState::SoldOut as i32 {
+            break;
+        }
+        assert_eq!((msg.state, msg.position), (QueueState::Waiting as i32, 1));
+    }
+    assert!(stream.message().await.unwrap().is_none(), "ended");
+    // The buyer leaves; the room stays closed to the waiter and newcomers.
+    c2.leave(LeaveRequest { token: buyer.token }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = c2
+        .get_position(GetPositionRequest {
+            token: waiter.token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.state, QueueState::SoldOut as i32);
+    let late = enter(&mut c, "sale-line", "late").await;
+    assert_eq!(late.state, QueueState::SoldOut as i32);
+    let stats = c
+        .get_room(GetRoomRequest {
+            room_id: "sale-line".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.sold_out);
+    assert_eq!((stats.served, stats.waiting), (1, 1));
+    mesh.stop().await.unwrap();
 }
