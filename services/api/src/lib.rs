@@ -34,10 +34,10 @@ pub mod tickmesh {
 }
 
 pub use tickmesh::candles::v1 as candles;
-pub use tickmesh::marketfeed::v1 as marketfeed;
-pub use tickmesh::ranking::v1 as ranking;
-pub use tickmesh::queue::v1 as queue;
 pub use tickmesh::coupon::v1 as coupon;
+pub use tickmesh::marketfeed::v1 as marketfeed;
+pub use tickmesh::queue::v1 as queue;
+pub use tickmesh::ranking::v1 as ranking;
 
 /// Encoded `FileDescriptorSet` of every tickmesh proto (with imports), for
 /// server reflection.
