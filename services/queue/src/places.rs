@@ -242,6 +242,17 @@ impl Places {
         Ok(Standing::NotInQueue)
     }
 
+    /// People ahead of a waiting user (`None`: not in line): one `ZRANK`,
+    /// the cheap re-read of a watcher that knows the rest of its standing.
+    pub async fn ahead(&self, room: &str, user: &str) -> Result<Option<u64>> {
+        redis::cmd("ZRANK")
+            .arg(self.keys.waiting(room))
+            .arg(user)
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)
+    }
+
     /// Refreshes a waiter's heartbeat (only if still waiting).
     pub async fn heartbeat(&self, room: &str, user: &str, now_ms: i64) -> Result<()> {
         let _: i64 = redis::cmd("ZADD")

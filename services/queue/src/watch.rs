@@ -6,11 +6,14 @@
 //! (`tickmesh_runtime::stream_hub`). An admission entry names the admitted
 //! users, so a watcher whose user is among them pushes ADMITTED (with the
 //! admission token) at once, without a read. Any other entry only marks the
-//! position dirty; a dirty position is re-read (one atomic pipeline) at most
-//! once per `queue.watch_interval` and pushed only if it went down: positions
-//! never go up on a stream. A watcher also re-reads every 2 s whatever
-//! happens (the opening of a pre-queue, an entry it could not see), and
-//! heartbeats for its user, so an open stream keeps the place.
+//! position dirty; a dirty position is re-read at most once per
+//! `queue.watch_interval` — a single `ZRANK` while the user is waiting (the
+//! estimated wait scales with the people ahead), the full standing when the
+//! user is no longer in line or on a sold-out change — and pushed only if it
+//! went down: positions never go up on a stream. A watcher also reads its
+//! full standing every 5 s whatever happens (the opening of a pre-queue, a
+//! change of the measured rate, an entry it could not see), and heartbeats
+//! for its user, so an open stream keeps the place.
 //!
 //! Memory per watcher is one state and a channel of two messages; a watcher
 //! that lags the tailer's buffer just re-reads. The stream ends after
@@ -33,8 +36,8 @@ use crate::service::Queue;
 
 /// Messages queued per watcher before its task waits for the client.
 const QUEUE: usize = 2;
-/// Re-read whatever the change stream says.
-const REREAD: Duration = Duration::from_secs(2);
+/// Full re-read whatever the change stream says.
+const REREAD: Duration = Duration::from_secs(5);
 
 /// One entry of a room's change stream.
 #[derive(Debug, Default)]
@@ -156,11 +159,18 @@ async fn run(
     reread.reset();
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.reset();
+    let mut full_read = true;
     loop {
         if dirty && Instant::now() >= next_read {
             dirty = false;
             next_read = Instant::now() + interval;
-            match queue.places.standing(&room, &user, queue.now_ms()).await {
+            let read = if full_read {
+                queue.places.standing(&room, &user, queue.now_ms()).await
+            } else {
+                light_read(&queue, &room, &user, last.as_ref()).await
+            };
+            full_read = false;
+            match read {
                 Ok(state) => {
                     if worth_sending(last.as_ref(), &state) {
                         if tx.send(Ok(state)).await.is_err() {
@@ -198,6 +208,7 @@ async fn run(
                         }
                         if change.kind == "s" {
                             next_read = Instant::now();
+                            full_read = true;
                         }
                         dirty = true;
                     }
@@ -206,7 +217,10 @@ async fn run(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = tokio::time::sleep_until(wake) => {}
-            _ = reread.tick() => dirty = true,
+            _ = reread.tick() => {
+                dirty = true;
+                full_read = true;
+            }
             _ = heartbeat.tick() => {
                 if matches!(last, Some(Standing::Waiting { .. })) {
                     let _ = queue.places.heartbeat(&room, &user, queue.now_ms()).await;
@@ -220,6 +234,30 @@ async fn run(
     let _ = tx.try_send(Err(Error::ShuttingDown(
         "reconnect to watch the position again".into(),
     )));
+}
+
+/// The standing from one `ZRANK` when the user was waiting and still is;
+/// otherwise (admitted, left, expired) the full standing.
+async fn light_read(
+    queue: &Queue,
+    room: &str,
+    user: &str,
+    last: Option<&Standing>,
+) -> Result<Standing> {
+    if let Some(Standing::Waiting {
+        ahead: was,
+        estimated_wait_ms,
+    }) = last
+        && let Some(ahead) = queue.places.ahead(room, user).await?
+    {
+        // The same rate per person ahead as the last full read measured.
+        let per_person = estimated_wait_ms.checked_div(*was).unwrap_or(0);
+        return Ok(Standing::Waiting {
+            ahead,
+            estimated_wait_ms: per_person * ahead,
+        });
+    }
+    queue.places.standing(room, user, queue.now_ms()).await
 }
 
 #[cfg(test)]

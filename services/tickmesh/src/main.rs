@@ -110,6 +110,23 @@ enum BenchCommand {
         #[arg(long)]
         redis_url: Option<String>,
     },
+    /// Enter/s, admissions/s and admission → WatchPosition push latency with every waiter watching, against raw redis-benchmark ZADD / ZRANK.
+    Queue {
+        /// Users who enter and watch, per round.
+        #[arg(long, default_value_t = 10_000)]
+        waiters: usize,
+        /// Concurrent Enter callers (and redis-benchmark clients).
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// The room's admissions per second.
+        #[arg(long, default_value_t = 2_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Use this Redis instead of starting one.
+        #[arg(long)]
+        redis_url: Option<String>,
+    },
     /// RecordEvent throughput and GetTop(100) latency against raw redis-benchmark ZINCRBY / ZREVRANGE.
     Ranking {
         /// RecordEvent calls per round.
@@ -345,6 +362,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     calls,
                     concurrency,
                     lock_calls,
+                    rounds,
+                    redis_url,
+                })
+                .await?;
+                Ok(())
+            }
+            BenchCommand::Queue {
+                waiters,
+                concurrency,
+                rate,
+                rounds,
+                redis_url,
+            } => {
+                anyhow::ensure!(
+                    [waiters, concurrency, rounds].iter().all(|n| *n >= 1),
+                    "every count must be at least 1"
+                );
+                anyhow::ensure!(
+                    rate > 0.0 && rate <= 100_000.0,
+                    "--rate must be more than 0 and at most 100000"
+                );
+                bench::queue::queue(bench::queue::QueueBenchOptions {
+                    waiters,
+                    concurrency,
+                    rate,
                     rounds,
                     redis_url,
                 })

@@ -6,6 +6,7 @@ pub mod candles;
 pub mod coupon;
 pub mod history;
 pub mod ingest;
+pub mod queue;
 pub mod ranking;
 
 pub use ingest::{IngestOptions, IngestReport, ingest};
