@@ -24,8 +24,10 @@
 //!    average, time constant 5 s, sampled at most every 250 ms) that
 //!    estimated waits use;
 //! 6. appends one entry to the room's change stream naming the admitted
-//!    users and their session expiry, so WatchPosition can push the admission
-//!    at once and re-read the positions of everyone else.
+//!    users and their session expiry and counting the expired places, so
+//!    WatchPosition can push the admission at once, and everyone else can
+//!    move up by the number admitted (they all came from the head of the
+//!    line) without a read unless places expired.
 //!
 //! "Now" is an argument (the injected clock), never Redis's time. Units: ms,
 //! and thousandths of an admission for the rate and the bucket, so every
@@ -104,7 +106,7 @@ elseif #admitted > 0 or not r[10] then
 end
 
 if #admitted > 0 or ended > 0 or #stale > 0 then
-  redis.call('XADD', chg, 'MAXLEN', '~', ARGV[3], '*', 'k', 'a', 'i', now, 'x', expiry, 'u', table.concat(admitted, '\n'))
+  redis.call('XADD', chg, 'MAXLEN', '~', ARGV[3], '*', 'k', 'a', 'i', now, 'x', expiry, 'g', #stale, 'u', table.concat(admitted, '\n'))
 end
 return {1, #admitted, ended, #stale}
 "#;

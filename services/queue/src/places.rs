@@ -181,13 +181,19 @@ impl Places {
 
     /// Where `user` stands now (one atomic read).
     pub async fn standing(&self, room: &str, user: &str, now_ms: i64) -> Result<Standing> {
+        Ok(self.standing_at(room, user, now_ms).await?.0)
+    }
+
+    /// Where `user` stands and, read atomically with it, the id of the
+    /// room's newest change entry (every change up to it is reflected).
+    pub async fn standing_at(
+        &self,
+        room: &str,
+        user: &str,
+        now_ms: i64,
+    ) -> Result<(Standing, String)> {
         let k = &self.keys;
-        let (rank, expiry, pre, fields): (
-            Option<u64>,
-            Option<f64>,
-            Option<f64>,
-            Vec<Option<String>>,
-        ) = redis::pipe()
+        let (rank, expiry, pre, fields, newest): StandingReply = redis::pipe()
             .atomic()
             .cmd("ZRANK")
             .arg(k.waiting(room))
@@ -201,9 +207,16 @@ impl Places {
             .cmd("HMGET")
             .arg(k.room(room))
             .arg(&["cap", "sold", "rate_m", "ewma_m", "sess_ms", "opens_ms"])
+            .cmd("XREVRANGE")
+            .arg(k.changes(room))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
             .query_async(&mut self.redis.conn())
             .await
             .map_err(unavailable)?;
+        let newest = newest_id(newest);
         let field = |i: usize| -> i64 {
             fields
                 .get(i)
@@ -223,34 +236,50 @@ impl Places {
         if let Some(expiry) = expiry
             && expiry as i64 > now_ms
         {
-            return Ok(rates.admitted(expiry as i64));
+            return Ok((rates.admitted(expiry as i64), newest));
         }
         if field(1) == 1 {
-            return Ok(Standing::SoldOut);
+            return Ok((Standing::SoldOut, newest));
         }
         if let Some(ahead) = rank {
-            return Ok(Standing::Waiting {
-                ahead,
-                estimated_wait_ms: rates.estimated_wait_ms(ahead, now_ms),
-            });
+            return Ok((
+                Standing::Waiting {
+                    ahead,
+                    estimated_wait_ms: rates.estimated_wait_ms(ahead, now_ms),
+                },
+                newest,
+            ));
         }
         if pre.is_some() {
-            return Ok(Standing::PreQueue {
-                opens_in_ms: (rates.opens_ms - now_ms).max(0) as u64,
-            });
+            return Ok((
+                Standing::PreQueue {
+                    opens_in_ms: (rates.opens_ms - now_ms).max(0) as u64,
+                },
+                newest,
+            ));
         }
-        Ok(Standing::NotInQueue)
+        Ok((Standing::NotInQueue, newest))
     }
 
-    /// People ahead of a waiting user (`None`: not in line): one `ZRANK`,
-    /// the cheap re-read of a watcher that knows the rest of its standing.
-    pub async fn ahead(&self, room: &str, user: &str) -> Result<Option<u64>> {
-        redis::cmd("ZRANK")
+    /// People ahead of a waiting user (`None`: not in line) and the newest
+    /// change entry id, atomically: the cheap re-read of a watcher that knows
+    /// the rest of its standing.
+    pub async fn ahead_at(&self, room: &str, user: &str) -> Result<(Option<u64>, String)> {
+        let (rank, newest): (Option<u64>, Value) = redis::pipe()
+            .atomic()
+            .cmd("ZRANK")
             .arg(self.keys.waiting(room))
             .arg(user)
+            .cmd("XREVRANGE")
+            .arg(self.keys.changes(room))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
             .query_async(&mut self.redis.conn())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok((rank, newest_id(newest)))
     }
 
     /// Refreshes a waiter's heartbeat (only if still waiting).
@@ -284,6 +313,26 @@ impl Places {
             .map_err(unavailable)?;
         Ok(removed > 0)
     }
+}
+
+/// ZRANK, ZSCORE active, ZSCORE pre-queue, room fields, newest change.
+type StandingReply = (
+    Option<u64>,
+    Option<f64>,
+    Option<f64>,
+    Vec<Option<String>>,
+    Value,
+);
+
+/// The id of an `XREVRANGE … COUNT 1` reply ("0-0" for an empty stream).
+fn newest_id(reply: Value) -> String {
+    if let Value::Array(entries) = reply
+        && let Some(Value::Array(parts)) = entries.into_iter().next()
+        && let Some(Value::BulkString(id)) = parts.into_iter().next()
+    {
+        return String::from_utf8_lossy(&id).into_owned();
+    }
+    "0-0".into()
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 //! the change streams its watchers need with one shared tailer
 //! (`tickmesh_runtime::stream_hub`). An admission entry names the admitted
 //! users, so a watcher whose user is among them pushes ADMITTED (with the
-//! admission token) at once, without a read. Any other entry only marks the
-//! position dirty; a dirty position is re-read at most once per
+//! admission token) at once, without a read; every other waiter moves up by
+//! the number admitted (they came from the head of the line), counted
+//! without a read and pushed at most once per `queue.watch_interval`. Any
+//! other entry (a Leave, expired places) marks the position dirty; a dirty position is re-read at most once per
 //! `queue.watch_interval` — a single `ZRANK` while the user is waiting (the
 //! estimated wait scales with the people ahead), the full standing when the
 //! user is no longer in line or on a sold-out change — and pushed only if it
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use redis::Value;
 use tickmesh_core::{Error, Result};
-use tickmesh_runtime::stream_hub::HubCodec;
+use tickmesh_runtime::stream_hub::{HubCodec, id_cmp};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
@@ -47,6 +49,8 @@ pub struct Change {
     pub kind: String,
     pub issued_ms: i64,
     pub expires_ms: i64,
+    /// Waiting places the pass expired (their holders may have been ahead).
+    pub expired: u64,
     pub admitted: HashSet<String>,
 }
 
@@ -94,6 +98,7 @@ impl HubCodec for ChangeCodec {
                     "k" => change.kind = value,
                     "i" => change.issued_ms = value.parse().unwrap_or(0),
                     "x" => change.expires_ms = value.parse().unwrap_or(0),
+                    "g" => change.expired = value.parse().unwrap_or(0),
                     "u" if !value.is_empty() => {
                         change.admitted = value.split('\n').map(String::from).collect()
                     }
@@ -160,15 +165,31 @@ async fn run(
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.reset();
     let mut full_read = true;
+    // People ahead as counted from admission entries since the last message:
+    // admitted users come from the head of the line, so each one moves this
+    // waiter up by one, exactly, without a read.
+    let mut counted: Option<u64> = None;
+    // The newest change entry the last read already reflects: older entries
+    // must not be counted again.
+    let mut reflected = String::from("0-0");
     loop {
-        if dirty && Instant::now() >= next_read {
-            dirty = false;
+        if (dirty || counted.is_some()) && Instant::now() >= next_read {
             next_read = Instant::now() + interval;
-            let read = if full_read {
-                queue.places.standing(&room, &user, queue.now_ms()).await
+            let read = if !dirty {
+                Ok(counted_standing(last.as_ref(), counted.take()))
             } else {
-                light_read(&queue, &room, &user, last.as_ref()).await
+                let read = if full_read {
+                    queue.places.standing_at(&room, &user, queue.now_ms()).await
+                } else {
+                    light_read(&queue, &room, &user, last.as_ref()).await
+                };
+                read.map(|(standing, newest)| {
+                    reflected = newest;
+                    standing
+                })
             };
+            dirty = false;
+            counted = None;
             full_read = false;
             match read {
                 Ok(state) => {
@@ -189,7 +210,7 @@ async fn run(
                 }
             }
         }
-        let wake = if dirty {
+        let wake = if dirty || counted.is_some() {
             next_read
         } else {
             Instant::now() + Duration::from_secs(3600)
@@ -205,6 +226,18 @@ async fn run(
                             };
                             let _ = tx.send(Ok(admitted)).await;
                             return;
+                        }
+                        if id_cmp(&change.id, &reflected).is_le() {
+                            continue;
+                        }
+                        if change.kind == "a" && change.expired == 0 && !dirty
+                            && let Some(Standing::Waiting { ahead, .. }) = last
+                        {
+                            let base = counted.unwrap_or(ahead);
+                            if !change.admitted.is_empty() {
+                                counted = Some(base.saturating_sub(change.admitted.len() as u64));
+                            }
+                            continue;
                         }
                         if change.kind == "s" {
                             next_read = Instant::now();
@@ -236,6 +269,23 @@ async fn run(
     )));
 }
 
+/// A waiting standing `ahead` counted from admissions, with the wait per
+/// person of the last message.
+fn counted_standing(last: Option<&Standing>, ahead: Option<u64>) -> Standing {
+    let (was, wait) = match last {
+        Some(Standing::Waiting {
+            ahead,
+            estimated_wait_ms,
+        }) => (*ahead, *estimated_wait_ms),
+        _ => (0, 0),
+    };
+    let ahead = ahead.unwrap_or(was);
+    Standing::Waiting {
+        ahead,
+        estimated_wait_ms: wait.checked_div(was).unwrap_or(0) * ahead,
+    }
+}
+
 /// The standing from one `ZRANK` when the user was waiting and still is;
 /// otherwise (admitted, left, expired) the full standing.
 async fn light_read(
@@ -243,21 +293,14 @@ async fn light_read(
     room: &str,
     user: &str,
     last: Option<&Standing>,
-) -> Result<Standing> {
-    if let Some(Standing::Waiting {
-        ahead: was,
-        estimated_wait_ms,
-    }) = last
-        && let Some(ahead) = queue.places.ahead(room, user).await?
+) -> Result<(Standing, String)> {
+    if let Some(Standing::Waiting { .. }) = last
+        && let (Some(ahead), newest) = queue.places.ahead_at(room, user).await?
     {
-        // The same rate per person ahead as the last full read measured.
-        let per_person = estimated_wait_ms.checked_div(*was).unwrap_or(0);
-        return Ok(Standing::Waiting {
-            ahead,
-            estimated_wait_ms: per_person * ahead,
-        });
+        // The same wait per person ahead as the last message.
+        return Ok((counted_standing(last, Some(ahead)), newest));
     }
-    queue.places.standing(room, user, queue.now_ms()).await
+    queue.places.standing_at(room, user, queue.now_ms()).await
 }
 
 #[cfg(test)]

@@ -435,7 +435,15 @@ async fn watch_position_pushes_decreasing_positions_then_the_admission() {
             .expect("the stream ends only after admission")
             .unwrap();
         match place.standing {
-            Standing::Waiting { .. } => seen.push(position(&place.standing)),
+            Standing::Waiting { .. } => {
+                let pushed = position(&place.standing);
+                // Never ahead of the truth (positions only fall meanwhile).
+                let now = q.standing("watch", "u19").await.unwrap();
+                if let Standing::Waiting { .. } = now {
+                    assert!(pushed >= position(&now), "pushed {pushed}, truth {now:?}");
+                }
+                seen.push(pushed)
+            }
             Standing::Admitted { expires_ms, .. } => break (place.admission_token, expires_ms),
             other => panic!("unexpected {other:?}"),
         }
