@@ -9,6 +9,10 @@
 //! 4. the user already holds the per-user limit → ALREADY_ISSUED with the first code;
 //! 5. no stock left → SOLD_OUT.
 //!
+//! Concurrent calls for one campaign share a script call
+//! ([`crate::group_commit`]): the script decides them one after the other,
+//! each exactly as if it ran alone.
+//!
 //! Then it takes the next sequence, derives the code, decrements the stock,
 //! records the code for the user and the request id, stamps the sell-out
 //! time when the stock reaches zero, and appends the issuance to the log the
@@ -27,47 +31,75 @@ use tickmesh_runtime::redis_conn::unavailable;
 
 use crate::keys::Keys;
 
-/// KEYS: state, users, requests, log. ARGV: user, request id, now (ms), campaign id.
-/// Returns {status, code, remaining}.
+/// KEYS: state, users, requests, log. ARGV: now (ms), campaign id, then
+/// (user, request id) per call, decided in order as if one after the other.
+/// Returns {status, code, remaining} per call.
 pub const ISSUE_LUA: &str = r#"
 local st = redis.call('HMGET', KEYS[1], 'total', 'limit', 'start', 'end', 'remaining', 'seq', 'secret')
-if not st[1] then return {'missing', '', '0'} end
-local remaining = tonumber(st[5])
-local user, request, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local seen = redis.call('HGET', KEYS[3], request)
-if seen then
-  local cut = string.find(seen, '\n', 1, true)
-  local cut2 = string.find(seen, '\n', cut + 1, true)
-  if string.sub(seen, 1, cut - 1) ~= user then return {'reused', '', tostring(remaining)} end
-  return {'issued', string.sub(seen, cut + 1, cut2 - 1), string.sub(seen, cut2 + 1)}
+local out = {}
+local function answer(status, code, left)
+  out[#out + 1] = status
+  out[#out + 1] = code
+  out[#out + 1] = tostring(left)
 end
-if now < tonumber(st[3]) then return {'not_started', '', tostring(remaining)} end
-if now >= tonumber(st[4]) then return {'ended', '', tostring(remaining)} end
-local held = redis.call('HGET', KEYS[2], user)
-if held then
-  local count, first = 0, nil
-  for code in string.gmatch(held, '%S+') do
-    count = count + 1
-    if not first then first = code end
+if not st[1] then
+  for i = 3, #ARGV, 2 do answer('missing', '', 0) end
+  return out
+end
+local limit, start, finish = tonumber(st[2]), tonumber(st[3]), tonumber(st[4])
+local remaining, seq, secret = tonumber(st[5]), tonumber(st[6]), st[7]
+local now, campaign = tonumber(ARGV[1]), ARGV[2]
+local issued = 0
+for i = 3, #ARGV, 2 do
+  local user, request = ARGV[i], ARGV[i + 1]
+  local seen = redis.call('HGET', KEYS[3], request)
+  if seen then
+    local cut = string.find(seen, '\n', 1, true)
+    local cut2 = string.find(seen, '\n', cut + 1, true)
+    if string.sub(seen, 1, cut - 1) ~= user then
+      answer('reused', '', remaining)
+    else
+      answer('issued', string.sub(seen, cut + 1, cut2 - 1), string.sub(seen, cut2 + 1))
+    end
+  elseif now < start then
+    answer('not_started', '', remaining)
+  elseif now >= finish then
+    answer('ended', '', remaining)
+  else
+    local held = redis.call('HGET', KEYS[2], user)
+    local count, first = 0, nil
+    if held then
+      for code in string.gmatch(held, '%S+') do
+        count = count + 1
+        if not first then first = code end
+      end
+    end
+    if count >= limit then
+      answer('already', first, remaining)
+    elseif remaining <= 0 then
+      answer('sold_out', '', 0)
+    else
+      seq = seq + 1
+      remaining = remaining - 1
+      issued = issued + 1
+      local mac = string.upper(redis.sha1hex(secret .. redis.sha1hex(secret .. campaign .. ':' .. seq)))
+      local code = string.sub(mac, 1, 4) .. '-' .. string.sub(mac, 5, 8) .. '-' .. string.sub(mac, 9, 12) .. '-' .. seq
+      if held then
+        redis.call('HSET', KEYS[2], user, held .. ' ' .. code)
+      else
+        redis.call('HSET', KEYS[2], user, code)
+      end
+      redis.call('HSET', KEYS[3], request, user .. '\n' .. code .. '\n' .. remaining)
+      redis.call('XADD', KEYS[4], '*', 'seq', seq, 'user', user, 'code', code, 'request', request, 'at', ARGV[1])
+      answer('issued', code, remaining)
+    end
   end
-  if count >= tonumber(st[2]) then return {'already', first, tostring(remaining)} end
 end
-if remaining <= 0 then return {'sold_out', '', '0'} end
-local seq = tonumber(st[6]) + 1
-local secret = st[7]
-local mac = string.upper(redis.sha1hex(secret .. redis.sha1hex(secret .. ARGV[4] .. ':' .. seq)))
-local code = string.sub(mac, 1, 4) .. '-' .. string.sub(mac, 5, 8) .. '-' .. string.sub(mac, 9, 12) .. '-' .. seq
-remaining = remaining - 1
-redis.call('HSET', KEYS[1], 'remaining', remaining, 'seq', seq)
-if remaining == 0 then redis.call('HSET', KEYS[1], 'sold_out', ARGV[3]) end
-if held then
-  redis.call('HSET', KEYS[2], user, held .. ' ' .. code)
-else
-  redis.call('HSET', KEYS[2], user, code)
+if issued > 0 then
+  redis.call('HSET', KEYS[1], 'remaining', remaining, 'seq', seq)
+  if remaining == 0 then redis.call('HSET', KEYS[1], 'sold_out', ARGV[1]) end
 end
-redis.call('HSET', KEYS[3], request, user .. '\n' .. code .. '\n' .. remaining)
-redis.call('XADD', KEYS[4], '*', 'seq', seq, 'user', user, 'code', code, 'request', request, 'at', ARGV[3])
-return {'issued', code, tostring(remaining)}
+return out
 "#;
 
 /// What the script decided.
@@ -124,38 +156,50 @@ impl IssueScript {
         ]
     }
 
-    pub async fn run(
+    /// Decides `calls` (user, request id) of one campaign in one script
+    /// call, in order; one decision per call.
+    pub async fn run_batch(
         &self,
         campaign: &str,
-        user: &str,
-        request_id: &str,
+        calls: &[(String, String)],
         now_ms: i64,
-    ) -> Result<Decision> {
+    ) -> Result<Vec<Decision>> {
         let mut conn = self.redis.conn();
-        let (status, code, remaining): (String, String, String) = self
-            .script
-            .key(&self.keys_of(campaign)[..])
-            .arg(user)
-            .arg(request_id)
-            .arg(now_ms)
-            .arg(campaign)
+        let mut invocation = self.script.key(&self.keys_of(campaign)[..]);
+        invocation.arg(now_ms).arg(campaign);
+        for (user, request) in calls {
+            invocation.arg(user).arg(request);
+        }
+        let flat: Vec<String> = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let remaining: i64 = remaining
-            .parse()
-            .map_err(|_| Error::Internal(format!("issue script: remaining {remaining:?}")))?;
-        Ok(match status.as_str() {
-            "issued" => Decision::Issued { code, remaining },
-            "already" => Decision::AlreadyIssued { code, remaining },
-            "sold_out" => Decision::SoldOut,
-            "not_started" => Decision::NotStarted { remaining },
-            "ended" => Decision::Ended { remaining },
-            "missing" => Decision::Missing,
-            "reused" => Decision::RequestIdReused,
-            other => {
-                return Err(Error::Internal(format!("issue script answered {other:?}")));
-            }
-        })
+        if flat.len() != 3 * calls.len() {
+            return Err(Error::Internal(format!(
+                "issue script answered {} fields for {} calls",
+                flat.len(),
+                calls.len()
+            )));
+        }
+        flat.chunks(3).map(decision).collect()
     }
+}
+
+fn decision(answer: &[String]) -> Result<Decision> {
+    let (status, code, remaining) = (&answer[0], answer[1].clone(), &answer[2]);
+    let remaining: i64 = remaining
+        .parse()
+        .map_err(|_| Error::Internal(format!("issue script: remaining {remaining:?}")))?;
+    Ok(match status.as_str() {
+        "issued" => Decision::Issued { code, remaining },
+        "already" => Decision::AlreadyIssued { code, remaining },
+        "sold_out" => Decision::SoldOut,
+        "not_started" => Decision::NotStarted { remaining },
+        "ended" => Decision::Ended { remaining },
+        "missing" => Decision::Missing,
+        "reused" => Decision::RequestIdReused,
+        other => {
+            return Err(Error::Internal(format!("issue script answered {other:?}")));
+        }
+    })
 }

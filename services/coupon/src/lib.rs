@@ -5,7 +5,8 @@
 //!   [`campaigns`]: the per-instance cache over the durable store.
 //! - [`keys`]: the Redis key layout (hash-tagged per campaign).
 //! - [`issue_script`]: **the** issue script — every check, then every write,
-//!   in one atomic step — and its outcomes.
+//!   in one atomic step — and its outcomes; [`group_commit`]: concurrent
+//!   calls sharing script calls.
 //! - [`store`]: the durable store of campaigns and issuances
 //!   ([`IssuanceStore`]); [`embedded_store`]: its redb implementation;
 //!   [`conformance`]: the suite every implementation passes.
@@ -21,6 +22,7 @@ pub mod campaigns;
 pub mod clock;
 pub mod conformance;
 pub mod embedded_store;
+pub mod group_commit;
 pub mod grpc;
 pub mod issue_script;
 pub mod keys;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::campaign::{Campaign, CampaignState, NewCampaign, new_secret};
 use crate::campaigns::CampaignBook;
 use crate::clock::Clock;
+use crate::group_commit::GroupCommit;
 use crate::issue_script::{Decision, IssueScript};
 use crate::keys::Keys;
 use crate::persist::Persister;
@@ -67,7 +68,8 @@ pub struct Coupons {
     redis: RedisHandle,
     keys: Keys,
     campaigns: Arc<CampaignBook>,
-    script: IssueScript,
+    script: Arc<IssueScript>,
+    committer: GroupCommit,
     rebuilder: Rebuilder,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hub: StreamHub<LogCodec>,
@@ -93,8 +95,10 @@ impl Coupons {
             WATCH_BUFFER,
             shutdown.clone(),
         );
+        let script = Arc::new(IssueScript::new(redis.clone(), keys.clone()));
         Arc::new(Self {
-            script: IssueScript::new(redis.clone(), keys.clone()),
+            committer: GroupCommit::start(script.clone(), clock.clone()),
+            script,
             rebuilder: Rebuilder {
                 redis: redis.clone(),
                 keys: keys.clone(),
@@ -291,8 +295,8 @@ impl Coupons {
         Error::check(violations)?;
         for _ in 0..3 {
             let decision = self
-                .script
-                .run(campaign_id, user_id, request_id, self.now_ms())
+                .committer
+                .issue(campaign_id, user_id, request_id)
                 .await?;
             let (outcome, code, remaining) = match decision {
                 Decision::Issued { code, remaining } => (Outcome::Issued, code, remaining),

@@ -1,7 +1,8 @@
 //! `tickmesh bench coupon`: Issue throughput and latency through gRPC at high
 //! concurrency, next to two baselines in the same run on the same Redis:
-//! (a) `redis-benchmark` calling the same issue script with EVALSHA (the
-//! ceiling: no gRPC, no validation, no client), and (b) the common
+//! (a) `redis-benchmark` calling the same issue script with EVALSHA, one
+//! call per script run (the ceiling for unbatched calls: no gRPC, no
+//! validation, no client), and (b) the common
 //! lock-based design — a per-campaign lock taken with `SET NX PX` (retried
 //! with exponential backoff), `GET` the stock, `SISMEMBER` the user set,
 //! `DECR`, `SADD`, release by compare-and-delete — one round trip each, from
@@ -115,7 +116,7 @@ pub async fn coupon(options: CouponBenchOptions) -> anyhow::Result<CouponReport>
         let now_ms = (now_nanos() / 1_000_000).to_string();
         let mut args: Vec<&str> = vec!["-r", "100000000", "EVALSHA", &sha, "4"];
         args.extend(keys.iter().map(String::as_str));
-        args.extend(["user:__rand_int__", "req:__rand_int__", &now_ms, &raw_id]);
+        args.extend([&now_ms, &raw_id, "user:__rand_int__", "req:__rand_int__"]);
         let figures =
             redis_benchmark(&host, port, options.concurrency, options.calls, &args).await?;
 
