@@ -128,9 +128,9 @@
 //! precision (about lg V + lg R − 0.75 bits for its spread of 0.14 × range),
 //! the volume's own per-minute noise (σ ≈ 0.7 in log2) leaves ≈ 17 bits,
 //! and the three prices of a random walk ≈ 3 × log2 σ + 1.3 bits.
-//! `measure::field_breakdown` prints this table;
-//! `cargo test --release -p tickmesh-candle-blocks --test year -- --ignored --nocapture`
-//! measures the year with encode and decode times.
+//! `measure::field_breakdown` computes this table;
+//! `cargo run --release -p tickmesh -- bench history` prints it for the year,
+//! with encode and decode times.
 //!
 //! ```
 //! use tickmesh_candle_blocks::{Block, BlockCandle, decode, encode, merge};

@@ -4,6 +4,7 @@
 //! OpenTelemetry traces with W3C propagation) and the Redis connection.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod health;
 pub mod proto_time;

@@ -8,16 +8,16 @@
 //! `DECR`, `SADD`, release by compare-and-delete — one round trip each, from
 //! the same number of concurrent workers.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tickmesh_api::coupon::coupon_issue_service_client::CouponIssueServiceClient;
 use tickmesh_api::coupon::{Campaign, CreateCampaignRequest, IssueOutcome, IssueRequest};
 use tickmesh_runtime::proto_time::{nanos_to_timestamp, now_nanos};
 use tonic::transport::Channel;
 
+use super::redis_benchmark::{host_port, redis_benchmark};
 use super::{median, ms, percentile};
 
 #[derive(Clone, Debug)]
@@ -342,69 +342,4 @@ async fn lock_based(
         "lock-based baseline issued {issued}"
     );
     Ok((issued as f64 / elapsed, latencies))
-}
-
-struct BenchFigures {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-async fn redis_benchmark(
-    host: &str,
-    port: u16,
-    clients: usize,
-    requests: usize,
-    command: &[&str],
-) -> anyhow::Result<BenchFigures> {
-    let out = tokio::process::Command::new("redis-benchmark")
-        .args(["-h", host, "-p", &port.to_string()])
-        .args([
-            "-c",
-            &clients.to_string(),
-            "-n",
-            &requests.to_string(),
-            "--csv",
-        ])
-        .args(command)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running redis-benchmark (apt-get install -y redis-tools, or redis-server)")?;
-    if !out.status.success() {
-        bail!(
-            "redis-benchmark failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    let row = text
-        .lines()
-        .find(|l| !l.starts_with("\"test\"") && l.contains(','))
-        .with_context(|| format!("no figures in redis-benchmark output: {text}"))?;
-    let fields: Vec<f64> = row
-        .split("\",\"")
-        .skip(1)
-        .map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN))
-        .collect();
-    anyhow::ensure!(fields.len() >= 6, "unexpected redis-benchmark row: {row}");
-    let millis = |v: f64| Duration::from_secs_f64(v / 1e3);
-    Ok(BenchFigures {
-        rps: fields[0],
-        p50: millis(fields[3]),
-        p99: millis(fields[5]),
-    })
-}
-
-fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url.strip_prefix("redis://").context(
-        "bench coupon needs a redis://host:port URL (redis-benchmark connects over TCP)",
-    )?;
-    let rest = rest.rsplit('@').next().unwrap_or(rest);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = hostport
-        .rsplit_once(':')
-        .context("the Redis URL needs a port")?;
-    Ok((host.to_string(), port.parse().context("port")?))
 }

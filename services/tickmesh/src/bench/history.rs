@@ -11,11 +11,11 @@ use tickmesh_api::candles::{CandleOrder, GetCandlesRequest};
 use tickmesh_api::marketfeed::market_feed_service_client::MarketFeedServiceClient;
 use tickmesh_api::marketfeed::{Instrument, UpsertInstrumentRequest};
 use tickmesh_calendar::Interval;
-use tickmesh_candle_blocks::{Block, BlockCandle, encode, synthetic};
+use tickmesh_candle_blocks::{BlockCandle, decode, encode, measure, synthetic};
 use tickmesh_candles::book::{BookConfig, SymbolBook};
 use tickmesh_candles::candle::Tick;
 use tickmesh_core::decimal::{format_units, parse_units};
-use tickmesh_history::{CandleStore, EmbeddedStore, StoredCandle, block_id};
+use tickmesh_history::{CandleStore, EmbeddedStore, StoredCandle};
 
 use super::ms;
 
@@ -152,33 +152,25 @@ pub async fn history(options: HistoryBenchOptions) -> anyhow::Result<()> {
 
     // Encoded blocks, one per UTC day.
     let minute = Interval::parse("1m").expect("1m");
-    let mut by_day: std::collections::BTreeMap<i64, Vec<BlockCandle>> =
-        std::collections::BTreeMap::new();
-    for c in &candles {
-        by_day
-            .entry(block_id(minute, c.open_ns))
-            .or_default()
-            .push(c.clone());
-    }
+    let blocks = measure::daily_blocks(&candles, ps, qs);
     let started = Instant::now();
-    let mut block_bytes = 0usize;
-    for day in by_day.values() {
-        block_bytes += encode(&Block {
-            price_scale: ps,
-            quantity_scale: qs,
-            candles: day.clone(),
-        })?
-        .len();
-    }
+    let encoded = blocks.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
     let encode_time = started.elapsed();
-    let json: Vec<String> = candles.iter().map(|c| json_document(c, ps, qs)).collect();
-    let json_bytes: usize = json.iter().map(String::len).sum();
+    let block_bytes: usize = encoded.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    for (bytes, block) in encoded.iter().zip(&blocks) {
+        anyhow::ensure!(&decode(bytes)? == block, "a block did not round-trip");
+    }
+    let decode_time = started.elapsed();
+    let mut json_bytes = 0usize;
     let mut json_zstd = 0usize;
-    for day in by_day.values() {
-        let text: String = day
+    for block in &blocks {
+        let text: String = block
+            .candles
             .iter()
             .map(|c| json_document(c, ps, qs) + "\n")
             .collect();
+        json_bytes += text.len() - block.candles.len();
         json_zstd += zstd::bulk::compress(text.as_bytes(), 3)?.len();
     }
 
@@ -237,10 +229,14 @@ pub async fn history(options: HistoryBenchOptions) -> anyhow::Result<()> {
         json_zstd as f64 / n
     );
     println!(
-        "  tickmesh encoded blocks (one per day):     {:>8.2} bytes  (encoded in {:.0} ms)",
+        "  tickmesh encoded blocks (one per day):     {:>8.2} bytes  (encoded in {:.0} ms, decoded in {:.0} ms)",
         block_bytes as f64 / n,
-        ms(encode_time)
+        ms(encode_time),
+        ms(decode_time)
     );
+    for (field, bytes) in measure::field_breakdown(&candles, ps, qs) {
+        println!("    {field:>9}: {bytes:.3} bytes");
+    }
     println!(
         "  tickmesh embedded store file at rest:      {:>8.2} bytes  ({} bytes, as written)",
         at_rest as f64 / n,

@@ -8,6 +8,7 @@ pub mod history;
 pub mod ingest;
 pub mod queue;
 pub mod ranking;
+pub mod redis_benchmark;
 
 pub use ingest::{IngestOptions, IngestReport, ingest};
 

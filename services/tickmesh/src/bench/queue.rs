@@ -4,7 +4,6 @@
 //! stream, with every waiter watching; next to raw `redis-benchmark` ZADD and
 //! ZRANK on the same Redis in the same run.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -17,6 +16,7 @@ use tickmesh_runtime::proto_time::{nanos_to_timestamp, now_nanos, timestamp_to_n
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
+use super::redis_benchmark::{host_port, redis_benchmark};
 use super::{median, ms, percentile};
 
 #[derive(Clone, Debug)]
@@ -212,7 +212,8 @@ pub async fn queue(options: QueueBenchOptions) -> anyhow::Result<QueueReport> {
                 "user-__rand_int__",
             ],
         )
-        .await?;
+        .await?
+        .rps;
         let zrank = redis_benchmark(
             &host,
             port,
@@ -226,7 +227,8 @@ pub async fn queue(options: QueueBenchOptions) -> anyhow::Result<QueueReport> {
                 "user-__rand_int__",
             ],
         )
-        .await?;
+        .await?
+        .rps;
         println!(
             "  round {}: Enter {:>7.0}/s   admitted {:>7.0}/s   admission→push p50 {:>6.1} ms p99 {:>6.1} ms ({} messages, {:.1}/waiter)   raw ZADD {:>7.0}/s ZRANK {:>7.0}/s",
             round + 1,
@@ -277,53 +279,4 @@ pub async fn queue(options: QueueBenchOptions) -> anyhow::Result<QueueReport> {
     );
     mesh.stop().await?;
     Ok(report)
-}
-
-/// `redis-benchmark --csv` with a custom command: requests per second.
-async fn redis_benchmark(
-    host: &str,
-    port: u16,
-    clients: usize,
-    requests: usize,
-    command: &[&str],
-) -> anyhow::Result<f64> {
-    let out = tokio::process::Command::new("redis-benchmark")
-        .args(["-h", host, "-p", &port.to_string()])
-        .args([
-            "-c",
-            &clients.to_string(),
-            "-n",
-            &requests.to_string(),
-            "--csv",
-        ])
-        .args(command)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running redis-benchmark (apt-get install -y redis-tools, or redis-server)")?;
-    if !out.status.success() {
-        bail!(
-            "redis-benchmark failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let row = text
-        .lines()
-        .find(|l| !l.starts_with("\"test\"") && l.contains(','))
-        .with_context(|| format!("no figures in redis-benchmark output: {text}"))?;
-    row.split("\",\"")
-        .nth(1)
-        .and_then(|f| f.trim_matches('"').parse().ok())
-        .with_context(|| format!("unexpected redis-benchmark row: {row}"))
-}
-
-fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("redis://")
-        .context("bench queue needs a redis://host:port URL (redis-benchmark connects over TCP)")?;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "6379"));
-    Ok((host.to_string(), port.parse().context("redis port")?))
 }

@@ -2,7 +2,6 @@
 //! window of a board updated idempotently) and GetTop(100) latency, next to
 //! raw `redis-benchmark` ZINCRBY and ZREVRANGE on the same Redis in the same run.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -12,6 +11,7 @@ use tickmesh_api::ranking::{
 };
 use tonic::transport::Channel;
 
+use super::redis_benchmark::{host_port, redis_benchmark};
 use super::{median, ms, percentile};
 
 #[derive(Clone, Debug)]
@@ -328,60 +328,6 @@ fn spread(n: usize, members: usize) -> usize {
     (n.wrapping_mul(2_654_435_761)) % members.max(1)
 }
 
-struct BenchFigures {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// Runs `redis-benchmark --csv` with a custom command.
-async fn redis_benchmark(
-    host: &str,
-    port: u16,
-    clients: usize,
-    requests: usize,
-    command: &[&str],
-) -> anyhow::Result<BenchFigures> {
-    let out = tokio::process::Command::new("redis-benchmark")
-        .args(["-h", host, "-p", &port.to_string()])
-        .args([
-            "-c",
-            &clients.to_string(),
-            "-n",
-            &requests.to_string(),
-            "--csv",
-        ])
-        .args(command)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running redis-benchmark (apt-get install -y redis-tools, or redis-server)")?;
-    if !out.status.success() {
-        bail!(
-            "redis-benchmark failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    let row = text
-        .lines()
-        .find(|l| !l.starts_with("\"test\"") && l.contains(','))
-        .with_context(|| format!("no figures in redis-benchmark output: {text}"))?;
-    let fields: Vec<f64> = row
-        .split("\",\"")
-        .skip(1)
-        .map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN))
-        .collect();
-    anyhow::ensure!(fields.len() >= 6, "unexpected redis-benchmark row: {row}");
-    let millis = |v: f64| Duration::from_secs_f64(v / 1e3);
-    Ok(BenchFigures {
-        rps: fields[0],
-        p50: millis(fields[3]),
-        p99: millis(fields[5]),
-    })
-}
-
 /// Total Redis time (µs) spent in ZINCRBY and EVALSHA so far (INFO commandstats).
 struct RedisUsec {
     zincrby: f64,
@@ -405,14 +351,4 @@ async fn redis_usec(redis: &redis::Client) -> anyhow::Result<RedisUsec> {
         zincrby: usec("zincrby"),
         evalsha: usec("evalsha"),
     })
-}
-
-fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
-    let rest = url.strip_prefix("redis://").context(
-        "bench ranking needs a redis://host:port URL (redis-benchmark connects over TCP)",
-    )?;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "6379"));
-    Ok((host.to_string(), port.parse().context("redis port")?))
 }
