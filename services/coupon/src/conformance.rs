@@ -36,6 +36,8 @@ pub async fn run(store: Arc<dyn IssuanceStore>) {
     campaigns_are_created_once(store.as_ref()).await;
     issuances_are_idempotent_and_ordered(store.as_ref()).await;
     campaigns_do_not_see_each_others_records(store.as_ref()).await;
+    a_sequence_repeated_in_one_call_is_decided_in_order(store.as_ref()).await;
+    many_records_come_back_in_sequence_order(store.as_ref()).await;
 }
 
 async fn campaigns_are_created_once(store: &dyn IssuanceStore) {
@@ -93,4 +95,45 @@ async fn campaigns_do_not_see_each_others_records(store: &dyn IssuanceStore) {
     assert_eq!(store.issuances("c-a2").await.unwrap().len(), 1);
     assert_eq!(store.issuances("c-b").await.unwrap()[0].seq, 7);
     assert!(store.issuances("nope").await.unwrap().is_empty());
+}
+
+async fn a_sequence_repeated_in_one_call_is_decided_in_order(store: &dyn IssuanceStore) {
+    // As in one transaction: the first copy is written, a later equal copy
+    // is a retry, a later different copy conflicts with the first.
+    let outcome = store
+        .put_issuances(&[
+            record("c-r", 1, "a"),
+            record("c-r", 1, "a"),
+            record("c-r", 1, "b"),
+            record("c-r", 2, "c"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((outcome.written, outcome.already), (2, 1));
+    assert_eq!(outcome.conflicting, [1]);
+    let all = store.issuances("c-r").await.unwrap();
+    assert_eq!(all, [record("c-r", 1, "a"), record("c-r", 2, "c")]);
+}
+
+async fn many_records_come_back_in_sequence_order(store: &dyn IssuanceStore) {
+    // 2,500 records in a scrambled order, in batches like the persist
+    // worker's (1,000), one redelivered.
+    let mut seqs: Vec<u64> = (1..=2_500).collect();
+    seqs.sort_by_key(|s| (s * 7_919) % 2_503);
+    let batches: Vec<Vec<Issuance>> = seqs
+        .chunks(1_000)
+        .map(|c| c.iter().map(|&s| record("c-many", s, "u")).collect())
+        .collect();
+    for batch in &batches {
+        let outcome = store.put_issuances(batch).await.unwrap();
+        assert_eq!(outcome.written, batch.len());
+    }
+    let again = store.put_issuances(&batches[1]).await.unwrap();
+    assert_eq!((again.written, again.already), (0, batches[1].len()));
+    let all = store.issuances("c-many").await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=2_500).collect::<Vec<_>>()
+    );
+    assert_eq!(all[1_234], record("c-many", 1_235, "u"));
 }

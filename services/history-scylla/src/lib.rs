@@ -1,8 +1,21 @@
-//! The ScyllaDB [`CandleStore`](tickmesh_history::CandleStore): long-term
-//! candle history kept as compressed column blocks
-//! (`tickmesh-candle-blocks`), one block per symbol × interval × period.
+//! tickmesh's durable state in ScyllaDB, three stores on one driver session
+//! ([`ScyllaSession`]):
 //!
-//! # Data model
+//! - [`ScyllaStore`], the [`CandleStore`](tickmesh_history::CandleStore):
+//!   long-term candle history kept as compressed column blocks
+//!   (`tickmesh-candle-blocks`), one block per symbol × interval × period;
+//! - [`ScyllaSnapshotStore`], RankingService's
+//!   [`SnapshotStore`](tickmesh_ranking::snapshot::SnapshotStore): closed
+//!   leaderboard windows (module `ranking_snapshots`);
+//! - [`ScyllaIssuanceStore`], CouponIssueService's
+//!   [`IssuanceStore`](tickmesh_coupon::IssuanceStore): campaigns and
+//!   issuance records, shared by every instance (module `coupon_issuances`).
+//!
+//! Connect once with [`ScyllaSession::connect`] and open each store on it
+//! (`ScyllaStore::open(&session)`, …): one set of connection pools per
+//! process. Each store also has a `connect(&ScyllaConfig)` of its own.
+//!
+//! # Data model of the candle store
 //!
 //! The schema is the versioned file `deploy/scylla/schema.cql`, embedded in
 //! this crate ([`SCHEMA_CQL`]) so the code applies exactly that file:
@@ -21,6 +34,9 @@
 //!   `block ASC`: which blocks exist, so a range read walks a few rows instead
 //!   of probing an empty id space (a decade of daily blocks is 3,650 rows).
 //!
+//! The ranking and coupon tables are described in their modules and in the
+//! schema file.
+//!
 //! # Why partitions stay bounded
 //!
 //! A block partition holds one period of one symbol and interval, at most
@@ -30,7 +46,7 @@
 //!
 //! # Consistency and idempotence
 //!
-//! Every statement is prepared once at [`ScyllaStore::connect`] with
+//! Every statement is prepared once when a store opens, with
 //! LOCAL_QUORUM (also the session default), so a read after an acknowledged
 //! write sees it while a quorum of the local datacenter is up. Every write is
 //! an upsert or delete by full primary key, marked idempotent, so the driver
@@ -48,12 +64,17 @@
 //! Run [`apply_schema`] once per cluster (it is `IF NOT EXISTS` throughout, so
 //! running it again is harmless), or apply `deploy/scylla/schema.cql` with
 //! cqlsh after replacing `{keyspace}` and `{replication}`.
-//! [`ScyllaStore::connect`] checks that the tables exist and carry
-//! `schema_version=1` in their comment.
+//! [`ScyllaSession::connect`] (and so every store's `connect`) checks that
+//! every table of the file exists and carries `schema_version=1` in its
+//! comment. The keyspace is created without tablets: the coupon store's
+//! lightweight transactions need that on ScyllaDB 2025.3 (see the file).
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), tickmesh_history::StoreError> {
-//! use tickmesh_history_scylla::{ScyllaConfig, ScyllaStore, apply_schema};
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use tickmesh_history_scylla::{
+//!     ScyllaConfig, ScyllaIssuanceStore, ScyllaSession, ScyllaSnapshotStore, ScyllaStore,
+//!     apply_schema,
+//! };
 //! let config = ScyllaConfig {
 //!     contact_points: vec!["10.0.0.1:9042".into(), "10.0.0.2:9042".into()],
 //!     local_datacenter: Some("dc1".into()),
@@ -61,8 +82,11 @@
 //!     ..ScyllaConfig::default()
 //! };
 //! apply_schema(&config).await?;
-//! let store = ScyllaStore::connect(&config).await?;
-//! # let _ = store;
+//! let session = ScyllaSession::connect(&config).await?;
+//! let candles = ScyllaStore::open(&session).await?;
+//! let snapshots = ScyllaSnapshotStore::open(&session).await?;
+//! let issuances = ScyllaIssuanceStore::open(&session).await?;
+//! # let _ = (candles, snapshots, issuances);
 //! # Ok(())
 //! # }
 //! ```
@@ -88,8 +112,8 @@
 //! off (the chain is still verified, so any certificate of the CA is
 //! accepted for any node).
 //!
-//! The files are read and the context built at [`ScyllaStore::connect`] and
-//! [`apply_schema`], before any network traffic; a missing or unreadable
+//! The files are read and the context built at [`ScyllaSession::connect`]
+//! and [`apply_schema`], before any network traffic; a missing or unreadable
 //! file, a file without a PEM certificate or key, or a key that does not
 //! match the certificate fails there with an error naming the file.
 //!
@@ -102,14 +126,22 @@
 pub(crate) use tickmesh_candle_blocks as blocks;
 
 mod config;
+pub mod coupon_issuances;
 mod engine;
+mod lwt;
 mod model;
+pub mod ranking_snapshots;
 mod schema;
+mod session;
 mod store;
 mod tls;
 
 pub use config::{DEFAULT_REPLICATION, ScyllaConfig, TlsConfig, validate_keyspace};
+pub use coupon_issuances::ScyllaIssuanceStore;
+pub use ranking_snapshots::ScyllaSnapshotStore;
 pub use schema::{
-    BLOCKS_TABLE, INDEX_TABLE, SCHEMA_CQL, SCHEMA_VERSION, schema_statements, split_statements,
+    BLOCKS_TABLE, CAMPAIGNS_TABLE, INDEX_TABLE, ISSUANCE_BUCKETS_TABLE, ISSUANCES_TABLE,
+    SCHEMA_CQL, SCHEMA_VERSION, SNAPSHOTS_TABLE, TABLES, schema_statements, split_statements,
 };
-pub use store::{ScyllaStore, apply_schema};
+pub use session::{ScyllaSession, apply_schema};
+pub use store::ScyllaStore;

@@ -17,6 +17,23 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const BLOCKS_TABLE: &str = "candle_blocks";
 /// Table listing the blocks of each (symbol, interval) in order.
 pub const INDEX_TABLE: &str = "candle_block_index";
+/// Table of closed ranking windows, one partition per board and window.
+pub const SNAPSHOTS_TABLE: &str = "ranking_snapshots";
+/// Table of coupon campaigns, one partition in id order.
+pub const CAMPAIGNS_TABLE: &str = "coupon_campaigns";
+/// Table listing the issuance buckets of each campaign in order.
+pub const ISSUANCE_BUCKETS_TABLE: &str = "coupon_issuance_buckets";
+/// Table of coupon issuance records, one partition per campaign and bucket.
+pub const ISSUANCES_TABLE: &str = "coupon_issuances";
+/// Every table of [`SCHEMA_CQL`], in file order: all are checked at connect.
+pub const TABLES: [&str; 6] = [
+    BLOCKS_TABLE,
+    INDEX_TABLE,
+    SNAPSHOTS_TABLE,
+    CAMPAIGNS_TABLE,
+    ISSUANCE_BUCKETS_TABLE,
+    ISSUANCES_TABLE,
+];
 
 /// The marker every table comment carries, e.g. `tickmesh schema_version=1`.
 pub fn table_comment_marker() -> String {
@@ -278,8 +295,8 @@ mod tests {
         let all = statements();
         assert_eq!(
             all.len(),
-            3,
-            "keyspace, blocks table, index table: {all:#?}"
+            1 + TABLES.len(),
+            "the keyspace and one statement per table: {all:#?}"
         );
         for s in &all {
             assert!(s.starts_with("CREATE "), "{s}");
@@ -302,8 +319,19 @@ mod tests {
             "{}",
             all[0]
         );
+        assert!(
+            all[0].ends_with("AND tablets = {'enabled': false}"),
+            "lightweight transactions need a keyspace without tablets: {}",
+            all[0]
+        );
         let marker = table_comment_marker();
-        for name in [BLOCKS_TABLE, INDEX_TABLE] {
+        for (statement, name) in all[1..].iter().zip(TABLES) {
+            assert!(
+                statement.starts_with(&format!("CREATE TABLE IF NOT EXISTS {{keyspace}}.{name} (")),
+                "TABLES lists the tables in file order: {statement}"
+            );
+        }
+        for name in TABLES {
             let t = table(&all, name);
             assert!(
                 t.contains(&format!("comment = '{marker}")),
@@ -354,6 +382,80 @@ mod tests {
     }
 
     #[test]
+    fn ranking_snapshots_table_design() {
+        let all = statements();
+        let t = table(&all, SNAPSHOTS_TABLE);
+        assert!(
+            t.contains("PRIMARY KEY ((board_id, window_name), generation, chunk)"),
+            "one partition per window: {t}"
+        );
+        assert!(
+            t.contains("WITH CLUSTERING ORDER BY (generation DESC, chunk ASC)"),
+            "{t}"
+        );
+        assert!(t.contains("'class': 'SizeTieredCompactionStrategy'"), "{t}");
+        for column in [
+            "board_id      text",
+            "window_name   text",
+            "head          bigint STATIC",
+            "generation    bigint",
+            "chunk         int",
+            "chunks        int",
+            "close_ns      bigint",
+            "taken_ns      bigint",
+            "total_members bigint",
+            "entries_json  text",
+        ] {
+            assert!(t.contains(column), "{column}: {t}");
+        }
+    }
+
+    #[test]
+    fn coupon_tables_design() {
+        let all = statements();
+        let t = table(&all, CAMPAIGNS_TABLE);
+        assert!(
+            t.contains("PRIMARY KEY ((bucket), id)")
+                && t.contains("WITH CLUSTERING ORDER BY (id ASC)"),
+            "one partition in id order: {t}"
+        );
+        for column in [
+            "bucket           int",
+            "id               text",
+            "display_name     text",
+            "total_stock      bigint",
+            "per_user_limit   bigint",
+            "start_ms         bigint",
+            "end_ms           bigint",
+            "ranking_board_id text",
+            "create_ms        bigint",
+            "secret           text",
+        ] {
+            assert!(t.contains(column), "{column}: {t}");
+        }
+        let t = table(&all, ISSUANCE_BUCKETS_TABLE);
+        assert!(t.contains("PRIMARY KEY ((campaign_id), bucket)"), "{t}");
+        assert!(t.contains("WITH CLUSTERING ORDER BY (bucket ASC)"), "{t}");
+        let t = table(&all, ISSUANCES_TABLE);
+        assert!(
+            t.contains("PRIMARY KEY ((campaign_id, bucket), seq)")
+                && t.contains("WITH CLUSTERING ORDER BY (seq ASC)"),
+            "bounded partitions in sequence order: {t}"
+        );
+        for column in [
+            "campaign_id text",
+            "bucket      bigint",
+            "seq         bigint",
+            "user_id     text",
+            "code        text",
+            "request_id  text",
+            "issued_ms   bigint",
+        ] {
+            assert!(t.contains(column), "{column}: {t}");
+        }
+    }
+
+    #[test]
     fn placeholders_are_substituted() {
         let config = ScyllaConfig {
             keyspace: "tick_test".into(),
@@ -361,7 +463,7 @@ mod tests {
             ..Default::default()
         };
         let all = schema_statements(&config).expect("statements");
-        assert_eq!(all.len(), 3);
+        assert_eq!(all.len(), 7);
         assert!(
             all[0].starts_with(
                 "CREATE KEYSPACE IF NOT EXISTS tick_test\n    WITH replication = \
@@ -380,6 +482,12 @@ mod tests {
             "{}",
             all[2]
         );
+        for (statement, name) in all[1..].iter().zip(TABLES) {
+            assert!(
+                statement.starts_with(&format!("CREATE TABLE IF NOT EXISTS tick_test.{name} (")),
+                "{statement}"
+            );
+        }
         for s in &all {
             assert!(
                 !s.contains("{keyspace}") && !s.contains("{replication}"),

@@ -1,23 +1,14 @@
 //! The session, the prepared statements and the `CandleStore` implementation.
 
-use std::num::NonZeroUsize;
-use std::sync::Arc;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use futures_util::stream::{BoxStream, StreamExt};
-use scylla::client::PoolSize;
-use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::SerializationError;
-use scylla::policies::load_balancing::DefaultPolicy;
-use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::serialize::row::{RowSerializationContext, SerializeRow};
 use scylla::serialize::writers::RowWriter;
+use scylla::statement::Consistency;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, Statement};
 use tickmesh_calendar::Interval;
 use tickmesh_history::{BlockKey, CandleStore, StoreError, StoredCandle};
 use tracing::info;
@@ -25,14 +16,8 @@ use tracing::info;
 use crate::config::ScyllaConfig;
 use crate::engine::{Backend, Engine};
 use crate::model::{BlockRow, IndexRange, IndexRow, ScaleRowKey, StoredBlockRow, partition_key};
-use crate::schema::{
-    BLOCKS_TABLE, INDEX_TABLE, SCHEMA_VERSION, comment_version, schema_statements,
-    table_comment_marker,
-};
-use crate::tls::tls_context;
-
-/// Client-side timeout of one schema statement (DDL waits for agreement).
-const DDL_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::schema::{BLOCKS_TABLE, INDEX_TABLE};
+use crate::session::{Kind, ScyllaSession, unavailable};
 
 /// The statements of the store, prepared once at connect.
 struct Statements {
@@ -87,24 +72,13 @@ pub(crate) fn statement_texts(ks: &str) -> [(&'static str, String); 6] {
     ]
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("{what}: {e}"))
-}
-
 impl Statements {
-    async fn prepare(session: &Session, config: &ScyllaConfig) -> Result<Statements, StoreError> {
+    async fn prepare(session: &ScyllaSession) -> Result<Statements, StoreError> {
         let mut prepared = Vec::new();
-        for (name, text) in statement_texts(&config.keyspace) {
-            let mut s = session
-                .prepare(text.as_str())
-                .await
-                .map_err(|e| unavailable(&format!("cannot prepare {name} ({text})"), e))?;
-            s.set_consistency(Consistency::LocalQuorum);
-            // Every statement is a plain upsert, delete or read: running it twice
-            // (a retry, a speculative execution) ends in the same state.
-            s.set_is_idempotent(true);
-            s.set_page_size(config.page_size);
-            prepared.push(s);
+        for (name, text) in statement_texts(&session.config().keyspace) {
+            // Every statement is a plain upsert, delete or read: running it
+            // twice (a retry, a speculative execution) ends in the same state.
+            prepared.push(session.prepare(name, &text, Kind::Plain).await?);
         }
         let [
             select_block,
@@ -149,107 +123,9 @@ impl SerializeRow for PartitionWrite {
     }
 }
 
-/// Opens a session: token-aware routing, the local datacenter preferred
-/// (and, without DC failover, the only one used), LOCAL_QUORUM by default,
-/// client-side monotonic write timestamps.
-async fn open_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
-    config.validate()?;
-    // Before any network traffic: a bad certificate file fails here.
-    let tls = config.tls.as_ref().map(tls_context).transpose()?;
-    // The driver's DefaultPolicy is token-aware by default; said explicitly.
-    let mut policy = DefaultPolicy::builder().token_aware(true);
-    if let Some(dc) = &config.local_datacenter {
-        policy = policy.prefer_datacenter(dc.clone());
-    }
-    let profile = ExecutionProfile::builder()
-        .consistency(Consistency::LocalQuorum)
-        .request_timeout(Some(config.request_timeout))
-        .load_balancing_policy(policy.build())
-        .build();
-    let per_shard = NonZeroUsize::new(config.connections_per_shard)
-        .ok_or_else(|| unavailable("invalid ScyllaDB config", "connections_per_shard is 0"))?;
-    let mut builder = SessionBuilder::new()
-        .known_nodes(&config.contact_points)
-        .default_execution_profile_handle(profile.into_handle())
-        .connection_timeout(config.connect_timeout)
-        .pool_size(PoolSize::PerShard(per_shard))
-        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()));
-    if let (Some(user), Some(password)) = (&config.username, &config.password) {
-        builder = builder.user(user, password);
-    }
-    builder = builder.tls_context(tls);
-    builder.build().await.map_err(|e| {
-        unavailable(
-            &format!("cannot connect to ScyllaDB at {:?}", config.contact_points),
-            e,
-        )
-    })
-}
-
-/// Applies `deploy/scylla/schema.cql` (embedded) to the cluster of `config`:
-/// creates the keyspace with `config.replication` and the tables, if they do
-/// not exist. Returns the number of statements run. Safe to run repeatedly
-/// and concurrently with running stores (it never alters or drops anything).
-pub async fn apply_schema(config: &ScyllaConfig) -> Result<usize, StoreError> {
-    let statements = schema_statements(config)?;
-    let session = open_session(config).await?;
-    for text in &statements {
-        let mut statement = Statement::new(text.as_str());
-        statement.set_request_timeout(Some(DDL_TIMEOUT.max(config.request_timeout)));
-        statement.set_is_idempotent(true);
-        session
-            .query_unpaged(statement, &[])
-            .await
-            .map_err(|e| unavailable(&format!("schema statement failed ({text})"), e))?;
-    }
-    session
-        .await_schema_agreement()
-        .await
-        .map_err(|e| unavailable("schema agreement", e))?;
-    info!(keyspace = %config.keyspace, version = SCHEMA_VERSION, statements = statements.len(), "scylla schema applied");
-    Ok(statements.len())
-}
-
-/// Refuses to run against tables of another schema version (or none).
-async fn check_schema_version(session: &Session, keyspace: &str) -> Result<(), StoreError> {
-    let marker = table_comment_marker();
-    let mut statement = Statement::new(
-        "SELECT comment FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
-    );
-    statement.set_consistency(Consistency::One);
-    for table in [BLOCKS_TABLE, INDEX_TABLE] {
-        let result = session
-            .query_unpaged(statement.clone(), (keyspace, table))
-            .await
-            .map_err(|e| unavailable("cannot read system_schema.tables", e))?
-            .into_rows_result()
-            .map_err(|e| unavailable("cannot read system_schema.tables", e))?;
-        let comment = result
-            .maybe_first_row::<(Option<String>,)>()
-            .map_err(|e| unavailable("cannot read system_schema.tables", e))?;
-        match comment {
-            None => {
-                return Err(StoreError::Unavailable(format!(
-                    "table {keyspace}.{table} does not exist: apply deploy/scylla/schema.cql first \
-                     (tickmesh_history_scylla::apply_schema)"
-                )));
-            }
-            Some((comment,))
-                if comment.as_deref().and_then(comment_version) == Some(SCHEMA_VERSION) => {}
-            Some((comment,)) => {
-                return Err(StoreError::Unavailable(format!(
-                    "table {keyspace}.{table} is not at schema version {SCHEMA_VERSION}: its comment \
-                     is {comment:?}, expected it to contain {marker:?}; migrate the schema"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Prepared statements over a session: the engine's storage.
 pub(crate) struct ScyllaBackend {
-    session: Session,
+    session: ScyllaSession,
     statements: Statements,
 }
 
@@ -265,6 +141,7 @@ impl Backend for ScyllaBackend {
         let what = || format!("cannot read {}", block_what(key));
         let result = self
             .session
+            .session()
             .execute_unpaged(&self.statements.select_block, partition_key(key))
             .await
             .map_err(|e| unavailable(&what(), e))?
@@ -287,6 +164,7 @@ impl Backend for ScyllaBackend {
         if rows.len() == 1 && deletes.is_empty() {
             let row = rows.into_iter().next().expect("one row");
             self.session
+                .session()
                 .execute_unpaged(&self.statements.insert_block, row)
                 .await
                 .map_err(|e| unavailable(&what(), e))?;
@@ -307,6 +185,7 @@ impl Backend for ScyllaBackend {
             values.push(PartitionWrite::Insert(row));
         }
         self.session
+            .session()
             .batch(&batch, values)
             .await
             .map_err(|e| unavailable(&what(), e))?;
@@ -319,6 +198,7 @@ impl Backend for ScyllaBackend {
             row.symbol, row.interval, row.block
         );
         self.session
+            .session()
             .execute_unpaged(&self.statements.insert_index, row)
             .await
             .map_err(|e| unavailable(&what, e))?;
@@ -342,6 +222,7 @@ impl Backend for ScyllaBackend {
         };
         let rows = self
             .session
+            .session()
             .execute_iter(statement.clone(), range)
             .await
             .map_err(|e| unavailable(&what, &e))?
@@ -360,29 +241,32 @@ pub struct ScyllaStore {
 
 impl ScyllaStore {
     /// Connects, checks the schema version of the tables and prepares every
-    /// statement (LOCAL_QUORUM, idempotent, paged).
+    /// statement (LOCAL_QUORUM, idempotent, paged). To share one session
+    /// with the other stores, [`ScyllaSession::connect`] then
+    /// [`ScyllaStore::open`].
     pub async fn connect(config: &ScyllaConfig) -> Result<ScyllaStore, StoreError> {
-        let session = open_session(config).await?;
-        check_schema_version(&session, &config.keyspace).await?;
-        let statements = Statements::prepare(&session, config).await?;
-        info!(
-            keyspace = %config.keyspace,
-            contact_points = ?config.contact_points,
-            local_datacenter = ?config.local_datacenter,
-            "scylla candle store connected"
+        ScyllaStore::open(&ScyllaSession::connect(config).await?).await
+    }
+
+    /// Prepares the store's statements on an open session.
+    pub async fn open(session: &ScyllaSession) -> Result<ScyllaStore, StoreError> {
+        let statements = Statements::prepare(session).await?;
+        info!(keyspace = %session.config().keyspace, "scylla candle store ready");
+        let config = session.config();
+        let engine = Engine::new(
+            ScyllaBackend {
+                session: session.clone(),
+                statements,
+            },
+            config.write_concurrency,
+            config.read_concurrency,
         );
-        let backend = ScyllaBackend {
-            session,
-            statements,
-        };
-        Ok(ScyllaStore {
-            engine: Engine::new(backend, config.write_concurrency, config.read_concurrency),
-        })
+        Ok(ScyllaStore { engine })
     }
 
     /// The driver session (for operational queries and tests).
     pub fn session(&self) -> &Session {
-        &self.engine.backend.session
+        self.engine.backend.session.session()
     }
 }
 
@@ -430,6 +314,7 @@ impl CandleStore for ScyllaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply_schema;
 
     #[test]
     fn statements_name_their_tables_and_bind_markers() {

@@ -12,7 +12,8 @@
 //! - [`read`]: pages, neighbourhoods and ranks; [`rolling`]: the rolling 24 h
 //!   window and its hourly roll-off.
 //! - [`snapshot`]: the durable store of closed windows; [`snapshotter`]: the
-//!   task that fills it.
+//!   task that fills it; [`snapshot_conformance`]: the suite every store
+//!   passes.
 //! - [`watch`]: WatchTop's coalesced top-N stream.
 //! - [`service`]: the domain facade; [`grpc`]: the thin tonic adapter.
 
@@ -29,6 +30,7 @@ pub mod rolling;
 pub mod score;
 pub mod service;
 pub mod snapshot;
+pub mod snapshot_conformance;
 pub mod snapshotter;
 pub mod watch;
 pub mod window;

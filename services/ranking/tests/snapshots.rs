@@ -12,9 +12,7 @@ use redis::AsyncCommands;
 use tickmesh_ranking::board::{Operator, TieBreak, WindowKind};
 use tickmesh_ranking::clock::ManualClock;
 use tickmesh_ranking::keys::Keys;
-use tickmesh_ranking::snapshot::{
-    EmbeddedSnapshotStore, SnapshotEntry, SnapshotStore, WindowSnapshot,
-};
+use tickmesh_ranking::snapshot::EmbeddedSnapshotStore;
 use tickmesh_runtime::proto_time::now_nanos;
 use tokio_util::sync::CancellationToken;
 
@@ -134,44 +132,10 @@ async fn an_expired_window_is_answered_from_its_durable_snapshot() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// What every SnapshotStore must do.
-async fn conformance(store: Arc<dyn SnapshotStore>) {
-    assert_eq!(store.get("b", "day:2030-01-01").await.unwrap(), None);
-    let mut s = WindowSnapshot {
-        board_id: "b".into(),
-        window: "day:2030-01-01".into(),
-        close_ns: 1,
-        taken_ns: 2,
-        total_members: 3,
-        entries: vec![SnapshotEntry {
-            member: "m ünïcode".into(),
-            score: -9_007_199_254_740_991,
-            seq: 9,
-            rank: 1,
-            below: 2,
-            member_data: "{\"name\":\"M\"}".into(),
-        }],
-    };
-    store.put(&s).await.unwrap();
-    assert_eq!(
-        store.get("b", "day:2030-01-01").await.unwrap(),
-        Some(s.clone())
-    );
-    s.total_members = 4;
-    store.put(&s).await.unwrap();
-    assert_eq!(
-        store.get("b", "day:2030-01-01").await.unwrap(),
-        Some(s.clone()),
-        "replaced whole"
-    );
-    assert_eq!(store.get("b", "day:2030-01-02").await.unwrap(), None);
-    assert_eq!(store.get("b2", "day:2030-01-01").await.unwrap(), None);
-}
-
 #[tokio::test]
 async fn the_embedded_store_passes_the_conformance_suite() {
     let dir = temp_dir();
     let store = Arc::new(EmbeddedSnapshotStore::open(&dir.join("s.redb")).unwrap());
-    conformance(store).await;
+    tickmesh_ranking::snapshot_conformance::run(store).await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,207 @@
+//! Opening the driver session, applying the schema and checking its version:
+//! shared by every store of the crate, so one process keeps one set of
+//! connection pools however many stores it opens.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use scylla::client::PoolSize;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency, Statement};
+use tickmesh_history::StoreError;
+use tracing::info;
+
+use crate::config::ScyllaConfig;
+use crate::schema::{
+    SCHEMA_VERSION, TABLES, comment_version, schema_statements, table_comment_marker,
+};
+use crate::tls::tls_context;
+
+/// Client-side timeout of one schema statement (DDL waits for agreement).
+const DDL_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {e}"))
+}
+
+/// Opens a session: token-aware routing, the local datacenter preferred
+/// (and, without DC failover, the only one used), LOCAL_QUORUM by default,
+/// client-side monotonic write timestamps.
+async fn open_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
+    config.validate()?;
+    // Before any network traffic: a bad certificate file fails here.
+    let tls = config.tls.as_ref().map(tls_context).transpose()?;
+    // The driver's DefaultPolicy is token-aware by default; said explicitly.
+    let mut policy = DefaultPolicy::builder().token_aware(true);
+    if let Some(dc) = &config.local_datacenter {
+        policy = policy.prefer_datacenter(dc.clone());
+    }
+    let profile = ExecutionProfile::builder()
+        .consistency(Consistency::LocalQuorum)
+        .serial_consistency(Some(SerialConsistency::LocalSerial))
+        .request_timeout(Some(config.request_timeout))
+        .load_balancing_policy(policy.build())
+        .build();
+    let per_shard = NonZeroUsize::new(config.connections_per_shard)
+        .ok_or_else(|| unavailable("invalid ScyllaDB config", "connections_per_shard is 0"))?;
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&config.contact_points)
+        .default_execution_profile_handle(profile.into_handle())
+        .connection_timeout(config.connect_timeout)
+        .pool_size(PoolSize::PerShard(per_shard))
+        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()));
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        builder = builder.user(user, password);
+    }
+    builder = builder.tls_context(tls);
+    builder.build().await.map_err(|e| {
+        unavailable(
+            &format!("cannot connect to ScyllaDB at {:?}", config.contact_points),
+            e,
+        )
+    })
+}
+
+/// Applies `deploy/scylla/schema.cql` (embedded) to the cluster of `config`:
+/// creates the keyspace with `config.replication` and the tables, if they do
+/// not exist. Returns the number of statements run. Safe to run repeatedly
+/// and concurrently with running stores (it never alters or drops anything).
+pub async fn apply_schema(config: &ScyllaConfig) -> Result<usize, StoreError> {
+    let statements = schema_statements(config)?;
+    let session = open_session(config).await?;
+    for text in &statements {
+        let mut statement = Statement::new(text.as_str());
+        statement.set_request_timeout(Some(DDL_TIMEOUT.max(config.request_timeout)));
+        statement.set_is_idempotent(true);
+        session
+            .query_unpaged(statement, &[])
+            .await
+            .map_err(|e| unavailable(&format!("schema statement failed ({text})"), e))?;
+    }
+    session
+        .await_schema_agreement()
+        .await
+        .map_err(|e| unavailable("schema agreement", e))?;
+    info!(keyspace = %config.keyspace, version = SCHEMA_VERSION, statements = statements.len(), "scylla schema applied");
+    Ok(statements.len())
+}
+
+/// Refuses to run against tables of another schema version (or none): every
+/// table of the schema file is checked, whichever stores the process opens.
+async fn check_schema_version(session: &Session, keyspace: &str) -> Result<(), StoreError> {
+    let marker = table_comment_marker();
+    let mut statement = Statement::new(
+        "SELECT comment FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
+    );
+    statement.set_consistency(Consistency::One);
+    for table in TABLES {
+        let result = session
+            .query_unpaged(statement.clone(), (keyspace, table))
+            .await
+            .map_err(|e| unavailable("cannot read system_schema.tables", e))?
+            .into_rows_result()
+            .map_err(|e| unavailable("cannot read system_schema.tables", e))?;
+        let comment = result
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(|e| unavailable("cannot read system_schema.tables", e))?;
+        match comment {
+            None => {
+                return Err(StoreError::Unavailable(format!(
+                    "table {keyspace}.{table} does not exist: apply deploy/scylla/schema.cql first \
+                     (`tickmesh history apply-schema`, history.scylla_apply_schema, or \
+                     tickmesh_history_scylla::apply_schema)"
+                )));
+            }
+            Some((comment,))
+                if comment.as_deref().and_then(comment_version) == Some(SCHEMA_VERSION) => {}
+            Some((comment,)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "table {keyspace}.{table} is not at schema version {SCHEMA_VERSION}: its comment \
+                     is {comment:?}, expected it to contain {marker:?}; migrate the schema"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What kind of statement [`ScyllaSession::prepare`] prepares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A read, an upsert or a delete by key: running it twice (a retry, a
+    /// speculative execution) ends in the same state.
+    Plain,
+    /// A lightweight transaction (`IF NOT EXISTS`): Paxos at LOCAL_SERIAL,
+    /// committed at LOCAL_QUORUM. Running it twice ends in the same state
+    /// too (the second run finds the row and changes nothing), so it is
+    /// marked idempotent; only the answer of a retried one may say "exists"
+    /// for the row its own first attempt wrote.
+    Conditional,
+}
+
+/// One driver session over the cluster of a [`ScyllaConfig`], with the schema
+/// version checked: the candle store, the ranking snapshot store and the
+/// coupon issuance store all run on it (clone it to share; it is an `Arc`).
+#[derive(Clone)]
+pub struct ScyllaSession {
+    session: Arc<Session>,
+    config: Arc<ScyllaConfig>,
+}
+
+impl ScyllaSession {
+    /// Connects (see [`ScyllaConfig`]: TLS, credentials, DC-local
+    /// token-aware routing, LOCAL_QUORUM) and checks that every table of
+    /// `deploy/scylla/schema.cql` exists at this code's schema version.
+    pub async fn connect(config: &ScyllaConfig) -> Result<ScyllaSession, StoreError> {
+        let session = open_session(config).await?;
+        check_schema_version(&session, &config.keyspace).await?;
+        info!(
+            keyspace = %config.keyspace,
+            contact_points = ?config.contact_points,
+            local_datacenter = ?config.local_datacenter,
+            "scylla session open"
+        );
+        Ok(ScyllaSession {
+            session: Arc::new(session),
+            config: Arc::new(config.clone()),
+        })
+    }
+
+    /// The driver session (for operational queries and tests).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The settings the session was opened with.
+    pub fn config(&self) -> &ScyllaConfig {
+        &self.config
+    }
+
+    /// Prepares one statement of a store: LOCAL_QUORUM, idempotent, paged
+    /// by `page_size`; conditional ones also LOCAL_SERIAL.
+    pub(crate) async fn prepare(
+        &self,
+        name: &str,
+        text: &str,
+        kind: Kind,
+    ) -> Result<PreparedStatement, StoreError> {
+        let mut s = self
+            .session
+            .prepare(text)
+            .await
+            .map_err(|e| unavailable(&format!("cannot prepare {name} ({text})"), e))?;
+        s.set_consistency(Consistency::LocalQuorum);
+        s.set_is_idempotent(true);
+        s.set_page_size(self.config.page_size);
+        if kind == Kind::Conditional {
+            s.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+        }
+        Ok(s)
+    }
+}
