@@ -268,6 +268,8 @@ impl Default for CandlesConfig {
 pub struct HistoryConfig {
     /// Long-term candle store: "embedded" (a file, no server), "scylla", or
     /// "none" (Redis only: candles beyond `candles.candles_per_interval` are dropped).
+    /// With "scylla", ranking snapshots and coupon records follow (their
+    /// stores' "history" setting).
     pub backend: String,
     /// File of the embedded store.
     pub embedded_path: String,
@@ -288,7 +290,7 @@ pub struct HistoryConfig {
     pub scylla_tls_key_file: String,
     /// Check the node certificate's host name (needs IP SANs: the driver connects by address).
     pub scylla_tls_verify_hostname: bool,
-    /// Apply deploy/scylla/schema.cql at start (idempotent).
+    /// Apply deploy/scylla/schema.cql at start, before connecting (idempotent).
     pub scylla_apply_schema: bool,
     /// How often closed candles move from Redis to the store.
     #[serde(with = "serde_human")]
@@ -342,7 +344,9 @@ pub struct RankingConfig {
     /// snapshots closed windows (any instance may; the work is idempotent).
     #[serde(with = "serde_human")]
     pub maintenance_interval: Duration,
-    /// Durable store of closed-window snapshots: "embedded" (a file) or "none".
+    /// Durable store of closed-window snapshots: "history" (the history
+    /// store's ScyllaDB when `history.backend` is "scylla", else the embedded
+    /// file), "embedded" (always the file) or "none".
     pub snapshot_store: String,
     /// File of the embedded snapshot store. Empty: `ranking.redb` in the
     /// directory of `history.embedded_path`.
@@ -367,7 +371,7 @@ impl Default for RankingConfig {
             max_batch_events: 10_000,
             board_refresh: Duration::from_secs(2),
             maintenance_interval: Duration::from_secs(1),
-            snapshot_store: "embedded".into(),
+            snapshot_store: "history".into(),
             snapshot_path: String::new(),
             snapshot_top: 1000,
             snapshot_grace: Duration::from_secs(5),
@@ -377,7 +381,33 @@ impl Default for RankingConfig {
     }
 }
 
+/// Where a service's durable store lives once `"history"` is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The ScyllaDB cluster of the `[history]` section.
+    Scylla,
+    /// A redb file of this process.
+    Embedded,
+    /// No durable store.
+    None,
+}
+
+/// `"history"` follows `history.backend`: ScyllaDB for "scylla", the
+/// embedded file otherwise (also for "none": the services still need one).
+fn resolve_store(value: &str, history: &HistoryConfig) -> StoreBackend {
+    match value {
+        "history" if history.backend == "scylla" => StoreBackend::Scylla,
+        "none" => StoreBackend::None,
+        _ => StoreBackend::Embedded,
+    }
+}
+
 impl RankingConfig {
+    /// Where closed-window snapshots go (`snapshot_store` resolved).
+    pub fn snapshot_backend(&self, history: &HistoryConfig) -> StoreBackend {
+        resolve_store(&self.snapshot_store, history)
+    }
+
     /// The embedded snapshot file: `snapshot_path`, or beside the history file.
     pub fn snapshot_file(&self, history: &HistoryConfig) -> std::path::PathBuf {
         if !self.snapshot_path.is_empty() {
@@ -465,8 +495,10 @@ pub fn check_token_key(value: &str) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CouponConfig {
-    /// Durable store of campaigns and issuance records: "embedded" (one redb
-    /// file; instances of one process share it).
+    /// Durable store of campaigns and issuance records: "history" (the
+    /// history store's ScyllaDB when `history.backend` is "scylla", shared by
+    /// every instance; else the embedded file) or "embedded" (one redb file
+    /// per process).
     pub store: String,
     /// File of the embedded store. Empty: `coupon.redb` in the directory of
     /// `history.embedded_path`.
@@ -502,7 +534,7 @@ pub struct CouponConfig {
 impl Default for CouponConfig {
     fn default() -> Self {
         Self {
-            store: "embedded".into(),
+            store: "history".into(),
             store_path: String::new(),
             persist_interval: Duration::from_millis(50),
             persist_batch: 1000,
@@ -517,6 +549,11 @@ impl Default for CouponConfig {
 }
 
 impl CouponConfig {
+    /// Where campaigns and issuance records go (`store` resolved).
+    pub fn store_backend(&self, history: &HistoryConfig) -> StoreBackend {
+        resolve_store(&self.store, history)
+    }
+
     /// The embedded store file: `store_path`, or beside the history file.
     pub fn store_file(&self, history: &HistoryConfig) -> std::path::PathBuf {
         if !self.store_path.is_empty() {
@@ -795,10 +832,13 @@ impl Config {
                 return bad(key, "must be more than zero".into());
             }
         }
-        if !matches!(ranking.snapshot_store.as_str(), "embedded" | "none") {
+        if !matches!(
+            ranking.snapshot_store.as_str(),
+            "history" | "embedded" | "none"
+        ) {
             return bad(
                 "ranking.snapshot_store",
-                "must be \"embedded\" or \"none\"".into(),
+                "must be \"history\", \"embedded\" or \"none\"".into(),
             );
         }
         if !(1..=100_000).contains(&ranking.max_batch_events) {
@@ -872,8 +912,8 @@ impl Config {
                 return bad(key, "must be more than zero".into());
             }
         }
-        if coupon.store != "embedded" {
-            return bad("coupon.store", "must be \"embedded\"".into());
+        if !matches!(coupon.store.as_str(), "history" | "embedded") {
+            return bad("coupon.store", "must be \"history\" or \"embedded\"".into());
         }
         if !(1..=100_000).contains(&coupon.persist_batch) {
             return bad(
@@ -1207,6 +1247,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("queue.previous_token_keys"), "{e}");
+    }
+
+    #[test]
+    fn durable_stores_follow_the_history_backend() {
+        let config = Config::default();
+        assert_eq!(
+            config.ranking.snapshot_backend(&config.history),
+            StoreBackend::Embedded
+        );
+        assert_eq!(
+            config.coupon.store_backend(&config.history),
+            StoreBackend::Embedded
+        );
+        let scylla = Config::load(None, env(&[("TICKMESH_HISTORY_BACKEND", "scylla")])).unwrap();
+        assert_eq!(
+            scylla.ranking.snapshot_backend(&scylla.history),
+            StoreBackend::Scylla
+        );
+        assert_eq!(
+            scylla.coupon.store_backend(&scylla.history),
+            StoreBackend::Scylla
+        );
+        let pinned = Config::load(
+            None,
+            env(&[
+                ("TICKMESH_HISTORY_BACKEND", "scylla"),
+                ("TICKMESH_RANKING_SNAPSHOT_STORE", "none"),
+                ("TICKMESH_COUPON_STORE", "embedded"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            pinned.ranking.snapshot_backend(&pinned.history),
+            StoreBackend::None
+        );
+        assert_eq!(
+            pinned.coupon.store_backend(&pinned.history),
+            StoreBackend::Embedded
+        );
+        // Without a history store the services still keep theirs in a file.
+        let none = Config::load(None, env(&[("TICKMESH_HISTORY_BACKEND", "none")])).unwrap();
+        assert_eq!(
+            none.coupon.store_backend(&none.history),
+            StoreBackend::Embedded
+        );
+        for (key, value) in [
+            ("TICKMESH_RANKING_SNAPSHOT_STORE", "scylla"),
+            ("TICKMESH_COUPON_STORE", "none"),
+        ] {
+            let e = Config::load(None, env(&[(key, value)])).unwrap_err();
+            assert!(e.0.contains("\"history\""), "{e}");
+        }
     }
 
     #[test]

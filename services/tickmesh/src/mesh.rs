@@ -7,11 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use tickmesh_candles::CandleService;
 use tickmesh_coupon::Coupons;
+use tickmesh_history_scylla::ScyllaSession;
 use tickmesh_marketfeed::MarketFeed;
 use tickmesh_queue::Queue;
 use tickmesh_ranking::Ranking;
 use tickmesh_runtime::auth::AdminAuth;
-use tickmesh_runtime::config::Config;
+use tickmesh_runtime::config::{Config, HistoryConfig, StoreBackend};
 use tickmesh_runtime::{RedisHandle, health, server};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -66,6 +67,14 @@ impl Mesh {
             );
         }
 
+        // One ScyllaDB session for every store of this process that lives
+        // there; a cluster that cannot be reached stops the start here.
+        let scylla = if scylla_needed(&config, history.is_none()) {
+            Some(connect_scylla(&config.history).await?)
+        } else {
+            None
+        };
+
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service);
@@ -92,7 +101,7 @@ impl Mesh {
             };
             let store = match history {
                 Some(store) => Some(store),
-                None => open_history(&config.history).await?,
+                None => open_history(&config.history, scylla.as_ref()).await?,
             };
             let history = store.map(|store| tickmesh_candles::service::History {
                 store,
@@ -123,7 +132,7 @@ impl Mesh {
         }
         let mut ranking = None;
         if config.services.is_enabled("ranking") {
-            let snapshots = open_ranking_snapshots(&config)?;
+            let snapshots = open_ranking_snapshots(&config, scylla.as_ref()).await?;
             let service = Ranking::new(
                 config.ranking.clone(),
                 redis.clone(),
@@ -166,7 +175,7 @@ impl Mesh {
             let service = Coupons::new(
                 config.coupon.clone(),
                 redis.clone(),
-                open_coupon_store(&config)?,
+                open_coupon_store(&config, scylla.as_ref()).await?,
                 Arc::new(tickmesh_coupon::clock::SystemClock),
                 shutdown.clone(),
             );
@@ -274,9 +283,60 @@ pub fn instance_id(addr: SocketAddr) -> String {
     format!("{host}-{}-{}", std::process::id(), addr.port())
 }
 
-/// The history store the config names (`None` for backend "none").
+/// Whether a store the enabled services use lives in ScyllaDB: the candle
+/// history (unless a store is given), ranking snapshots, coupon records.
+pub fn scylla_needed(config: &Config, history_from_config: bool) -> bool {
+    let enabled = |name: &str| config.services.is_enabled(name);
+    (enabled("candles") && history_from_config && config.history.backend == "scylla")
+        || (enabled("ranking")
+            && config.ranking.snapshot_backend(&config.history) == StoreBackend::Scylla)
+        || (enabled("coupon")
+            && config.coupon.store_backend(&config.history) == StoreBackend::Scylla)
+}
+
+/// Connects to the ScyllaDB cluster of the `[history]` section (applying
+/// the schema first when `history.scylla_apply_schema` is set) and checks
+/// the schema version. The stores of one process share the session.
+pub async fn connect_scylla(config: &HistoryConfig) -> anyhow::Result<ScyllaSession> {
+    let scylla = scylla_config(config);
+    let at = scylla.contact_points.join(", ");
+    if config.scylla_apply_schema {
+        let applied = tickmesh_history_scylla::apply_schema(&scylla)
+            .await
+            .with_context(|| {
+                format!(
+                    "applying deploy/scylla/schema.cql to ScyllaDB at {at} \
+                     (history.scylla_apply_schema)"
+                )
+            })?;
+        tracing::info!(statements = applied, keyspace = %scylla.keyspace, "scylla schema applied");
+    }
+    let session = ScyllaSession::connect(&scylla).await.with_context(|| {
+        format!(
+            "cannot open the ScyllaDB stores at {at} (history.scylla_contact_points, keyspace {})",
+            scylla.keyspace
+        )
+    })?;
+    tracing::info!(contact_points = %at, keyspace = %scylla.keyspace, "scylla connected");
+    Ok(session)
+}
+
+/// The session to open a ScyllaDB store on: the shared one, or a new one.
+async fn session_or_connect(
+    config: &HistoryConfig,
+    shared: Option<&ScyllaSession>,
+) -> anyhow::Result<ScyllaSession> {
+    match shared {
+        Some(session) => Ok(session.clone()),
+        None => connect_scylla(config).await,
+    }
+}
+
+/// The history store the config names (`None` for backend "none"). For
+/// "scylla" it opens on `scylla` (or connects when `None`).
 pub async fn open_history(
-    config: &tickmesh_runtime::config::HistoryConfig,
+    config: &HistoryConfig,
+    scylla: Option<&ScyllaSession>,
 ) -> anyhow::Result<Option<Arc<dyn tickmesh_history::CandleStore>>> {
     Ok(match config.backend.as_str() {
         "embedded" => {
@@ -292,29 +352,46 @@ pub async fn open_history(
             Some(Arc::new(store))
         }
         "scylla" => {
-            anyhow::bail!("history.backend = \"scylla\" is not available in this build yet")
+            let session = session_or_connect(config, scylla).await?;
+            let store = tickmesh_history_scylla::ScyllaStore::open(&session)
+                .await
+                .context("opening the ScyllaDB candle store")?;
+            tracing::info!(keyspace = %config.scylla_keyspace, "history store: scylla");
+            Some(Arc::new(store))
         }
         _ => None,
     })
 }
 
-/// The durable store of closed leaderboard windows the config names.
-pub fn open_ranking_snapshots(
+/// The durable store of closed leaderboard windows the config names
+/// (`ranking.snapshot_store`; "history" follows `history.backend`).
+pub async fn open_ranking_snapshots(
     config: &Config,
+    scylla: Option<&ScyllaSession>,
 ) -> anyhow::Result<Option<Arc<dyn tickmesh_ranking::snapshot::SnapshotStore>>> {
-    if config.ranking.snapshot_store == "none" {
-        return Ok(None);
+    match config.ranking.snapshot_backend(&config.history) {
+        StoreBackend::None => Ok(None),
+        StoreBackend::Scylla => {
+            let session = session_or_connect(&config.history, scylla).await?;
+            let store = tickmesh_history_scylla::ScyllaSnapshotStore::open(&session)
+                .await
+                .context("opening the ScyllaDB ranking snapshot store")?;
+            tracing::info!(keyspace = %config.history.scylla_keyspace, "ranking snapshots: scylla");
+            Ok(Some(Arc::new(store)))
+        }
+        StoreBackend::Embedded => {
+            let path = config.ranking.snapshot_file(&config.history);
+            let store = tickmesh_ranking::snapshot::EmbeddedSnapshotStore::open(&path)
+                .with_context(|| {
+                    format!(
+                        "opening the ranking snapshot store {} (ranking.snapshot_path)",
+                        path.display()
+                    )
+                })?;
+            tracing::info!(path = %path.display(), "ranking snapshots: embedded");
+            Ok(Some(Arc::new(store)))
+        }
     }
-    let path = config.ranking.snapshot_file(&config.history);
-    let store =
-        tickmesh_ranking::snapshot::EmbeddedSnapshotStore::open(&path).with_context(|| {
-            format!(
-                "opening the ranking snapshot store {} (ranking.snapshot_path)",
-                path.display()
-            )
-        })?;
-    tracing::info!(path = %path.display(), "ranking snapshots: embedded");
-    Ok(Some(Arc::new(store)))
 }
 
 /// The keys that sign queue tokens. Without `queue.token_key` (development:
@@ -335,10 +412,20 @@ pub fn queue_keyring(
     Ok(keyring)
 }
 
-/// The durable store of coupon campaigns and issuances the config names.
-pub fn open_coupon_store(
+/// The durable store of coupon campaigns and issuances the config names
+/// (`coupon.store`; "history" follows `history.backend`).
+pub async fn open_coupon_store(
     config: &Config,
+    scylla: Option<&ScyllaSession>,
 ) -> anyhow::Result<Arc<dyn tickmesh_coupon::IssuanceStore>> {
+    if config.coupon.store_backend(&config.history) == StoreBackend::Scylla {
+        let session = session_or_connect(&config.history, scylla).await?;
+        let store = tickmesh_history_scylla::ScyllaIssuanceStore::open(&session)
+            .await
+            .context("opening the ScyllaDB coupon issuance store")?;
+        tracing::info!(keyspace = %config.history.scylla_keyspace, "coupon issuances: scylla");
+        return Ok(Arc::new(store));
+    }
     let path = config.coupon.store_file(&config.history);
     let store =
         tickmesh_coupon::embedded_store::EmbeddedIssuanceStore::open(&path).with_context(|| {
@@ -368,9 +455,7 @@ pub fn coupon_stock(
 }
 
 /// The ScyllaDB store's settings from the `[history]` section.
-pub fn scylla_config(
-    config: &tickmesh_runtime::config::HistoryConfig,
-) -> tickmesh_history_scylla::ScyllaConfig {
+pub fn scylla_config(config: &HistoryConfig) -> tickmesh_history_scylla::ScyllaConfig {
     let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
     tickmesh_history_scylla::ScyllaConfig {
         contact_points: config.scylla_contact_points.clone(),
