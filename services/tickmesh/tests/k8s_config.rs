@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tickmesh_runtime::config::Config;
+use tickmesh_runtime::config::{Config, StoreBackend};
 
 fn k8s(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -94,15 +94,34 @@ fn every_workload_starts_with_the_cluster_config() {
                 path.display()
             );
         }
-        if env
-            .iter()
-            .any(|(k, v)| k == "TICKMESH_SERVICES_ENABLED" && (v == "ranking" || v == "coupon"))
-        {
-            assert!(
-                env.iter().any(|(k, _)| k.ends_with("_PATH")),
-                "{}: the embedded store must be placed on the volume",
-                path.display()
-            );
+        // Every durable store is in ScyllaDB, so no service needs a volume
+        // and each runs as a scalable Deployment (the schema Job aside).
+        assert_eq!(
+            config.ranking.snapshot_backend(&config.history),
+            StoreBackend::Scylla
+        );
+        assert_eq!(
+            config.coupon.store_backend(&config.history),
+            StoreBackend::Scylla
+        );
+        assert!(
+            text.contains("\nkind: Deployment\n") || text.contains("\nkind: Job\n"),
+            "{}: a Deployment (or the schema Job)",
+            path.display()
+        );
+        assert!(
+            !text.contains("volumeClaimTemplates") && !text.contains("persistentVolumeClaim"),
+            "{}: no volume",
+            path.display()
+        );
+        if text.contains("\nkind: Deployment\n") {
+            for kind in ["PodDisruptionBudget", "HorizontalPodAutoscaler"] {
+                assert!(
+                    text.contains(&format!("\nkind: {kind}\n")),
+                    "{}: {kind}",
+                    path.display()
+                );
+            }
         }
     }
     assert_eq!(workloads, 6, "five services and the schema Job");
