@@ -84,6 +84,38 @@ fn every_workload_starts_with_the_cluster_config() {
             assert_eq!(config.telemetry.service_name, format!("tickmesh-{service}"));
         }
         assert_eq!(config.history.backend, "scylla");
+        // Each pod serves one service: calls to another service must go to
+        // that service's Service, not to this process (the default).
+        for (key, endpoint, target) in [
+            (
+                "candles.marketfeed_endpoint",
+                &config.candles.marketfeed_endpoint,
+                "marketfeed",
+            ),
+            (
+                "coupon.ranking_endpoint",
+                &config.coupon.ranking_endpoint,
+                "ranking",
+            ),
+            (
+                "queue.coupon_endpoint",
+                &config.queue.coupon_endpoint,
+                "coupon",
+            ),
+        ] {
+            assert_eq!(
+                *endpoint,
+                format!("http://{target}:50051"),
+                "{}: {key}",
+                path.display()
+            );
+            assert!(
+                std::fs::read_to_string(k8s(&format!("base/{target}.yaml")))
+                    .unwrap()
+                    .contains(&format!("kind: Service\nmetadata:\n  name: {target}\n")),
+                "{key}: no Service {target}"
+            );
+        }
         // The root filesystem is read-only: every file a workload writes
         // must be on its mounted volume.
         for (key, value) in env.iter().filter(|(k, _)| k.ends_with("_PATH")) {
