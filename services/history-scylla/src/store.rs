@@ -1,4 +1,5 @@
-//! The session, the prepared statements and the `CandleStore` implementation.
+//! The candle store: its prepared statements on the shared session and the
+//! `CandleStore` implementation.
 
 use async_trait::async_trait;
 use futures_util::stream::{BoxStream, StreamExt};
