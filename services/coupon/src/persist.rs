@@ -10,7 +10,15 @@
 //! written twice is stored once. Acknowledged entries are trimmed from the
 //! log (`XTRIM MINID`, never past the oldest pending entry), so the log holds
 //! only what is not yet durable.
+//!
+//! A campaign that has ended stops being visited once it is settled: its end
+//! lies more than `claim_after` + [`CLOCK_SKEW`] in the past (no instance can
+//! still issue, and a dead consumer's entries have become claimable), a pass
+//! found nothing to persist, and no consumer holds a pending entry. Without
+//! this, every campaign ever created would cost two Redis calls per pass for
+//! as long as the process runs.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,12 +31,18 @@ use tickmesh_runtime::stream_hub::id_cmp;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::campaign::Campaign;
 use crate::campaigns::CampaignBook;
+use crate::clock::Clock;
 use crate::keys::Keys;
 use crate::store::{Issuance, IssuanceStore};
 
 /// The consumer group of every campaign's log.
 pub const GROUP: &str = "persist";
+
+/// How far instances' clocks may disagree: an instance whose clock is behind
+/// can still issue this long after a campaign's end by ours.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5);
 
 pub struct Persister {
     pub redis: RedisHandle,
@@ -40,6 +54,7 @@ pub struct Persister {
     pub batch: usize,
     /// Entries pending this long in another consumer are taken over.
     pub claim_after: Duration,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// An issuance log entry as a record.
@@ -207,6 +222,61 @@ impl Persister {
         Ok(())
     }
 
+    /// One pass over `campaigns`: persists each one's log, skipping those
+    /// in `settled` and adding those that settle now. Returns the campaigns
+    /// visited.
+    pub async fn pass(&self, campaigns: &[Arc<Campaign>], settled: &mut HashSet<String>) -> usize {
+        settled.retain(|id| campaigns.iter().any(|c| &c.id == id));
+        let mut visited = 0;
+        for c in campaigns {
+            if settled.contains(&c.id) {
+                continue;
+            }
+            visited += 1;
+            match self.persist_campaign(&c.id).await {
+                Ok(0) => match self.is_settled(c).await {
+                    Ok(true) => {
+                        tracing::debug!(campaign = %c.id, "campaign ended and fully persisted; no longer visited");
+                        settled.insert(c.id.clone());
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(campaign = %c.id, error = %e, "reading the issuance log failed")
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(campaign = %c.id, error = %e, "persisting issuances failed; retrying next pass")
+                }
+            }
+        }
+        visited
+    }
+
+    /// Ended long enough ago that nothing new can reach the log, and no
+    /// consumer holds an entry that is not durable yet.
+    async fn is_settled(&self, campaign: &Campaign) -> Result<bool> {
+        let quiet_ms = (self.claim_after + CLOCK_SKEW).as_millis() as i64;
+        let now_ms = self.clock.now_ns().div_euclid(1_000_000);
+        if now_ms < campaign.end_ms.saturating_add(quiet_ms) {
+            return Ok(false);
+        }
+        let mut conn = self.redis.conn();
+        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
+            .arg(self.keys.log(&campaign.id))
+            .arg(GROUP)
+            .query_async(&mut conn)
+            .await;
+        match pending {
+            Ok(Value::Array(parts)) => Ok(matches!(parts.first(), Some(Value::Int(0)))),
+            Ok(_) => Ok(false),
+            // No group: nothing was ever read, and the pass just found the
+            // log empty of new entries.
+            Err(e) if is_nogroup(&e) => Ok(true),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Persists every known campaign's log every `interval` until shutdown.
     pub fn spawn(
         self: Arc<Self>,
@@ -215,12 +285,9 @@ impl Persister {
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
         tokio::spawn(async move {
+            let mut settled = HashSet::new();
             loop {
-                for c in campaigns.cached() {
-                    if let Err(e) = self.persist_campaign(&c.id).await {
-                        tracing::warn!(campaign = %c.id, error = %e, "persisting issuances failed; retrying next pass");
-                    }
-                }
+                self.pass(&campaigns.cached(), &mut settled).await;
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(interval) => {}

@@ -150,6 +150,7 @@ impl Coupons {
             consumer: consumer.to_string(),
             batch: self.config.persist_batch,
             claim_after: self.config.claim_after,
+            clock: self.clock.clone(),
         })
     }
 

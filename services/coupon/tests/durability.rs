@@ -108,6 +108,77 @@ async fn a_killed_workers_entries_are_claimed_and_stored_once() {
     assert!(len <= 1, "persisted entries are trimmed ({len} left)");
 }
 
+/// The worker stops visiting a campaign once it has ended and every entry of
+/// its log is durable, but not before: entries a dead consumer holds keep it
+/// visited until they are claimed and stored. A running campaign stays visited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_campaigns_are_visited_until_settled_then_skipped() {
+    let redis = redis().await;
+    let clock = ManualClock::new(T0_MS * 1_000_000);
+    let store = store();
+    let (c, _stop) = instance(&redis, store.clone(), clock.clone(), config());
+    let (ended, _) = c.create_campaign(campaign("ends", 100, 1)).await.unwrap();
+    let mut long = campaign("runs", 100, 1);
+    long.end_ms = Some(T0_MS + 30 * 86_400_000);
+    let (running, _) = c.create_campaign(long).await.unwrap();
+    for u in 0..5 {
+        c.issue("ends", &format!("u{u}"), &format!("r{u}"))
+            .await
+            .unwrap();
+    }
+    // A consumer that dies holding two entries.
+    let mut conn = conn(&redis).await;
+    let live = c.persister("live");
+    assert_eq!(live.persist_campaign("ends").await.unwrap(), 5);
+    for u in 5..7 {
+        c.issue("ends", &format!("u{u}"), &format!("r{u}"))
+            .await
+            .unwrap();
+    }
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("dead")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(c.keys().log("ends"))
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let campaigns = vec![Arc::new(ended.clone()), Arc::new(running)];
+    let mut settled = HashSet::new();
+    // Ended, but only just: other instances may still be issuing.
+    clock.set((ended.end_ms + 1_000) * 1_000_000);
+    assert_eq!(live.pass(&campaigns, &mut settled).await, 2);
+    assert!(settled.is_empty());
+    // Long enough after the end, but the dead consumer's entries are pending.
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(live.pass(&campaigns, &mut settled).await, 2);
+    assert!(
+        settled.is_empty(),
+        "pending entries keep the campaign visited"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(live.pass(&campaigns, &mut settled).await, 2);
+    assert_eq!(
+        store
+            .issuances("ends")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    // Nothing left anywhere: settled, and skipped from now on.
+    assert_eq!(live.pass(&campaigns, &mut settled).await, 2);
+    assert_eq!(settled, HashSet::from(["ends".to_string()]));
+    assert_eq!(live.pass(&campaigns, &mut settled).await, 1);
+}
+
 /// Redis restarts without persistence mid-campaign: the campaign is rebuilt
 /// from the durable records before anything else is issued, so stock,
 /// per-user limits, codes and request-id answers all still hold.
