@@ -24,42 +24,78 @@ use crate::window::{Window, window_at};
 /// Returns per event: status (1 recorded, 0 duplicate, -1 out of range), then
 /// the member's score in each window (0 unless recorded).
 ///
-/// Events are first applied to an in-script copy of the touched members, so
-/// an out-of-range event is skipped without writing, and each touched
-/// (window, member) is written once however many events hit it.
+/// The script reads first, decides, then writes: one ZMSCORE finds the event
+/// ids seen before, one HMGET per window reads the touched members' entries,
+/// the events are applied in order to that in-script copy (so an
+/// out-of-range event is skipped without writing anything, and each touched
+/// (window, member) is written once however many events hit it), and the
+/// writes go out as one multi-member ZREM / ZADD / HSET per window. A batch
+/// of N events therefore costs a fixed number of commands, not N times as
+/// many: under load, group commit makes the batches and this makes them cheap.
 const RECORD_LUA: &str = r#"
-local now = tonumber(ARGV[1])
 local op, order = ARGV[3], ARGV[4]
 local W = tonumber(ARGV[7])
 local first_event = 8 + 3 * W
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-local state = {}
-for w = 1, W do state[w] = {} end
-local function current(w, member)
-  local s = state[w][member]
-  if s == nil then
-    local e = redis.call('HGET', KEYS[6 + 2 * w], member)
-    if e then
-      s = {old = e, present = true, score = score_of(order, e)}
-    else
-      s = {present = false}
-    end
-    state[w][member] = s
+local unpack = unpack
+-- Redis and Lua cap the arguments of one call; larger lists go in chunks.
+local CHUNK = 2000
+local function each_chunk(list, step, fn)
+  local n = #list
+  local i = 1
+  while i <= n do
+    local j = math.min(n, i + CHUNK * step - 1)
+    fn(unpack(list, i, j))
+    i = j + 1
   end
-  return s
 end
-local out, touched, recorded = {}, {}, 0
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
+-- Which event ids were seen already (one read for the whole batch).
+local ids = {}
+for i = first_event, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
+local seen_before = {}
+for c = 1, #ids, CHUNK do
+  local part = redis.call('ZMSCORE', KEYS[2], unpack(ids, c, math.min(#ids, c + CHUNK - 1)))
+  for k = 1, #part do
+    if part[k] then seen_before[ids[c + k - 1]] = true end
+  end
+end
+-- The touched members' current entries in every window (one read per window).
+local members, member_index = {}, {}
 for i = first_event, #ARGV, 4 do
-  local id, member, value, data = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  -- Claims the event id; given back below if the event is refused.
-  if redis.call('ZADD', KEYS[2], 'NX', now, id) == 0 then
+  local m = ARGV[i + 1]
+  if not member_index[m] then
+    members[#members + 1] = m
+    member_index[m] = #members
+  end
+end
+local state = {}
+for w = 1, W do
+  local st = {}
+  for c = 1, #members, CHUNK do
+    local got = redis.call('HMGET', KEYS[6 + 2 * w], unpack(members, c, math.min(#members, c + CHUNK - 1)))
+    for k = 1, #got do
+      local e = got[k]
+      if e then
+        st[members[c + k - 1]] = {old = e, present = true, score = score_of(order, e)}
+      else
+        st[members[c + k - 1]] = {present = false}
+      end
+    end
+  end
+  state[w] = st
+end
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local out, touched, claimed, data = {}, {}, {}, {}
+local claimed_now, touched_set = {}, {}
+for i = first_event, #ARGV, 4 do
+  local id, member, value, d = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  if seen_before[id] or claimed_now[id] then
     out[#out + 1] = 0
     for w = 1, W do out[#out + 1] = 0 end
   else
     local new, ok = {}, true
     for w = 1, W do
-      local s = current(w, member)
+      local s = state[w][member]
       local score, changed
       if op == 'i' then
         score = (s.present and s.score or 0) + value
@@ -73,43 +109,62 @@ for i = first_event, #ARGV, 4 do
         score, changed = value, true
       end
       if score > MAX or score < -MAX then ok = false end
-      new[w] = {score, changed}
+      new[w] = score
+      new[W + w] = changed
     end
     if ok then
       seq = seq + 1
-      recorded = recorded + 1
-      if data ~= '' then redis.call('HSET', KEYS[5], member, data) end
+      claimed_now[id] = true
+      claimed[#claimed + 1] = ARGV[1]
+      claimed[#claimed + 1] = id
+      if d ~= '' then data[#data + 1] = member; data[#data + 1] = d end
       out[#out + 1] = 1
       for w = 1, W do
         local s = state[w][member]
-        if new[w][2] then
-          if not s.dirty then
-            s.dirty = true
-            touched[#touched + 1] = {w, member}
+        if new[W + w] then
+          s.dirty = true
+          if not touched_set[member] then
+            touched_set[member] = true
+            touched[#touched + 1] = member
           end
-          s.present, s.score, s.seq = true, new[w][1], seq
+          s.present, s.score, s.seq = true, new[w], seq
         end
         out[#out + 1] = s.score
       end
     else
-      redis.call('ZREM', KEYS[2], id)
       out[#out + 1] = -1
       for w = 1, W do out[#out + 1] = 0 end
     end
   end
 end
-if recorded > 0 then
-  for _, t in ipairs(touched) do
-    local w, member = t[1], t[2]
-    local s = state[w][member]
-    if s.old then redis.call('ZREM', KEYS[5 + 2 * w], s.old) end
-    local e = key_of(order, s.score) .. pad(s.seq) .. member
-    redis.call('ZADD', KEYS[5 + 2 * w], 0, e)
-    redis.call('HSET', KEYS[6 + 2 * w], member, e)
+if #claimed > 0 then
+  each_chunk(claimed, 2, function(...) redis.call('ZADD', KEYS[2], ...) end)
+  if #data > 0 then
+    each_chunk(data, 2, function(...) redis.call('HSET', KEYS[5], ...) end)
+  end
+  for w = 1, W do
+    local st = state[w]
+    local removed, added, fields = {}, {}, {}
+    for _, member in ipairs(touched) do
+      local s = st[member]
+      if s.dirty then
+        if s.old then removed[#removed + 1] = s.old end
+        local e = key_of(order, s.score) .. pad(s.seq) .. member
+        added[#added + 1] = '0'
+        added[#added + 1] = e
+        fields[#fields + 1] = member
+        fields[#fields + 1] = e
+      end
+    end
+    if #removed > 0 then
+      each_chunk(removed, 1, function(...) redis.call('ZREM', KEYS[5 + 2 * w], ...) end)
+    end
+    if #added > 0 then
+      each_chunk(added, 2, function(...) redis.call('ZADD', KEYS[5 + 2 * w], ...) end)
+      each_chunk(fields, 2, function(...) redis.call('HSET', KEYS[6 + 2 * w], ...) end)
+    end
   end
   redis.call('SET', KEYS[1], string.format('%d', seq))
-  -- A periodic window's keys get their expiry when the window first appears
-  -- in the index (its first write; RemoveMember unindexes a window it empties).
   for w = 1, W do
     local base = 8 + 3 * (w - 1)
     if ARGV[base + 2] ~= '0' and redis.call('ZADD', KEYS[3], 'NX', ARGV[base + 2], ARGV[base]) == 1 then
@@ -119,7 +174,7 @@ if recorded > 0 then
   end
   if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[6], 'from', ARGV[6]) end
   if #touched > 0 then
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'n', tostring(recorded))
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'n', tostring(#claimed / 2))
   end
 end
 return out

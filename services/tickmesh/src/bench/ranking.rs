@@ -38,6 +38,10 @@ pub struct RankingReport {
     /// Redis time per call of raw ZINCRBY, and per event of the record script (µs).
     pub raw_zincrby_redis_us: f64,
     pub record_redis_us_per_event: f64,
+    /// In the RecordEvent (one event per call) phase: events per script call
+    /// (what group commit gathered) and Redis time per event (µs).
+    pub single_events_per_script: f64,
+    pub single_redis_us_per_event: f64,
     pub record_event_per_s: f64,
     pub record_events_batched_per_s: f64,
     pub get_top_p50: Duration,
@@ -111,6 +115,8 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
     let mut script_us = Vec::new();
     let mut single = Vec::new();
     let mut batched = Vec::new();
+    let mut single_batch = Vec::new();
+    let mut single_us = Vec::new();
     for round in 0..options.rounds {
         let before = redis_usec(&redis).await?;
         let raw_rate = redis_benchmark(
@@ -131,8 +137,13 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
         .rps;
         let after_raw = redis_usec(&redis).await?;
         let one = record_singles(&channels, &options, round).await?;
+        let after_singles = redis_usec(&redis).await?;
         let many = record_batches(&channels, &options, round).await?;
         let after = redis_usec(&redis).await?;
+        let single_events = options.events.div_ceil(options.concurrency) * options.concurrency;
+        let single_calls = after_singles.evalsha_calls - after_raw.evalsha_calls;
+        single_batch.push(single_events as f64 / single_calls.max(1.0));
+        single_us.push((after_singles.evalsha - after_raw.evalsha) / single_events as f64);
         raw_us.push((after_raw.zincrby - before.zincrby) / (options.events * 2) as f64);
         let recorded = (options.events.div_ceil(options.concurrency) * options.concurrency)
             + options.events.div_ceil(options.batch) * options.batch;
@@ -193,6 +204,8 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
         raw_zincrby_per_s: median(raw),
         raw_zincrby_redis_us: median(raw_us),
         record_redis_us_per_event: median(script_us),
+        single_events_per_script: median(single_batch),
+        single_redis_us_per_event: median(single_us),
         record_event_per_s: median(single),
         record_events_batched_per_s: median(batched),
         get_top_p50: percentile(&latencies, 0.5),
@@ -222,6 +235,10 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
     println!(
         "  Redis time: {:.1} µs per ZINCRBY, {:.1} µs per recorded event (all windows, dedupe, change log)",
         report.raw_zincrby_redis_us, report.record_redis_us_per_event
+    );
+    println!(
+        "  RecordEvent phase: group commit put {:.1} events in each script call; Redis time {:.1} µs per event",
+        report.single_events_per_script, report.single_redis_us_per_event
     );
     println!(
         "  GetTop(100) via gRPC, {} sequential calls       p50 {:.3} ms   p99 {:.3} ms",
@@ -332,6 +349,8 @@ fn spread(n: usize, members: usize) -> usize {
 struct RedisUsec {
     zincrby: f64,
     evalsha: f64,
+    /// Script calls so far.
+    evalsha_calls: f64,
 }
 
 async fn redis_usec(redis: &redis::Client) -> anyhow::Result<RedisUsec> {
@@ -340,15 +359,16 @@ async fn redis_usec(redis: &redis::Client) -> anyhow::Result<RedisUsec> {
         .arg("commandstats")
         .query_async(&mut conn)
         .await?;
-    let usec = |name: &str| {
+    let stat = |name: &str, field: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:")))
-            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec=")))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix(field)))
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
     Ok(RedisUsec {
-        zincrby: usec("zincrby"),
-        evalsha: usec("evalsha"),
+        zincrby: stat("zincrby", "usec="),
+        evalsha: stat("evalsha", "usec="),
+        evalsha_calls: stat("evalsha", "calls="),
     })
 }
