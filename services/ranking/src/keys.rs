@@ -8,7 +8,8 @@
 //! | `<p>:rank:{B}:z:<window>` | sorted set | the window's entries (see `score.rs`), all scored 0 |
 //! | `<p>:rank:{B}:h:<window>` | hash | member → its entry in the window |
 //! | `<p>:rank:{B}:seq` | string | last tie-break sequence given |
-//! | `<p>:rank:{B}:ev` | sorted set | recorded event ids, scored by record time (ms) |
+//! | `<p>:rank:{B}:ev:<n>` | hash | event ids recorded in dedupe period n (event id → "1"); expires on its own |
+//! | `<p>:rank:{B}:ev` | sorted set | event ids of earlier versions, scored by record time (ms): still read, no longer written; empties itself within `dedupe_ttl` |
 //! | `<p>:rank:{B}:idx` | sorted set | periodic windows with live keys → close time (ms) |
 //! | `<p>:rank:{B}:snap` | set | closed windows already snapshotted |
 //! | `<p>:rank:{B}:data` | hash | member → display data |
@@ -47,8 +48,14 @@ impl Keys {
         self.board(board, "seq")
     }
 
+    /// Event ids as earlier versions kept them (one sorted set).
     pub fn events(&self, board: &str) -> String {
         self.board(board, "ev")
+    }
+
+    /// Event ids recorded in dedupe period `period`.
+    pub fn event_period(&self, board: &str, period: i64) -> String {
+        self.board(board, &format!("ev:{period}"))
     }
 
     pub fn window_index(&self, board: &str) -> String {
@@ -91,6 +98,7 @@ mod tests {
             k.members("orders", "all"),
             k.sequence("orders"),
             k.events("orders"),
+            k.event_period("orders", 7),
             k.window_index("orders"),
             k.snapshotted("orders"),
             k.member_data("orders"),

@@ -15,17 +15,26 @@ use crate::keys::Keys;
 use crate::lua;
 use crate::window::{Window, window_at};
 
-/// KEYS: seq, events, window index, changes, member data, rolling state, then
-/// per window its entries (sorted set) and members (hash).
-/// ARGV: now (ms), forget events before (ms), operator (i/s/b), order (h/l),
+/// KEYS: seq, legacy events (sorted set), window index, changes, member data,
+/// rolling state, then per window its entries (sorted set) and members
+/// (hash), then the [`DEDUPE_PERIODS`] event-id hashes, the current period's
+/// first.
+/// ARGV: expire at (ms) of the current period's event-id hash, forget legacy
+/// events before (ms), operator (i/s/b), order (h/l),
 /// changes max length, rolling "from" (ms of the oldest hour in the rolling
 /// window, "" without one), window count W, W × (name, expire at ms or 0,
 /// close ms or 0), then per event: id, member, value (units), member data.
 /// Returns per event: status (1 recorded, 0 duplicate, -1 out of range), then
 /// the member's score in each window (0 unless recorded).
 ///
-/// The script reads first, decides, then writes: one ZMSCORE finds the event
-/// ids seen before, one HMGET per window reads the touched members' entries,
+/// Event ids are remembered in hashes per dedupe period (`dedupe_ttl` /
+/// [`DEDUPE_SLICES`]); an event is checked against the current period and the
+/// [`DEDUPE_SLICES`] before it, so an id is remembered for at least
+/// `dedupe_ttl` and at most a slice longer, and a period's ids go when its
+/// hash expires — no sorted set to insert into and trim.
+///
+/// The script reads first, decides, then writes: one HMGET per dedupe period
+/// finds the event ids seen before, one HMGET per window reads the touched members' entries,
 /// the events are applied in order to that in-script copy (so an
 /// out-of-range event is skipped without writing anything, and each touched
 /// (window, member) is written once however many events hit it), and the
@@ -48,16 +57,24 @@ local function each_chunk(list, step, fn)
     i = j + 1
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
--- Which event ids were seen already (one read for the whole batch).
+local first_period = 7 + 2 * W
+-- Which event ids were seen already (one read per dedupe period).
 local ids = {}
 for i = first_event, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
 local seen_before = {}
-for c = 1, #ids, CHUNK do
-  local part = redis.call('ZMSCORE', KEYS[2], unpack(ids, c, math.min(#ids, c + CHUNK - 1)))
-  for k = 1, #part do
-    if part[k] then seen_before[ids[c + k - 1]] = true end
+local function mark_seen(cmd, key)
+  for c = 1, #ids, CHUNK do
+    local part = redis.call(cmd, key, unpack(ids, c, math.min(#ids, c + CHUNK - 1)))
+    for k = 1, #part do
+      if part[k] then seen_before[ids[c + k - 1]] = true end
+    end
   end
+end
+for k = first_period, #KEYS do mark_seen('HMGET', KEYS[k]) end
+-- Ids an earlier version kept in one sorted set, until it empties.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
+  mark_seen('ZMSCORE', KEYS[2])
 end
 -- The touched members' current entries in every window (one read per window).
 local members, member_index = {}, {}
@@ -115,8 +132,8 @@ for i = first_event, #ARGV, 4 do
     if ok then
       seq = seq + 1
       claimed_now[id] = true
-      claimed[#claimed + 1] = ARGV[1]
       claimed[#claimed + 1] = id
+      claimed[#claimed + 1] = '1'
       if d ~= '' then data[#data + 1] = member; data[#data + 1] = d end
       out[#out + 1] = 1
       for w = 1, W do
@@ -138,7 +155,8 @@ for i = first_event, #ARGV, 4 do
   end
 end
 if #claimed > 0 then
-  each_chunk(claimed, 2, function(...) redis.call('ZADD', KEYS[2], ...) end)
+  each_chunk(claimed, 2, function(...) redis.call('HSET', KEYS[first_period], ...) end)
+  redis.call('PEXPIREAT', KEYS[first_period], ARGV[1])
   if #data > 0 then
     each_chunk(data, 2, function(...) redis.call('HSET', KEYS[5], ...) end)
   end
@@ -179,6 +197,44 @@ if #claimed > 0 then
 end
 return out
 "#;
+
+/// Dedupe periods per `dedupe_ttl`: ids are kept at most a quarter longer.
+pub const DEDUPE_SLICES: i64 = 4;
+/// Event-id hashes each event is checked against: the current one and the
+/// `DEDUPE_SLICES` before it.
+pub const DEDUPE_PERIODS: usize = DEDUPE_SLICES as usize + 1;
+
+/// The dedupe periods around one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DedupePeriods {
+    /// Length of one period (ms).
+    pub span_ms: i64,
+    /// The current period's number.
+    pub current: i64,
+}
+
+impl DedupePeriods {
+    pub fn at(now_ms: i64, dedupe_ttl: Duration) -> Self {
+        let ttl_ms = (dedupe_ttl.as_millis() as i64).max(1);
+        let span_ms = (ttl_ms + DEDUPE_SLICES - 1) / DEDUPE_SLICES;
+        Self {
+            span_ms,
+            current: now_ms.div_euclid(span_ms),
+        }
+    }
+
+    /// The periods an event id is looked up in, the current one first.
+    pub fn checked(&self) -> impl Iterator<Item = i64> + '_ {
+        (0..DEDUPE_PERIODS as i64).map(|back| self.current - back)
+    }
+
+    /// When the current period's hash may go: once it is no longer checked.
+    /// An id recorded at any moment of the period is therefore found for at
+    /// least `DEDUPE_SLICES` × span ≥ `dedupe_ttl`.
+    pub fn expire_at_ms(&self) -> i64 {
+        (self.current + DEDUPE_PERIODS as i64) * self.span_ms
+    }
+}
 
 /// One validated event, with its board.
 #[derive(Clone, Debug)]
@@ -250,13 +306,14 @@ impl Recorder {
         }
         let now_ms = now_ns.div_euclid(1_000_000);
         let forget_before = now_ms - self.dedupe_ttl.as_millis() as i64;
+        let dedupe = DedupePeriods::at(now_ms, self.dedupe_ttl);
         let mut pipe = redis::pipe();
         let mut windows_of = Vec::with_capacity(groups.len());
         for (board, indices) in &groups {
             let windows = write_windows(board, now_ns);
             let id = board.id.as_str();
             let cmd = pipe.cmd("EVALSHA").arg(self.script.get_hash());
-            cmd.arg(6 + 2 * windows.len())
+            cmd.arg(6 + 2 * windows.len() + DEDUPE_PERIODS)
                 .arg(self.keys.sequence(id))
                 .arg(self.keys.events(id))
                 .arg(self.keys.window_index(id))
@@ -267,7 +324,10 @@ impl Recorder {
                 cmd.arg(self.keys.entries(id, &w.name))
                     .arg(self.keys.members(id, &w.name));
             }
-            cmd.arg(now_ms)
+            for period in dedupe.checked() {
+                cmd.arg(self.keys.event_period(id, period));
+            }
+            cmd.arg(dedupe.expire_at_ms())
                 .arg(forget_before)
                 .arg(board.operator.script_code())
                 .arg(order_code(board))
@@ -332,5 +392,45 @@ pub fn order_code(board: &Board) -> &'static str {
     match board.order {
         crate::board::Order::HigherFirst => "h",
         crate::board::Order::LowerFirst => "l",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An id recorded at any moment is looked up for at least `dedupe_ttl`
+    /// after it, and its period's hash lives until then, but not past
+    /// `dedupe_ttl` plus one period.
+    #[test]
+    fn an_event_id_is_remembered_for_at_least_the_dedupe_ttl() {
+        let ttl = Duration::from_secs(24 * 3600);
+        let ttl_ms = ttl.as_millis() as i64;
+        for recorded in [0, 1, 21_599_999, 21_600_000, 1_767_571_234_567] {
+            let at = DedupePeriods::at(recorded, ttl);
+            assert_eq!(at.span_ms, ttl_ms / 4);
+            assert!(at.expire_at_ms() >= recorded + ttl_ms);
+            assert!(at.expire_at_ms() <= recorded + ttl_ms + 2 * at.span_ms);
+            for later in [
+                recorded,
+                recorded + 1,
+                recorded + ttl_ms - 1,
+                recorded + ttl_ms,
+            ] {
+                let then = DedupePeriods::at(later, ttl);
+                assert!(
+                    then.checked().any(|p| p == at.current),
+                    "recorded at {recorded}, checked at {later}"
+                );
+                assert!(later < at.expire_at_ms());
+            }
+        }
+    }
+
+    #[test]
+    fn tiny_ttls_still_make_periods() {
+        let at = DedupePeriods::at(10, Duration::from_millis(1));
+        assert_eq!(at.span_ms, 1);
+        assert_eq!(at.checked().collect::<Vec<_>>(), vec![10, 9, 8, 7, 6]);
     }
 }

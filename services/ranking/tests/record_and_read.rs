@@ -69,6 +69,80 @@ async fn a_retried_event_counts_once_even_when_retries_race() {
     );
 }
 
+/// An event id is a duplicate for the whole `dedupe_ttl` (1 day) across the
+/// dedupe periods it is kept in, and counts again once it is well past it;
+/// ids an earlier version kept in one sorted set are still honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_ids_are_remembered_for_the_dedupe_ttl_then_forgotten() {
+    let h = harness(ns(NOW)).await;
+    h.ranking
+        .upsert_board(board("orders", Operator::Increment, &[WindowKind::AllTime]))
+        .await
+        .unwrap();
+    let record = |id: &'static str| {
+        let r = h.ranking.clone();
+        async move {
+            r.record(vec![inc("orders", "sku-1", "1", id)])
+                .await
+                .unwrap()
+                .remove(0)
+        }
+    };
+    assert!(matches!(record("e1").await, Outcome::Recorded(_)));
+    // An id as an earlier version remembered it: the legacy sorted set.
+    let keys = tickmesh_ranking::keys::Keys::new("tm");
+    let mut conn = redis::Client::open(h.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("ZADD")
+        .arg(keys.events("orders"))
+        .arg(ns(NOW) / 1_000_000)
+        .arg("legacy-1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for step_h in [0, 5, 7, 13, 23] {
+        h.clock.set(ns(NOW) + step_h * 3_600_000_000_000);
+        assert_eq!(record("e1").await, Outcome::Duplicate, "{step_h} h later");
+        assert_eq!(
+            record("legacy-1").await,
+            Outcome::Duplicate,
+            "{step_h} h later"
+        );
+    }
+    h.clock.set(ns(NOW) + 24 * 3_600_000_000_000 - 1_000_000);
+    assert_eq!(record("e1").await, Outcome::Duplicate, "just inside a day");
+    // A day and a dedupe period (6 h) later both are forgotten: new events.
+    h.clock.set(ns(NOW) + 30 * 3_600_000_000_000 + 1_000_000);
+    assert!(matches!(record("e1").await, Outcome::Recorded(_)));
+    assert!(matches!(record("legacy-1").await, Outcome::Recorded(_)));
+    assert_eq!(top(&h, "orders", "all").await, vec![t("sku-1", 3, 1)]);
+    // The legacy set emptied itself and is gone.
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(keys.events("orders"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
+    // Every period hash carries an expiry.
+    let period_keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tm:rank:{orders}:ev:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!period_keys.is_empty());
+    for k in period_keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{k} has no expiry");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_increments_from_many_tasks_sum_exactly() {
     let h = harness(ns(NOW)).await;

@@ -42,6 +42,11 @@ pub struct RankingReport {
     /// (what group commit gathered) and Redis time per event (µs).
     pub single_events_per_script: f64,
     pub single_redis_us_per_event: f64,
+    /// redis-server CPU time (µs) per raw ZINCRBY request and per event of
+    /// the RecordEvent phase: what each costs the Redis core, network
+    /// handling included.
+    pub raw_zincrby_redis_cpu_us: f64,
+    pub single_redis_cpu_us_per_event: f64,
     pub record_event_per_s: f64,
     pub record_events_batched_per_s: f64,
     pub get_top_p50: Duration,
@@ -117,6 +122,8 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
     let mut batched = Vec::new();
     let mut single_batch = Vec::new();
     let mut single_us = Vec::new();
+    let mut raw_cpu = Vec::new();
+    let mut single_cpu = Vec::new();
     for round in 0..options.rounds {
         let before = redis_usec(&redis).await?;
         let raw_rate = redis_benchmark(
@@ -144,6 +151,8 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
         let single_calls = after_singles.evalsha_calls - after_raw.evalsha_calls;
         single_batch.push(single_events as f64 / single_calls.max(1.0));
         single_us.push((after_singles.evalsha - after_raw.evalsha) / single_events as f64);
+        raw_cpu.push((after_raw.cpu_us - before.cpu_us) / (options.events * 2) as f64);
+        single_cpu.push((after_singles.cpu_us - after_raw.cpu_us) / single_events as f64);
         raw_us.push((after_raw.zincrby - before.zincrby) / (options.events * 2) as f64);
         let recorded = (options.events.div_ceil(options.concurrency) * options.concurrency)
             + options.events.div_ceil(options.batch) * options.batch;
@@ -206,6 +215,8 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
         record_redis_us_per_event: median(script_us),
         single_events_per_script: median(single_batch),
         single_redis_us_per_event: median(single_us),
+        raw_zincrby_redis_cpu_us: median(raw_cpu),
+        single_redis_cpu_us_per_event: median(single_cpu),
         record_event_per_s: median(single),
         record_events_batched_per_s: median(batched),
         get_top_p50: percentile(&latencies, 0.5),
@@ -239,6 +250,13 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
     println!(
         "  RecordEvent phase: group commit put {:.1} events in each script call; Redis time {:.1} µs per event",
         report.single_events_per_script, report.single_redis_us_per_event
+    );
+    println!(
+        "  redis-server CPU: {:.1} µs per raw ZINCRBY request, {:.1} µs per RecordEvent event = {:.0}% of raw ZINCRBY's Redis-bound rate",
+        report.raw_zincrby_redis_cpu_us,
+        report.single_redis_cpu_us_per_event,
+        100.0 * report.raw_zincrby_redis_cpu_us
+            / report.single_redis_cpu_us_per_event.max(f64::MIN_POSITIVE)
     );
     println!(
         "  GetTop(100) via gRPC, {} sequential calls       p50 {:.3} ms   p99 {:.3} ms",
@@ -351,6 +369,10 @@ struct RedisUsec {
     evalsha: f64,
     /// Script calls so far.
     evalsha_calls: f64,
+    /// CPU time the redis-server process has used so far (µs, user + system):
+    /// unlike command time, this includes reading, parsing and answering
+    /// requests, and is not inflated when the server waits for a core.
+    cpu_us: f64,
 }
 
 async fn redis_usec(redis: &redis::Client) -> anyhow::Result<RedisUsec> {
@@ -359,6 +381,13 @@ async fn redis_usec(redis: &redis::Client) -> anyhow::Result<RedisUsec> {
         .arg("commandstats")
         .query_async(&mut conn)
         .await?;
+    let cpu: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+    let cpu_s = |field: &str| {
+        cpu.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let stat = |name: &str, field: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:")))
@@ -370,5 +399,6 @@ async fn redis_usec(redis: &redis::Client) -> anyhow::Result<RedisUsec> {
         zincrby: stat("zincrby", "usec="),
         evalsha: stat("evalsha", "usec="),
         evalsha_calls: stat("evalsha", "calls="),
+        cpu_us: (cpu_s("used_cpu_user") + cpu_s("used_cpu_sys")) * 1e6,
     })
 }
