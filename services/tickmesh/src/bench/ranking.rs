@@ -41,6 +41,10 @@ pub struct RankingReport {
     /// In the RecordEvent (one event per call) phase: events per script call
     /// (what group commit gathered) and Redis time per event (µs).
     pub single_events_per_script: f64,
+    /// Unary calls/s of a call that does no work (grpc.health.v1 Check) from
+    /// the same callers over the same connections: the transport's ceiling
+    /// for one-event calls on this machine.
+    pub noop_calls_per_s: f64,
     pub single_redis_us_per_event: f64,
     /// redis-server CPU time (µs) per raw ZINCRBY request and per event of
     /// the RecordEvent phase: what each costs the Redis core, network
@@ -121,10 +125,12 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
     let mut single = Vec::new();
     let mut batched = Vec::new();
     let mut single_batch = Vec::new();
+    let mut noops = Vec::new();
     let mut single_us = Vec::new();
     let mut raw_cpu = Vec::new();
     let mut single_cpu = Vec::new();
     for round in 0..options.rounds {
+        let noop = health_checks(&channels, &options).await?;
         let before = redis_usec(&redis).await?;
         let raw_rate = redis_benchmark(
             &host,
@@ -158,9 +164,10 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
             + options.events.div_ceil(options.batch) * options.batch;
         script_us.push((after.evalsha - after_raw.evalsha) / recorded as f64);
         println!(
-            "  round {}: raw ZINCRBY {:>9.0}/s   RecordEvent {:>9.0}/s ({:.0}%)   RecordEvents×{} {:>9.0} events/s ({:.0}%)",
+            "  round {}: raw ZINCRBY {:>9.0}/s   no-op gRPC {:>9.0}/s   RecordEvent {:>9.0}/s ({:.0}%)   RecordEvents×{} {:>9.0} events/s ({:.0}%)",
             round + 1,
             raw_rate,
+            noop,
             one,
             100.0 * one / raw_rate,
             options.batch,
@@ -168,6 +175,7 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
             100.0 * many / raw_rate
         );
         raw.push(raw_rate);
+        noops.push(noop);
         single.push(one);
         batched.push(many);
     }
@@ -214,6 +222,7 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
         raw_zincrby_redis_us: median(raw_us),
         record_redis_us_per_event: median(script_us),
         single_events_per_script: median(single_batch),
+        noop_calls_per_s: median(noops),
         single_redis_us_per_event: median(single_us),
         raw_zincrby_redis_cpu_us: median(raw_cpu),
         single_redis_cpu_us_per_event: median(single_cpu),
@@ -236,6 +245,11 @@ pub async fn ranking(options: RankingBenchOptions) -> anyhow::Result<RankingRepo
         window_count,
         report.record_event_per_s,
         100.0 * report.record_event_per_s / report.raw_zincrby_per_s
+    );
+    println!(
+        "  no-op unary gRPC call (health Check), same callers {:>7.0} calls/s = {:.0}% of raw ZINCRBY: the ceiling for one event per call here",
+        report.noop_calls_per_s,
+        100.0 * report.noop_calls_per_s / report.raw_zincrby_per_s
     );
     println!(
         "  RecordEvents×{} via gRPC                       {:>9.0} events/s = {:.0}% of raw ZINCRBY",
@@ -304,6 +318,32 @@ async fn record_singles(
                 );
             }
             Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((per_caller * options.concurrency) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `events` health checks (no work behind them) from `concurrency` callers.
+async fn health_checks(channels: &[Channel], options: &RankingBenchOptions) -> anyhow::Result<f64> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let per_caller = options.events.div_ceil(options.concurrency);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(options.concurrency);
+    for caller in 0..options.concurrency {
+        let mut client = HealthClient::new(channels[caller % channels.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_caller {
+                client
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await?;
+            }
+            anyhow::Ok(())
         }));
     }
     for t in tasks {
