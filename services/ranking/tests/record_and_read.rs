@@ -69,6 +69,53 @@ async fn a_retried_event_counts_once_even_when_retries_race() {
     );
 }
 
+/// The largest batch allowed (10,000 events) in one call: every multi-member
+/// command of the script is split under Redis's argument limits, repeated
+/// members and ids inside the batch are applied in order, and the sums are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maximal_batch_is_recorded_exactly() {
+    let h = harness(ns(NOW)).await;
+    let windows = [WindowKind::AllTime, WindowKind::Daily, WindowKind::Hourly];
+    h.ranking
+        .upsert_board(board("big", Operator::Increment, &windows))
+        .await
+        .unwrap();
+    const EVENTS: usize = 10_000;
+    const MEMBERS: usize = 4_500;
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    let mut events = Vec::with_capacity(EVENTS);
+    for i in 0..EVENTS {
+        // Every 10th event repeats the id before it: a duplicate.
+        let id = if i % 10 == 9 { i - 1 } else { i };
+        let member = format!("m{}", (i * 7919) % MEMBERS);
+        let delta = (i % 5 + 1) as i64;
+        if i % 10 != 9 {
+            *expected.entry(member.clone()).or_default() += delta;
+        }
+        events.push(inc("big", &member, &delta.to_string(), &format!("b{id}")));
+    }
+    let out = h.ranking.record(events).await.unwrap();
+    assert_eq!(
+        out.iter().filter(|o| **o == Outcome::Duplicate).count(),
+        EVENTS / 10
+    );
+    for window in ["all", "day", "hour"] {
+        let mut got: HashMap<String, i64> = HashMap::new();
+        let mut token = String::new();
+        loop {
+            let view = h.ranking.top("big", window, 1_000, &token).await.unwrap();
+            for e in &view.entries {
+                got.insert(e.member.clone(), e.score);
+            }
+            if view.next_page_token.is_empty() {
+                break;
+            }
+            token = view.next_page_token;
+        }
+        assert_eq!(got, expected, "{window}");
+    }
+}
+
 /// An event id is a duplicate for the whole `dedupe_ttl` (1 day) across the
 /// dedupe periods it is kept in, and counts again once it is well past it;
 /// ids an earlier version kept in one sorted set are still honoured.
