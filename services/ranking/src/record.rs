@@ -85,101 +85,122 @@ for i = first_event, #ARGV, 4 do
     member_index[m] = #members
   end
 end
-local state = {}
+-- Per window: each touched member's entry (absent: nil), score, the
+-- sequence of its score, and whether it changed.
+local olds, scores, seqs, dirty = {}, {}, {}, {}
 for w = 1, W do
-  local st = {}
+  local o, sc = {}, {}
   for c = 1, #members, CHUNK do
     local got = redis.call('HMGET', KEYS[6 + 2 * w], unpack(members, c, math.min(#members, c + CHUNK - 1)))
     for k = 1, #got do
       local e = got[k]
       if e then
-        st[members[c + k - 1]] = {old = e, present = true, score = score_of(order, e)}
-      else
-        st[members[c + k - 1]] = {present = false}
+        local m = members[c + k - 1]
+        o[m] = e
+        sc[m] = score_of(order, e)
       end
     end
   end
-  state[w] = st
+  olds[w], scores[w], seqs[w], dirty[w] = o, sc, {}, {}
 end
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local out, touched, claimed, data = {}, {}, {}, {}
 local claimed_now, touched_set = {}, {}
+local new_score, new_changed = {}, {}
+local n, nclaimed = 0, 0
 for i = first_event, #ARGV, 4 do
   local id, member, value, d = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   if seen_before[id] or claimed_now[id] then
-    out[#out + 1] = 0
-    for w = 1, W do out[#out + 1] = 0 end
+    n = n + 1
+    out[n] = 0
+    for w = 1, W do n = n + 1; out[n] = 0 end
   else
-    local new, ok = {}, true
+    local ok = true
     for w = 1, W do
-      local s = state[w][member]
+      local cur = scores[w][member]
       local score, changed
       if op == 'i' then
-        score = (s.present and s.score or 0) + value
-        changed = (not s.present) or value ~= 0
+        score = (cur or 0) + value
+        changed = cur == nil or value ~= 0
       elseif op == 's' then
         score = value
-        changed = (not s.present) or value ~= s.score
-      elseif s.present and not better(order, value, s.score) then
-        score, changed = s.score, false
+        changed = cur == nil or value ~= cur
+      elseif cur ~= nil and not better(order, value, cur) then
+        score, changed = cur, false
       else
         score, changed = value, true
       end
       if score > MAX or score < -MAX then ok = false end
-      new[w] = score
-      new[W + w] = changed
+      new_score[w] = score
+      new_changed[w] = changed
     end
+    n = n + 1
     if ok then
       seq = seq + 1
       claimed_now[id] = true
-      claimed[#claimed + 1] = id
-      claimed[#claimed + 1] = '1'
+      claimed[nclaimed + 1] = id
+      claimed[nclaimed + 2] = '1'
+      nclaimed = nclaimed + 2
       if d ~= '' then data[#data + 1] = member; data[#data + 1] = d end
-      out[#out + 1] = 1
+      out[n] = 1
       for w = 1, W do
-        local s = state[w][member]
-        if new[W + w] then
-          s.dirty = true
+        if new_changed[w] then
+          scores[w][member] = new_score[w]
+          seqs[w][member] = seq
+          dirty[w][member] = true
           if not touched_set[member] then
             touched_set[member] = true
             touched[#touched + 1] = member
           end
-          s.present, s.score, s.seq = true, new[w], seq
         end
-        out[#out + 1] = s.score
+        n = n + 1
+        out[n] = scores[w][member]
       end
     else
-      out[#out + 1] = -1
-      for w = 1, W do out[#out + 1] = 0 end
+      out[n] = -1
+      for w = 1, W do n = n + 1; out[n] = 0 end
     end
   end
 end
-if #claimed > 0 then
+if nclaimed > 0 then
   each_chunk(claimed, 2, function(...) redis.call('HSET', KEYS[first_period], ...) end)
   redis.call('PEXPIREAT', KEYS[first_period], ARGV[1])
   if #data > 0 then
     each_chunk(data, 2, function(...) redis.call('HSET', KEYS[5], ...) end)
   end
-  for w = 1, W do
-    local st = state[w]
-    local removed, added, fields = {}, {}, {}
-    for _, member in ipairs(touched) do
-      local s = st[member]
-      if s.dirty then
-        if s.old then removed[#removed + 1] = s.old end
-        local e = key_of(order, s.score) .. pad(s.seq) .. member
-        added[#added + 1] = '0'
-        added[#added + 1] = e
-        fields[#fields + 1] = member
-        fields[#fields + 1] = e
+  -- Member by member, so an entry's text is built once for every window
+  -- that holds the same score and sequence.
+  local removed, added, fields = {}, {}, {}
+  for w = 1, W do removed[w], added[w], fields[w] = {}, {}, {} end
+  for _, member in ipairs(touched) do
+    local last_score, last_seq, last_entry
+    for w = 1, W do
+      if dirty[w][member] then
+        local old = olds[w][member]
+        if old then
+          local r = removed[w]
+          r[#r + 1] = old
+        end
+        local s, q = scores[w][member], seqs[w][member]
+        if s ~= last_score or q ~= last_seq then
+          last_score, last_seq = s, q
+          last_entry = key_of(order, s) .. pad(q) .. member
+        end
+        local a, f = added[w], fields[w]
+        a[#a + 1] = '0'
+        a[#a + 1] = last_entry
+        f[#f + 1] = member
+        f[#f + 1] = last_entry
       end
     end
-    if #removed > 0 then
-      each_chunk(removed, 1, function(...) redis.call('ZREM', KEYS[5 + 2 * w], ...) end)
+  end
+  for w = 1, W do
+    if #removed[w] > 0 then
+      each_chunk(removed[w], 1, function(...) redis.call('ZREM', KEYS[5 + 2 * w], ...) end)
     end
-    if #added > 0 then
-      each_chunk(added, 2, function(...) redis.call('ZADD', KEYS[5 + 2 * w], ...) end)
-      each_chunk(fields, 2, function(...) redis.call('HSET', KEYS[6 + 2 * w], ...) end)
+    if #added[w] > 0 then
+      each_chunk(added[w], 2, function(...) redis.call('ZADD', KEYS[5 + 2 * w], ...) end)
+      each_chunk(fields[w], 2, function(...) redis.call('HSET', KEYS[6 + 2 * w], ...) end)
     end
   end
   redis.call('SET', KEYS[1], string.format('%d', seq))
