@@ -190,6 +190,18 @@ impl<C: HubCodec> StreamHub<C> {
         }
     }
 
+    /// Whether the tailer reads `topic` yet: entries added before this
+    /// turns true may not be delivered, so a subscriber that read the state
+    /// before reads it once more after it (or catches up from the stream).
+    pub fn follows(&self, topic: &str) -> bool {
+        self.inner
+            .feeds
+            .lock()
+            .expect("hub feeds lock")
+            .get(topic)
+            .is_some_and(|f| f.last_id.is_some())
+    }
+
     /// Topics the tailer currently follows.
     pub fn followed(&self) -> usize {
         self.inner.feeds.lock().expect("hub feeds lock").len()
