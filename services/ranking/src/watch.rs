@@ -28,6 +28,8 @@ use crate::service::Ranking;
 
 /// Messages queued per watcher before its task waits for the client.
 const QUEUE: usize = 2;
+/// How often a new watcher looks whether the hub reads its stream yet.
+const FOLLOW_CHECK: Duration = Duration::from_millis(10);
 /// How often a watcher checks whether its calendar window has moved on.
 const PERIOD_CHECK: Duration = Duration::from_secs(1);
 
@@ -112,6 +114,10 @@ async fn run(
     let mut last: Option<TopState> = None;
     let mut dirty = true;
     let mut period_check = tokio::time::interval(PERIOD_CHECK);
+    // Changes made before the hub reads this stream are never delivered:
+    // once it does, one more read covers them.
+    let mut hub_follows = ranking.hub.follows(&board.id);
+    let mut follow_check = tokio::time::interval(FOLLOW_CHECK);
     loop {
         if dirty {
             dirty = false;
@@ -157,6 +163,12 @@ async fn run(
                     && let Ok(w) = crate::window::resolve(&board, &window, ranking.now_ns())
                     && w.name != l.window
                 {
+                    dirty = true;
+                }
+            }
+            _ = follow_check.tick(), if !hub_follows => {
+                if ranking.hub.follows(&board.id) {
+                    hub_follows = true;
                     dirty = true;
                 }
             }
