@@ -28,8 +28,6 @@ use crate::service::{CampaignView, Coupons};
 
 /// Messages queued per watcher before its task waits for the client.
 const QUEUE: usize = 2;
-/// How often a new watcher looks whether the hub reads its stream yet.
-const FOLLOW_CHECK: Duration = Duration::from_millis(10);
 /// How often a watcher re-reads the state whatever the log says.
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -50,21 +48,7 @@ impl HubCodec for LogCodec {
     }
 
     fn decode(&self, _topic: &Arc<str>, entries: Value) -> Result<Vec<String>> {
-        let Value::Array(entries) = entries else {
-            return Err(Error::Internal(
-                "issuance log entries are not a list".into(),
-            ));
-        };
-        Ok(entries
-            .into_iter()
-            .filter_map(|e| match e {
-                Value::Array(parts) => match parts.into_iter().next() {
-                    Some(Value::BulkString(id)) => Some(String::from_utf8_lossy(&id).into_owned()),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect())
+        tickmesh_runtime::stream_hub::entry_ids(entries, "issuance log")
     }
 
     fn entry_id(&self, item: &String) -> String {
@@ -99,10 +83,6 @@ async fn run(
     let mut last: Option<CampaignView> = None;
     let mut dirty = true;
     let mut recheck = tokio::time::interval(RECHECK);
-    // Changes made before the hub reads this stream are never delivered:
-    // once it does, one more read covers them.
-    let mut hub_follows = coupons.hub.follows(&campaign.id);
-    let mut follow_check = tokio::time::interval(FOLLOW_CHECK);
     loop {
         if dirty {
             dirty = false;
@@ -144,12 +124,6 @@ async fn run(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = recheck.tick() => dirty = true,
-            _ = follow_check.tick(), if !hub_follows => {
-                if coupons.hub.follows(&campaign.id) {
-                    hub_follows = true;
-                    dirty = true;
-                }
-            }
             _ = tx.closed() => return,
             _ = shutdown.cancelled() => break,
         }

@@ -40,8 +40,6 @@ use crate::service::Queue;
 const QUEUE: usize = 2;
 /// Full re-read whatever the change stream says.
 const REREAD: Duration = Duration::from_secs(5);
-/// How often a new watcher looks whether the hub reads its room yet.
-const FOLLOW_CHECK: Duration = Duration::from_millis(10);
 
 /// One entry of a room's change stream.
 #[derive(Debug, Default)]
@@ -174,10 +172,6 @@ async fn run(
     // The newest change entry the last read already reflects: older entries
     // must not be counted again.
     let mut reflected = String::from("0-0");
-    // Changes made before the hub reads this room's stream are never
-    // delivered: once it does, one more full read covers them.
-    let mut hub_follows = queue.hub.follows(&room);
-    let mut follow_check = tokio::time::interval(FOLLOW_CHECK);
     loop {
         if (dirty || counted.is_some()) && Instant::now() >= next_read {
             next_read = Instant::now() + interval;
@@ -224,6 +218,13 @@ async fn run(
         tokio::select! {
             r = sub.rx.recv() => match r {
                 Ok(batch) => {
+                    if batch.items.is_empty() {
+                        // The hub starts reading here: what came before it
+                        // and after the last read was never delivered.
+                        next_read = Instant::now();
+                        full_read = true;
+                        dirty = true;
+                    }
                     for change in &batch.items {
                         if change.kind == "a" && change.admitted.contains(&user) {
                             let admitted = Standing::Admitted {
@@ -259,14 +260,6 @@ async fn run(
             _ = reread.tick() => {
                 dirty = true;
                 full_read = true;
-            }
-            _ = follow_check.tick(), if !hub_follows => {
-                if queue.hub.follows(&room) {
-                    hub_follows = true;
-                    dirty = true;
-                    full_read = true;
-                    next_read = Instant::now();
-                }
             }
             _ = heartbeat.tick() => {
                 if matches!(last, Some(Standing::Waiting { .. })) {

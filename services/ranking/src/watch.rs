@@ -28,8 +28,6 @@ use crate::service::Ranking;
 
 /// Messages queued per watcher before its task waits for the client.
 const QUEUE: usize = 2;
-/// How often a new watcher looks whether the hub reads its stream yet.
-const FOLLOW_CHECK: Duration = Duration::from_millis(10);
 /// How often a watcher checks whether its calendar window has moved on.
 const PERIOD_CHECK: Duration = Duration::from_secs(1);
 
@@ -65,21 +63,7 @@ impl HubCodec for ChangeCodec {
     }
 
     fn decode(&self, _topic: &Arc<str>, entries: Value) -> Result<Vec<String>> {
-        let Value::Array(entries) = entries else {
-            return Err(Error::Internal(
-                "change stream entries are not a list".into(),
-            ));
-        };
-        Ok(entries
-            .into_iter()
-            .filter_map(|e| match e {
-                Value::Array(parts) => match parts.into_iter().next() {
-                    Some(Value::BulkString(id)) => Some(String::from_utf8_lossy(&id).into_owned()),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect())
+        tickmesh_runtime::stream_hub::entry_ids(entries, "change stream")
     }
 
     fn entry_id(&self, item: &String) -> String {
@@ -114,10 +98,6 @@ async fn run(
     let mut last: Option<TopState> = None;
     let mut dirty = true;
     let mut period_check = tokio::time::interval(PERIOD_CHECK);
-    // Changes made before the hub reads this stream are never delivered:
-    // once it does, one more read covers them.
-    let mut hub_follows = ranking.hub.follows(&board.id);
-    let mut follow_check = tokio::time::interval(FOLLOW_CHECK);
     loop {
         if dirty {
             dirty = false;
@@ -163,12 +143,6 @@ async fn run(
                     && let Ok(w) = crate::window::resolve(&board, &window, ranking.now_ns())
                     && w.name != l.window
                 {
-                    dirty = true;
-                }
-            }
-            _ = follow_check.tick(), if !hub_follows => {
-                if ranking.hub.follows(&board.id) {
-                    hub_follows = true;
                     dirty = true;
                 }
             }

@@ -33,7 +33,10 @@ pub trait HubCodec: Send + Sync + 'static {
     fn entry_id(&self, item: &Self::Item) -> String;
 }
 
-/// Entries of one topic, in stream order, as one `XREAD` returned them.
+/// Entries of one topic, in stream order, as one `XREAD` returned them. The
+/// first batch a topic's subscribers get has no items: it says where the
+/// tailer started reading (`after`), so subscribers that read their state
+/// before it know to read again.
 pub type Batch<T> = Arc<BatchData<T>>;
 
 #[derive(Debug)]
@@ -43,6 +46,24 @@ pub struct BatchData<T> {
     /// older than this has missed entries and must read them from the stream.
     pub after: String,
     pub items: Vec<T>,
+}
+
+/// The ids of an `XRANGE`-shaped array of entries, for topics whose
+/// subscribers only need to know that something was appended.
+pub fn entry_ids(entries: Value, what: &str) -> Result<Vec<String>, Error> {
+    let Value::Array(entries) = entries else {
+        return Err(Error::Internal(format!("{what} entries are not a list")));
+    };
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| match e {
+            Value::Array(parts) => match parts.into_iter().next() {
+                Some(Value::BulkString(id)) => Some(String::from_utf8_lossy(&id).into_owned()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect())
 }
 
 /// Orders stream entry ids ("<ms>-<seq>") numerically.
@@ -190,18 +211,6 @@ impl<C: HubCodec> StreamHub<C> {
         }
     }
 
-    /// Whether the tailer reads `topic` yet: entries added before this
-    /// turns true may not be delivered, so a subscriber that read the state
-    /// before reads it once more after it (or catches up from the stream).
-    pub fn follows(&self, topic: &str) -> bool {
-        self.inner
-            .feeds
-            .lock()
-            .expect("hub feeds lock")
-            .get(topic)
-            .is_some_and(|f| f.last_id.is_some())
-    }
-
     /// Topics the tailer currently follows.
     pub fn followed(&self) -> usize {
         self.inner.feeds.lock().expect("hub feeds lock").len()
@@ -318,6 +327,13 @@ async fn prepare_read<C: HubCodec>(
         if let Some(feed) = hub.feeds.lock().expect("hub feeds lock").get_mut(&topic)
             && feed.last_id.is_none()
         {
+            // Announce where reading starts: entries up to `id` were added
+            // before the tailer followed the topic and are never delivered,
+            // so a subscriber that read its state earlier reads it again.
+            let _ = feed.tx.send(Arc::new(BatchData {
+                after: id.clone(),
+                items: Vec::new(),
+            }));
             feed.last_id = Some(id);
         }
     }
