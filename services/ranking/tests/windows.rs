@@ -283,3 +283,62 @@ async fn a_rolling_window_added_later_starts_from_the_hours_already_kept() {
     h.clock.set(start + 26 * HOUR_NS);
     assert!(top(&h, "late", "24h").await.is_empty());
 }
+
+/// An hour bucket larger than one roll-off chunk (500 members) leaves the
+/// rolling window completely, while the later hour and the all-time window
+/// keep what they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_hour_rolls_off_in_chunks() {
+    let start = ns("2030-08-01T00:05:00Z");
+    let h = harness(start).await;
+    for (id, operator) in [("sum", Operator::Increment), ("best", Operator::Best)] {
+        h.ranking
+            .upsert_board(board(
+                id,
+                operator,
+                &[WindowKind::AllTime, WindowKind::Rolling24h],
+            ))
+            .await
+            .unwrap();
+    }
+    let members = 1_234;
+    for (id, event) in [
+        ("sum", inc as fn(&str, &str, &str, &str) -> _),
+        ("best", scored),
+    ] {
+        for chunk in (0..members).collect::<Vec<_>>().chunks(400) {
+            let events = chunk
+                .iter()
+                .map(|i| {
+                    event(
+                        id,
+                        &format!("m{i}"),
+                        &(i % 7 + 1).to_string(),
+                        &format!("h0-{i}"),
+                    )
+                })
+                .collect();
+            h.ranking.record(events).await.unwrap();
+        }
+        h.clock.set(start + HOUR_NS);
+        let events = (0..10)
+            .map(|i| event(id, &format!("m{i}"), "100", &format!("h1-{i}")))
+            .collect();
+        h.ranking.record(events).await.unwrap();
+        let before = h.ranking.top(id, "24h", 10, "").await.unwrap();
+        assert_eq!(before.total, members as u64, "{id}");
+        h.clock.set(start);
+    }
+    // Hour 0 leaves the window at hour 24.
+    h.clock.set(start + 24 * HOUR_NS);
+    let expected: Vec<(String, i64, u64)> = (0..10)
+        .map(|i| (format!("m{i}"), 100, i as u64 + 1))
+        .collect();
+    assert_eq!(top(&h, "sum", "24h").await, expected);
+    assert_eq!(top(&h, "best", "24h").await, expected);
+    // All-time keeps hour 0: m0 has 1 + 100 (sum) and 100 (best).
+    let m0 = h.ranking.rank("sum", "all", "m0").await.unwrap();
+    assert_eq!(m0.standing.entry.score, 101);
+    let m999 = h.ranking.rank("best", "all", "m999").await.unwrap();
+    assert_eq!(m999.standing.entry.score, 999 % 7 + 1);
+}
