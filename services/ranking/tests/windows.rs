@@ -115,10 +115,8 @@ fn reference(events: &[(i64, &str, i64)], hour: i64, best: bool) -> HashMap<Stri
     out
 }
 
-async fn rolling_matches_reference_as_hours_pass(operator: Operator) {
-    let start = ns("2030-05-01T00:10:00Z");
-    let h = harness(start).await;
-    let id = "roll";
+/// A board keeping the all-time and rolling 24 h windows.
+async fn upsert_rolling_board(h: &Harness, id: &str, operator: Operator) {
     h.ranking
         .upsert_board(board(
             id,
@@ -127,6 +125,13 @@ async fn rolling_matches_reference_as_hours_pass(operator: Operator) {
         ))
         .await
         .unwrap();
+}
+
+async fn rolling_matches_reference_as_hours_pass(operator: Operator) {
+    let start = ns("2030-05-01T00:10:00Z");
+    let h = harness(start).await;
+    let id = "roll";
+    upsert_rolling_board(&h, id, operator).await;
     let best = operator == Operator::Best;
     let members = ["ann", "bob", "cy", "dee", "eve"];
     let mut events: Vec<(i64, &str, i64)> = Vec::new();
@@ -292,14 +297,7 @@ async fn a_large_hour_rolls_off_in_chunks() {
     let start = ns("2030-08-01T00:05:00Z");
     let h = harness(start).await;
     for (id, operator) in [("sum", Operator::Increment), ("best", Operator::Best)] {
-        h.ranking
-            .upsert_board(board(
-                id,
-                operator,
-                &[WindowKind::AllTime, WindowKind::Rolling24h],
-            ))
-            .await
-            .unwrap();
+        upsert_rolling_board(&h, id, operator).await;
     }
     let members = 1_234;
     for (id, event) in [
