@@ -602,18 +602,13 @@ impl CouponBackend for ScyllaCouponBackend {
     ) -> Result<Vec<CampaignRow>, StoreError> {
         let what = format!("cannot list campaigns after {after:?}");
         self.session
-            .session()
-            .execute_iter(
-                self.statements.select_campaigns_after.clone(),
+            .collect_rows(
+                &self.statements.select_campaigns_after,
                 (CAMPAIGN_BUCKET, after, limit),
+                &what,
             )
             .await
-            .map_err(|e| unavailable(&what, e))?
-            .rows_stream::<CampaignRow>()
-            .map_err(|e| corrupt(&what, e))?
-            .map_err(|e| unavailable(&what, e))
-            .try_collect()
-            .await
+            .map_err(from_history)
     }
 
     async fn index_bucket(&self, row: BucketRow) -> Result<(), StoreError> {
@@ -659,17 +654,12 @@ impl CouponBackend for ScyllaCouponBackend {
 
     async fn buckets(&self, campaign_id: &str) -> Result<Vec<i64>, StoreError> {
         let what = format!("cannot read the issuance buckets of campaign {campaign_id:?}");
-        self.session
-            .session()
-            .execute_iter(self.statements.select_buckets.clone(), (campaign_id,))
+        let rows: Vec<(i64,)> = self
+            .session
+            .collect_rows(&self.statements.select_buckets, (campaign_id,), &what)
             .await
-            .map_err(|e| unavailable(&what, e))?
-            .rows_stream::<(i64,)>()
-            .map_err(|e| corrupt(&what, e))?
-            .map_ok(|(bucket,)| bucket)
-            .map_err(|e| unavailable(&what, e))
-            .try_collect()
-            .await
+            .map_err(from_history)?;
+        Ok(rows.into_iter().map(|(bucket,)| bucket).collect())
     }
 
     /// Paged (`page_size` rows per page): a bucket holds up to 100,000 records.
@@ -680,18 +670,13 @@ impl CouponBackend for ScyllaCouponBackend {
     ) -> Result<Vec<IssuanceRow>, StoreError> {
         let what = format!("cannot read issuances of campaign {campaign_id:?} (bucket {bucket})");
         self.session
-            .session()
-            .execute_iter(
-                self.statements.select_issuances.clone(),
+            .collect_rows(
+                &self.statements.select_issuances,
                 (campaign_id, bucket),
+                &what,
             )
             .await
-            .map_err(|e| unavailable(&what, e))?
-            .rows_stream::<IssuanceRow>()
-            .map_err(|e| corrupt(&what, e))?
-            .map_err(|e| unavailable(&what, e))
-            .try_collect()
-            .await
+            .map_err(from_history)
     }
 }
 

@@ -522,15 +522,9 @@ impl SnapshotBackend for ScyllaSnapshotBackend {
             key.board_id, key.window_name
         );
         self.session
-            .session()
-            .execute_iter(self.statements.select_chunks.clone(), key)
+            .collect_rows(&self.statements.select_chunks, key, &what)
             .await
-            .map_err(|e| unavailable(&what, e))?
-            .rows_stream::<ChunkRow>()
-            .map_err(|e| corrupt(&what, e))?
-            .map_err(|e| unavailable(&what, e))
-            .try_collect()
-            .await
+            .map_err(from_history)
     }
 }
 

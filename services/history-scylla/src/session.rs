@@ -6,12 +6,15 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use scylla::client::PoolSize;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::deserialize::row::DeserializeRow;
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency, Statement};
 use tickmesh_history::StoreError;
@@ -181,6 +184,29 @@ impl ScyllaSession {
     /// The settings the session was opened with.
     pub fn config(&self) -> &ScyllaConfig {
         &self.config
+    }
+
+    /// Every row of a paged read (`page_size` rows per page); `what` names
+    /// the read in errors: a failed page is `Unavailable`, rows of another
+    /// shape than `R` are `Corrupt`.
+    pub(crate) async fn collect_rows<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+        what: &str,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata> + 'static,
+    {
+        self.session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(|e| unavailable(what, e))?
+            .rows_stream::<R>()
+            .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?
+            .map_err(|e| unavailable(what, e))
+            .try_collect()
+            .await
     }
 
     /// Prepares one statement of a store: LOCAL_QUORUM, idempotent, paged
