@@ -226,7 +226,12 @@ impl Persister {
     /// in `settled` and adding those that settle now. Returns the campaigns
     /// visited.
     pub async fn pass(&self, campaigns: &[Arc<Campaign>], settled: &mut HashSet<String>) -> usize {
-        settled.retain(|id| campaigns.iter().any(|c| &c.id == id));
+        if !settled.is_empty() {
+            // Forget campaigns no longer known; a set, so a pass stays linear
+            // in the number of campaigns however many have settled.
+            let known: HashSet<&str> = campaigns.iter().map(|c| c.id.as_str()).collect();
+            settled.retain(|id| known.contains(id.as_str()));
+        }
         let mut visited = 0;
         for c in campaigns {
             if settled.contains(&c.id) {
