@@ -13,8 +13,17 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
-    persistent: bool,
+    fsync: Option<Fsync>,
     remove_dir: bool,
+}
+
+/// When a persistent server fsyncs its append-only file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// `appendfsync everysec`: a crash loses up to about a second of writes.
+    EverySec,
+    /// `appendfsync always`: a write is on disk before Redis answers it.
+    Always,
 }
 
 impl RedisServer {
@@ -32,15 +41,22 @@ impl RedisServer {
         Ok(server)
     }
 
-    /// Starts a server on a free loopback port keeping its data (AOF) in `dir`.
+    /// Starts a server on a free loopback port keeping its data (AOF,
+    /// `appendfsync everysec`) in `dir` when `persistent`.
     pub async fn start_in(dir: &Path, persistent: bool) -> anyhow::Result<Self> {
+        Self::start_with(dir, persistent.then_some(Fsync::EverySec)).await
+    }
+
+    /// Starts a server on a free loopback port in `dir`, with an append-only
+    /// file fsynced as `fsync` says (`None`: no persistence).
+    pub async fn start_with(dir: &Path, fsync: Option<Fsync>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let port = free_port()?;
         let mut server = Self {
             child: None,
             port,
             dir: dir.to_path_buf(),
-            persistent,
+            fsync,
             remove_dir: false,
         };
         server.spawn().await?;
@@ -49,6 +65,29 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The data directory (`--dir`), where the append-only files live.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts it again on the same port with the data directory's contents
+    /// replaced by `saved` (a copy taken earlier with the server running under
+    /// `appendfsync always`, or stopped): as a server that came back from a
+    /// crash with less than it had acknowledged (an AOF that lost its tail, a
+    /// failover to a replica that was behind).
+    pub async fn restart_from(&mut self, saved: &Path) -> anyhow::Result<()> {
+        self.kill().await;
+        std::fs::remove_dir_all(&self.dir).ok();
+        copy_dir(saved, &self.dir)?;
+        self.spawn().await
+    }
+
+    /// Copies the data directory to `to` (see [`RedisServer::restart_from`]).
+    pub fn save_data_dir(&self, to: &Path) -> anyhow::Result<()> {
+        std::fs::remove_dir_all(to).ok();
+        copy_dir(&self.dir, to)
     }
 
     pub fn url(&self) -> String {
@@ -88,14 +127,20 @@ impl RedisServer {
             .arg("yes")
             .arg("--maxclients")
             .arg("20000");
-        if self.persistent {
-            command
-                .arg("--appendonly")
-                .arg("yes")
-                .arg("--appendfsync")
-                .arg("everysec");
-        } else {
-            command.arg("--appendonly").arg("no");
+        match self.fsync {
+            Some(fsync) => {
+                command
+                    .arg("--appendonly")
+                    .arg("yes")
+                    .arg("--appendfsync")
+                    .arg(match fsync {
+                        Fsync::EverySec => "everysec",
+                        Fsync::Always => "always",
+                    });
+            }
+            None => {
+                command.arg("--appendonly").arg("no");
+            }
         }
         command
             .stdin(Stdio::null())
@@ -144,6 +189,21 @@ static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0)
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn which_redis() -> Option<PathBuf> {
