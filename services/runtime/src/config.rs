@@ -198,6 +198,20 @@ pub struct MarketFeedConfig {
     /// How often each instance refreshes its instrument cache from Redis.
     #[serde(with = "serde_human")]
     pub instrument_refresh: Duration,
+    /// Acknowledge published trades only once Redis has made them durable:
+    /// `WAITAOF` on Redis 7.2+, the reply itself on an older Redis with
+    /// `appendonly yes` and `appendfsync always`, `WAIT` for
+    /// `durable_replicas`. The mechanism is detected from the server at start
+    /// (and after Redis restarts); a server that offers none refuses the start.
+    pub durable_acks: bool,
+    /// Longest wait for `WAITAOF`/`WAIT` to confirm a write; past it the call
+    /// fails with UNAVAILABLE (the trades may or may not be stored; re-sending
+    /// is safe).
+    #[serde(with = "serde_human")]
+    pub durable_ack_timeout: Duration,
+    /// Replicas that must hold a write before it is acknowledged (0: the local
+    /// append-only file only). With durable_acks only.
+    pub durable_replicas: u32,
 }
 
 impl Default for MarketFeedConfig {
@@ -212,6 +226,9 @@ impl Default for MarketFeedConfig {
             stream_batch_max: 500,
             live_buffer: 64,
             instrument_refresh: Duration::from_secs(2),
+            durable_acks: false,
+            durable_ack_timeout: Duration::from_secs(2),
+            durable_replicas: 0,
         }
     }
 }
@@ -799,6 +816,16 @@ impl Config {
                 "must be between 16 and 1000000".into(),
             );
         }
+        if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&feed.durable_ack_timeout)
+        {
+            return bad(
+                "marketfeed.durable_ack_timeout",
+                "must be between 1ms and 60s".into(),
+            );
+        }
+        if feed.durable_replicas > 100 {
+            return bad("marketfeed.durable_replicas", "must be at most 100".into());
+        }
         let history = &self.history;
         if !matches!(history.backend.as_str(), "embedded" | "scylla" | "none") {
             return bad(
@@ -1299,6 +1326,54 @@ mod tests {
             let e = Config::load(None, env(&[(key, value)])).unwrap_err();
             assert!(e.0.contains("\"history\""), "{e}");
         }
+    }
+
+    #[test]
+    fn durable_acks_from_env_and_their_limits() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert!(!config.marketfeed.durable_acks, "off unless asked for");
+        let config = Config::load(
+            None,
+            env(&[
+                ("TICKMESH_MARKETFEED_DURABLE_ACKS", "true"),
+                ("TICKMESH_MARKETFEED_DURABLE_ACK_TIMEOUT", "750ms"),
+                ("TICKMESH_MARKETFEED_DURABLE_REPLICAS", "2"),
+            ]),
+        )
+        .unwrap();
+        assert!(config.marketfeed.durable_acks);
+        assert_eq!(
+            config.marketfeed.durable_ack_timeout,
+            Duration::from_millis(750)
+        );
+        assert_eq!(config.marketfeed.durable_replicas, 2);
+
+        let e =
+            Config::load(None, env(&[("TICKMESH_MARKETFEED_DURABLE_ACKS", "always")])).unwrap_err();
+        assert!(
+            e.0.contains("TICKMESH_MARKETFEED_DURABLE_ACKS") && e.0.contains("true or false"),
+            "{e}"
+        );
+        for (value, ok) in [("0s", false), ("1ms", true), ("60s", true), ("61s", false)] {
+            let loaded = Config::load(
+                None,
+                env(&[("TICKMESH_MARKETFEED_DURABLE_ACK_TIMEOUT", value)]),
+            );
+            assert_eq!(loaded.is_ok(), ok, "durable_ack_timeout = {value}");
+            if let Err(e) = loaded {
+                assert!(e.0.contains("`marketfeed.durable_ack_timeout`"), "{e}");
+            }
+        }
+        let e = Config::load(
+            None,
+            env(&[("TICKMESH_MARKETFEED_DURABLE_REPLICAS", "101")]),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("`marketfeed.durable_replicas`"), "{e}");
+        let file = write("[marketfeed]\ndurable_acks = true\ndurable_replicas = 1\n");
+        let config = Config::load(Some(&file.0), env(&[])).unwrap();
+        assert!(config.marketfeed.durable_acks);
+        assert_eq!(config.marketfeed.durable_replicas, 1);
     }
 
     #[test]
