@@ -6,6 +6,13 @@ use crate::BlockCandle;
 /// the candle with the same `open_ns`, the others are inserted in order. If
 /// `updates` holds the same `open_ns` twice, the later one wins. Applying the
 /// same updates twice gives the same result as applying them once.
+///
+/// A stored revision never goes back: an update whose revision is not above
+/// the stored candle's replaces it only if its values differ, and then at
+/// the stored revision + 1. That happens when Redis came back from a crash or
+/// failover with less than it had and the candle was rebuilt from its tick
+/// log: what Redis holds now wins (it is what the tick log says), and readers
+/// see a new revision rather than an old one.
 pub fn merge(existing: &mut Vec<BlockCandle>, updates: &[BlockCandle]) {
     if updates.is_empty() {
         return;
@@ -38,9 +45,27 @@ pub fn merge(existing: &mut Vec<BlockCandle>, updates: &[BlockCandle]) {
             existing.push(u.clone());
         }
         match fresh.next_if(|u| u.open_ns == c.open_ns) {
-            Some(u) => existing.push(u.clone()),
+            Some(u) => existing.push(replace(c, u)),
             None => existing.push(c),
         }
     }
     existing.extend(fresh.cloned());
+}
+
+/// What an update makes of the stored candle with the same open time.
+fn replace(stored: BlockCandle, update: &BlockCandle) -> BlockCandle {
+    if update.revision > stored.revision {
+        return update.clone();
+    }
+    let same = BlockCandle {
+        revision: stored.revision,
+        ..update.clone()
+    };
+    if same == stored {
+        return stored;
+    }
+    BlockCandle {
+        revision: stored.revision.saturating_add(1),
+        ..update.clone()
+    }
 }

@@ -114,3 +114,35 @@ fn matches_a_map_on_random_cases() {
         assert_eq!(existing, again, "idempotent");
     }
 }
+
+#[test]
+fn a_stored_revision_never_goes_back() {
+    let base = vec![c(10, 5), c(20, 5)];
+
+    // The same values at a lower or equal revision (a retried flush): kept as stored.
+    let mut v = base.clone();
+    merge(&mut v, &[c(10, 3), c(20, 5)]);
+    assert_eq!(v, base, "same values keep the stored revision");
+
+    // Other values at a lower revision (rebuilt from the tick log after Redis
+    // lost writes): the new values win, one revision above the stored one.
+    let mut rebuilt = c(10, 2);
+    rebuilt.high += 7;
+    rebuilt.trade_count += 1;
+    let mut v = base.clone();
+    merge(&mut v, &[rebuilt.clone()]);
+    assert_eq!(v[0].high, rebuilt.high);
+    assert_eq!(v[0].trade_count, rebuilt.trade_count);
+    assert_eq!(v[0].revision, 6, "above the stored revision");
+    assert_eq!(v[1], c(20, 5), "the others are untouched");
+
+    // Applying it again changes nothing.
+    let again = v.clone();
+    merge(&mut v, &[rebuilt]);
+    assert_eq!(v, again, "idempotent");
+
+    // A higher revision replaces as before.
+    let mut v = base.clone();
+    merge(&mut v, &[c(20, 9)]);
+    assert_eq!(times(&v), [(10, 5), (20, 9)]);
+}

@@ -5,6 +5,16 @@
 //! the applied sequence per symbol. Killing it at any moment loses and
 //! double-counts nothing: on restart it reads the candles and the applied
 //! sequence back and resumes the stream right after it.
+//!
+//! The tick log is the truth. A book is only ever applied to once it is
+//! confirmed against Redis: after any Redis error, every owned book is
+//! discarded and read back before the next trade, and the write script
+//! refuses a book built on writes Redis no longer holds (a Redis that came
+//! back from a crash or failover with less than it acknowledged). The books
+//! are then read back from what Redis holds, which is a consistent earlier
+//! state (its tick log and candles are one prefix of the same command
+//! stream), and the trades after it are replayed from the tick log. Revisions
+//! keep going up across such a reload, so no reader sees one go back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +50,9 @@ pub struct Aggregator {
 struct Owned {
     lease: String,
     book: SymbolBook,
+    /// False after a Redis error: the book may be ahead of Redis and must be
+    /// read back before it takes another trade.
+    confirmed: bool,
 }
 
 enum Next {
@@ -60,12 +73,11 @@ impl Aggregator {
                 Ok(Next::Stop) => break,
                 Ok(Next::Reopen) => backoff = Duration::from_millis(100),
                 Err(e) => {
-                    tracing::warn!(error = %e, "aggregator: reloading state and resuming");
-                    // The books may be ahead of Redis: forget them; keep the leases.
-                    for (symbol, o) in owned.iter_mut() {
-                        if let Err(e) = self.reload(symbol, o).await {
-                            tracing::debug!(symbol, error = %e, "reload failed");
-                        }
+                    tracing::warn!(error = %e, symbols = owned.len(), "aggregator: redis or the trade stream failed; reloading every owned book from redis before the next trade");
+                    // The books may be ahead of Redis: none takes a trade
+                    // before it is read back (the leases are kept).
+                    for o in owned.values_mut() {
+                        o.confirmed = false;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -99,9 +111,59 @@ impl Aggregator {
         Ok(book)
     }
 
+    /// Reads a book back from Redis after a failure, keeping revisions above
+    /// those the old book gave (Redis may have lost them).
     async fn reload(&self, symbol: &str, owned: &mut Owned) -> Result<()> {
-        owned.book = self.open_book(symbol).await?;
+        let mut book = self.open_book(symbol).await?;
+        let old = &owned.book;
+        if book.applied_sequence < old.applied_sequence || book.writes < old.writes {
+            tracing::warn!(
+                symbol,
+                applied_in_redis = book.applied_sequence,
+                applied_here = old.applied_sequence,
+                writes_in_redis = book.writes,
+                writes_here = old.writes,
+                "redis holds less of this symbol's candles than the aggregator wrote (it lost writes in a crash or failover); replaying the tick log from what redis holds"
+            );
+        }
+        book.carry_revisions_from(old);
+        owned.book = book;
+        owned.confirmed = true;
         Ok(())
+    }
+
+    /// Reads back every book not confirmed against Redis.
+    async fn confirm(&self, owned: &mut HashMap<String, Owned>) -> Result<()> {
+        for (symbol, o) in owned.iter_mut() {
+            if !o.confirmed {
+                self.reload(symbol, o).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that Redis still holds the writes each book was built on; a
+    /// Redis that lost some (with no error seen here, e.g. it restarted while
+    /// this aggregator was idle) makes every book reload.
+    async fn check_writes(&self, owned: &mut HashMap<String, Owned>) -> Result<()> {
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let symbols: Vec<&str> = owned.keys().map(String::as_str).collect();
+        let counts = self.store.writes(&symbols).await?;
+        let diverged: Vec<String> = symbols
+            .iter()
+            .zip(counts)
+            .filter(|(s, n)| owned.get(**s).is_some_and(|o| o.book.writes != *n))
+            .map(|(s, _)| s.to_string())
+            .collect();
+        if diverged.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Unavailable(format!(
+            "redis holds other candle writes than this aggregator made for {} (it lost writes in a crash or failover)",
+            diverged.join(", ")
+        )))
     }
 
     fn publish_owned(&self, owned: &HashMap<String, Owned>) {
@@ -117,6 +179,7 @@ impl Aggregator {
 
     async fn rebalance(&self, owned: &mut HashMap<String, Owned>) -> Result<bool> {
         let live = self.leases.heartbeat().await?;
+        self.check_writes(owned).await?;
         let symbols = self.directory.refresh().await?;
         let held: Vec<(String, String)> = owned
             .iter()
@@ -158,7 +221,14 @@ impl Aggregator {
                         applied = book.applied_sequence,
                         "aggregator took symbol"
                     );
-                    owned.insert(symbol.clone(), Owned { lease, book });
+                    owned.insert(
+                        symbol.clone(),
+                        Owned {
+                            lease,
+                            book,
+                            confirmed: true,
+                        },
+                    );
                     changed = true;
                 }
             }
@@ -178,6 +248,7 @@ impl Aggregator {
 
     /// One trade stream over the owned symbols, until they change or something fails.
     async fn cycle(&self, owned: &mut HashMap<String, Owned>) -> Result<Next> {
+        self.confirm(owned).await?;
         self.balance(owned).await?;
         let mut ticker =
             tokio::time::interval((self.lease_ttl / 3).max(Duration::from_millis(200)));
@@ -306,6 +377,11 @@ impl Aggregator {
                     );
                     owned.remove(&symbol);
                     lost = true;
+                }
+                Err(WriteError::Diverged(reason)) => {
+                    return Err(Error::Unavailable(format!(
+                        "candle write of {symbol} refused: {reason}"
+                    )));
                 }
                 Err(WriteError::Other(e)) => return Err(e),
             }

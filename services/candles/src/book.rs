@@ -36,6 +36,7 @@ use chrono_tz::Tz;
 use tickmesh_calendar::{Bucket, Interval, STORED};
 
 use crate::candle::{Candle, Tick};
+use crate::revision_floor::{Pruned, RevisionFloor};
 
 #[derive(Clone, Copy, Debug)]
 pub struct BookConfig {
@@ -73,6 +74,14 @@ pub struct SymbolBook {
     /// Newest event time applied (`i64::MIN` before any trade).
     pub newest_ns: i64,
     pub pending: Counters,
+    /// Candle writes Redis held when the book was loaded, plus those made
+    /// since: the write script refuses a book built on other writes.
+    pub writes: u64,
+    /// After a reload from a Redis that lost writes: the revisions readers
+    /// may have seen, which candles written again must go above.
+    floor: Option<Box<RevisionFloor>>,
+    /// Candles let go of past the late window (for the next reload's floor).
+    pruned: Pruned,
     config: BookConfig,
     /// The current 1m candle.
     minute: Option<Candle>,
@@ -106,6 +115,9 @@ impl SymbolBook {
             applied_sequence: 0,
             newest_ns: i64::MIN,
             pending: Counters::default(),
+            writes: 0,
+            floor: None,
+            pruned: Pruned::new(STORED.len()),
             config,
             minute: None,
             minute_folded: false,
@@ -148,6 +160,61 @@ impl SymbolBook {
         // The stored larger candles already contain the current minute's
         // trades so far.
         self.minute_folded = self.minute.is_some();
+    }
+
+    /// Every candle of the book: ((interval index, open), (close, revision)).
+    fn held(&self) -> Vec<((usize, i64), (i64, u64))> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.minute {
+            out.push(((0, m.bucket.open_ns), (m.bucket.close_ns, m.revision)));
+        }
+        for (i, l) in self.larger.iter().enumerate() {
+            if let Some(l) = l {
+                out.push(((i + 1, l.bucket.open_ns), (l.bucket.close_ns, l.revision)));
+            }
+        }
+        for (i, recent) in self.recent.iter().enumerate() {
+            for c in recent.values() {
+                out.push(((i, c.bucket.open_ns), (c.bucket.close_ns, c.revision)));
+            }
+        }
+        out
+    }
+
+    /// After reading the book back from a Redis that may have lost writes:
+    /// `old` is the book as this aggregator had it. Every candle whose
+    /// revision in Redis is below one readers may have seen is written again
+    /// above it (with what the tick log now says), and candles Redis lost
+    /// entirely start above their old revision when trades recreate them.
+    pub fn carry_revisions_from(&mut self, old: &SymbolBook) {
+        let floor = RevisionFloor::from_book(old.held(), &old.pruned, old.floor.as_deref());
+        self.pruned = old.pruned.clone();
+        if let Some(m) = self.minute.as_mut() {
+            let f = floor.get(0, m.bucket.open_ns, m.bucket.close_ns);
+            if m.revision < f {
+                m.revision = f;
+                self.minute_dirty = true;
+            }
+        }
+        for (i, l) in self.larger.iter_mut().enumerate() {
+            if let Some(l) = l {
+                let f = floor.get(i + 1, l.bucket.open_ns, l.bucket.close_ns);
+                if l.revision < f {
+                    l.revision = f;
+                    l.dirty = true;
+                }
+            }
+        }
+        for (i, recent) in self.recent.iter_mut().enumerate() {
+            for c in recent.values_mut() {
+                let f = floor.get(i, c.bucket.open_ns, c.bucket.close_ns);
+                if c.revision < f {
+                    c.revision = f;
+                    self.dirty_recent.insert((i, c.bucket.open_ns));
+                }
+            }
+        }
+        self.floor = Some(Box::new(floor));
     }
 
     /// Folds one trade in. Trades at or below the applied sequence are ignored.
@@ -392,9 +459,13 @@ impl SymbolBook {
     /// late window.
     pub fn take_changes(&mut self) -> Vec<Candle> {
         let mut out = Vec::with_capacity(STORED.len() + self.dirty_recent.len());
+        let floor = self.floor.as_deref();
         for (i, open_ns) in std::mem::take(&mut self.dirty_recent) {
             if let Some(candle) = self.recent[i].get_mut(&open_ns) {
                 candle.revision += 1;
+                if let Some(f) = floor {
+                    f.lift(i, open_ns, candle.bucket.close_ns, &mut candle.revision);
+                }
                 out.push(candle.clone());
             }
         }
@@ -402,19 +473,28 @@ impl SymbolBook {
             && let Some(minute) = self.minute.as_mut()
         {
             minute.revision += 1;
+            if let Some(f) = floor {
+                let b = minute.bucket;
+                f.lift(0, b.open_ns, b.close_ns, &mut minute.revision);
+            }
             out.push(minute.clone());
         }
         let minute_changed = std::mem::take(&mut self.minute_dirty);
         // The current minute is part of each larger candle's view unless its
         // trades are already in the folds.
         let minute = self.minute.as_ref().filter(|_| !self.minute_folded);
-        for larger in self.larger.iter_mut().flatten() {
+        for (i, larger) in self.larger.iter_mut().enumerate() {
+            let Some(larger) = larger else { continue };
             let includes_minute = minute.is_some_and(|m| larger.bucket.contains(m.bucket.open_ns));
             if !(larger.dirty || (minute_changed && includes_minute)) {
                 continue;
             }
             larger.dirty = false;
             larger.revision += 1;
+            if let Some(f) = floor {
+                let b = larger.bucket;
+                f.lift(i + 1, b.open_ns, b.close_ns, &mut larger.revision);
+            }
             let mut view = match (&larger.folded, minute.filter(|_| includes_minute)) {
                 (Some(f), Some(d)) => {
                     let mut v = f.clone();
@@ -432,13 +512,21 @@ impl SymbolBook {
             out.push(view);
         }
         let horizon = self.newest_ns.saturating_sub(self.config.late_window_ns);
-        for recent in &mut self.recent {
+        for (i, recent) in self.recent.iter_mut().enumerate() {
             // Oldest first: stop at the first candle still inside the window.
             while let Some(entry) = recent.first_entry()
                 && entry.get().bucket.close_ns <= horizon
             {
-                entry.remove();
+                let c = entry.remove();
+                self.pruned.record(i, c.bucket.close_ns, c.revision);
             }
+        }
+        if self
+            .floor
+            .as_mut()
+            .is_some_and(|f| f.forget_through(horizon))
+        {
+            self.floor = None;
         }
         out
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`candle`]: one candle as scaled integers and how trades fold into it.
 //! - [`book`]: one symbol's aggregation state, late trades, closing rules.
+//! - [`revision_floor`]: revisions a book read back after Redis lost writes stays above.
 //! - [`aggregator`]: leases, the trade stream from MarketFeed, batched writes.
 //! - [`lease`]: per-symbol leases with fencing, fair shares between instances.
 //! - [`store`] / [`keys`]: candles in Redis and the atomic write script.
@@ -22,6 +23,7 @@ pub mod grpc;
 pub mod keys;
 pub mod lease;
 pub mod query;
+pub mod revision_floor;
 pub mod service;
 pub mod store;
 pub mod subscribe;

@@ -15,18 +15,28 @@ use crate::keys::CandleKeys;
 /// order), then the flush set.
 /// ARGV: lease value, applied sequence, newest event time, updates max length,
 /// candles kept per interval (0: keep all; the flusher trims after flushing),
-/// late corrections +, late dropped +, missed +, then per candle: interval
-/// index (1-14), score, member, and its revision if it is closed (else "").
+/// late corrections +, late dropped +, missed +, the number of writes the
+/// book was built on, then per candle: interval index (1-14), score, member,
+/// and its revision if it is closed (else "").
 /// Fails unless the caller still holds the lease, and never moves the applied
-/// sequence backwards, so a stale owner cannot overwrite a newer one.
+/// sequence backwards, so a stale owner cannot overwrite a newer one. Fails
+/// with DIVERGED unless Redis holds exactly the writes the book was built on:
+/// a Redis that came back from a crash or failover with less than it had
+/// acknowledged is never written over with changes computed on top of what it
+/// lost (the aggregator reloads the book and replays the tick log instead).
 const WRITE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('LEASE the aggregator lease is held by another instance')
+end
+local writes = tonumber(redis.call('HGET', KEYS[3], 'writes') or '0')
+if writes ~= tonumber(ARGV[9]) then
+  return redis.error_reply('DIVERGED redis holds ' .. writes .. ' candle writes, the book was built on ' .. ARGV[9])
 end
 local applied = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[2]) < applied then
   return redis.error_reply('STALE applied sequence ' .. applied .. ' is ahead of ' .. ARGV[2])
 end
+redis.call('HSET', KEYS[3], 'writes', writes + 1)
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], 'newest_ns', ARGV[3])
 if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[3], 'late_corrections', ARGV[6]) end
@@ -35,7 +45,7 @@ if ARGV[8] ~= '0' then redis.call('HINCRBY', KEYS[3], 'missed', ARGV[8]) end
 local keep = tonumber(ARGV[5])
 local touched = {}
 local last = ''
-for i = 9, #ARGV, 4 do
+for i = 10, #ARGV, 4 do
   local k = KEYS[4 + tonumber(ARGV[i])]
   local score = ARGV[i + 1]
   redis.call('ZREMRANGEBYSCORE', k, score, score)
@@ -78,6 +88,9 @@ pub struct CandleStore {
 pub enum WriteError {
     /// This instance no longer holds the symbol's lease.
     LeaseLost(String),
+    /// Redis holds other writes than the book was built on (it lost some in a
+    /// crash or failover): the book must be reloaded.
+    Diverged(String),
     Other(Error),
 }
 
@@ -121,7 +134,8 @@ impl CandleStore {
                 .arg(self.retention.candles_per_interval)
                 .arg(counters.late_corrections)
                 .arg(counters.late_dropped)
-                .arg(counters.missed);
+                .arg(counters.missed)
+                .arg(book.writes);
             let now = tickmesh_runtime::proto_time::now_nanos();
             for mut candle in changes {
                 candle.updated_ns = now;
@@ -157,11 +171,16 @@ impl CandleStore {
         }
         Ok(replies
             .into_iter()
-            .map(|r| match r {
-                Ok(_) => Ok(()),
+            .zip(books.iter_mut())
+            .map(|(r, (book, _))| match r {
+                Ok(_) => {
+                    book.writes += 1;
+                    Ok(())
+                }
                 Err(e) if e.code() == Some("LEASE") || e.code() == Some("STALE") => {
                     Err(WriteError::LeaseLost(e.to_string()))
                 }
+                Err(e) if e.code() == Some("DIVERGED") => Err(WriteError::Diverged(e.to_string())),
                 Err(e) => Err(WriteError::Other(unavailable(e))),
             })
             .collect())
@@ -172,12 +191,13 @@ impl CandleStore {
     pub async fn load(&self, book: &mut SymbolBook, late_window_ns: i64) -> Result<()> {
         let symbol = book.symbol.clone();
         let mut conn = self.redis.conn();
-        let (applied, newest): (Option<u64>, Option<i64>) = redis::pipe()
+        let (applied, (newest, writes)): (Option<u64>, (Option<i64>, Option<u64>)) = redis::pipe()
             .cmd("GET")
             .arg(self.keys.applied(&symbol))
-            .cmd("HGET")
+            .cmd("HMGET")
             .arg(self.keys.status(&symbol))
             .arg("newest_ns")
+            .arg("writes")
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -209,7 +229,22 @@ impl CandleStore {
         }
         candles.sort_by_key(|c| c.bucket.open_ns);
         book.restore(applied.unwrap_or(0), newest, candles);
+        book.writes = writes.unwrap_or(0);
         Ok(())
+    }
+
+    /// The number of candle writes Redis holds for each of `symbols` (see the
+    /// write script's DIVERGED check).
+    pub async fn writes(&self, symbols: &[&str]) -> Result<Vec<u64>> {
+        let mut pipe = redis::pipe();
+        for symbol in symbols {
+            pipe.cmd("HGET").arg(self.keys.status(symbol)).arg("writes");
+        }
+        let counts: Vec<Option<u64>> = pipe
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(counts.into_iter().map(|c| c.unwrap_or(0)).collect())
     }
 
     /// Up to `limit` candles of a stored interval with scores in `[min, max]`

@@ -279,6 +279,13 @@ impl Subscriptions {
         while let Some(item) = live.next().await {
             match item {
                 Ok(batch) => {
+                    if batch.rewound {
+                        // Redis came back with fewer updates than this client
+                        // may have seen: send the candles as they are now.
+                        self.reset_from_redis(symbol, intervals, &mut pos, batch.after.clone(), tx)
+                            .await?;
+                        continue;
+                    }
                     if id_cmp(&batch.after, &pos.cursor.entry).is_gt() {
                         let upto = batch.after.clone();
                         self.catch_up(&key, intervals, &mut pos, Some(&upto), tx)

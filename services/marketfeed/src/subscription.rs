@@ -91,9 +91,13 @@ impl Streamer {
         let mut states = Vec::with_capacity(starts.len());
         let mut live = tokio_stream::StreamMap::new();
         for (i, (start, sub)) in starts.into_iter().zip(subscriptions).enumerate() {
+            let last = tick_log::last_sequence(&mut conn, &self.keys, &start.symbol).await?;
             let next = match start.from {
+                Some(from) if from > last + 1 => {
+                    return Err(rewound(&sub.topic, last, from));
+                }
                 Some(from) => from.max(1),
-                None => tick_log::last_sequence(&mut conn, &self.keys, &start.symbol).await? + 1,
+                None => last + 1,
             };
             states.push(SymbolState {
                 symbol: sub.topic.clone(),
@@ -108,6 +112,17 @@ impl Streamer {
             let state = &mut states[i];
             match item {
                 Ok(batch) => {
+                    if batch.rewound {
+                        let end = batch
+                            .after
+                            .strip_prefix("0-")
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                        if end + 1 < state.next {
+                            return Err(rewound(&state.symbol, end, state.next));
+                        }
+                        continue;
+                    }
                     let Some(first) = batch.items.first().map(|t| t.sequence) else {
                         continue;
                     };
@@ -234,6 +249,22 @@ impl Streamer {
         }
         Ok(())
     }
+}
+
+/// A cursor past the end of the tick log: sequences are given without holes,
+/// so the log went back (Redis lost acknowledged writes in a crash or a
+/// failover) and the sequences after its end will name other trades.
+fn rewound(symbol: &str, end: u64, next: u64) -> Error {
+    tracing::warn!(
+        symbol,
+        end,
+        next,
+        "stream cursor is past the end of the tick log (redis lost writes)"
+    );
+    Error::FailedPrecondition(format!(
+        "the tick log of {symbol} ends at sequence {end}, before the requested sequence {next}: redis lost trades it had acknowledged (a crash or failover), and sequences after {end} will be given to new trades; resume from sequence {}",
+        end + 1
+    ))
 }
 
 async fn send(tx: &mpsc::Sender<Result<Chunk>>, chunk: Chunk) -> Result<()> {

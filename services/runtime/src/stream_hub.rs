@@ -7,6 +7,13 @@
 //! Redis sees one reader per instance rather than one per client, and a slow
 //! client only ever lags its channel (the caller then catches it up from the
 //! stream itself) instead of growing a queue.
+//!
+//! A Redis that comes back from a crash or a failover with less than it had
+//! (an AOF that lost its last second, a replica that was behind) has streams
+//! that end before where the tailer stood. At every reconnect the tailer looks
+//! up each followed stream's end again; one that went back is followed from
+//! its new end, and subscribers are told with a `rewound` batch, since ids
+//! after that end will be given to new entries.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -46,6 +53,10 @@ pub struct BatchData<T> {
     /// older than this has missed entries and must read them from the stream.
     pub after: String,
     pub items: Vec<T>,
+    /// The stream went back to `after` (Redis lost entries the tailer had
+    /// already read): entries after `after` are new, even where a reader had
+    /// seen the same ids before.
+    pub rewound: bool,
 }
 
 /// The ids of an `XRANGE`-shaped array of entries, for topics whose
@@ -260,6 +271,10 @@ async fn tail<C: HubCodec>(hub: Arc<Hub<C>>) {
             Ok(id) => hub.tailer_id.store(id, Ordering::Relaxed),
             Err(_) => continue 'connect,
         }
+        if revalidate(&hub, &mut conn).await.is_err() {
+            sleep_or_shutdown(&hub, backoff).await;
+            continue 'connect;
+        }
         loop {
             if hub.shutdown.is_cancelled() {
                 break 'connect;
@@ -305,6 +320,39 @@ async fn tail<C: HubCodec>(hub: Arc<Hub<C>>) {
     hub.tailer_id.store(0, Ordering::Relaxed);
 }
 
+/// After a (re)connect: finds the followed streams that now end before where
+/// the tailer stood, follows them from their new end and tells subscribers.
+async fn revalidate<C: HubCodec>(
+    hub: &Hub<C>,
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> Result<(), Error> {
+    let known: Vec<(Arc<str>, String)> = {
+        let feeds = hub.feeds.lock().expect("hub feeds lock");
+        feeds
+            .iter()
+            .filter_map(|(s, f)| f.last_id.clone().map(|id| (s.clone(), id)))
+            .collect()
+    };
+    for (topic, was) in known {
+        let now = last_entry_id(conn, &hub.codec.key(&topic)).await?;
+        if id_cmp(&now, &was).is_ge() {
+            continue;
+        }
+        tracing::warn!(topic = %topic, was = %was, now = %now, "stream went back after a redis restart or failover (redis lost entries); following it from its new end");
+        if let Some(feed) = hub.feeds.lock().expect("hub feeds lock").get_mut(&topic)
+            && feed.last_id.as_deref() == Some(was.as_str())
+        {
+            let _ = feed.tx.send(Arc::new(BatchData {
+                after: now.clone(),
+                items: Vec::new(),
+                rewound: true,
+            }));
+            feed.last_id = Some(now);
+        }
+    }
+    Ok(())
+}
+
 /// Topics to read and where to continue; looks up the end of new topics'
 /// streams (subscribers catch up on older entries themselves).
 async fn prepare_read<C: HubCodec>(
@@ -333,6 +381,7 @@ async fn prepare_read<C: HubCodec>(
             let _ = feed.tx.send(Arc::new(BatchData {
                 after: id.clone(),
                 items: Vec::new(),
+                rewound: false,
             }));
             feed.last_id = Some(id);
         }
@@ -383,6 +432,7 @@ fn publish<C: HubCodec>(hub: &Hub<C>, reply: Value) {
                 let _ = feed.tx.send(Arc::new(BatchData {
                     after: after.unwrap_or_default(),
                     items,
+                    rewound: false,
                 }));
             }
             Ok(_) => {}
