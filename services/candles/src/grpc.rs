@@ -126,6 +126,7 @@ impl CandleQueryService for CandleGrpc {
             statuses: statuses
                 .into_iter()
                 .map(|s| pb::AggregationStatus {
+                    pending_trades: s.pending_trades(),
                     symbol: s.symbol,
                     applied_sequence: s.applied_sequence,
                     owner: s.owner,
@@ -135,6 +136,14 @@ impl CandleQueryService for CandleGrpc {
                     unflushed_candles: s.unflushed_candles,
                     last_flush_time: (s.last_flush_ns > 0)
                         .then(|| nanos_to_timestamp(s.last_flush_ns)),
+                    tick_log_sequence: s.tick_log_sequence,
+                    oldest_pending_ingest_time: (s.oldest_pending_ingest_ns > 0)
+                        .then(|| nanos_to_timestamp(s.oldest_pending_ingest_ns)),
+                    verified_candles: s.verified_candles,
+                    verify_mismatches: s.verify_mismatches,
+                    verify_repairs: s.verify_repairs,
+                    last_verify_time: (s.last_verify_ns > 0)
+                        .then(|| nanos_to_timestamp(s.last_verify_ns)),
                 })
                 .collect(),
         }))

@@ -12,6 +12,7 @@
 //! | `<p>:{SYM}:lease` | string | the owning aggregator (`<instance>#<epoch>`), with a TTL |
 //! | `<p>:{SYM}:lease-epoch` | string | fencing counter, bumped at each acquisition |
 //! | `<p>:aggregators` | sorted set | live aggregator instances (score: heartbeat ms) |
+//! | `<p>:{SYM}:seq`, `<p>:{SYM}:trades` | string, stream | MarketFeed's last sequence and tick log (read for status and verification) |
 
 use tickmesh_calendar::Interval;
 
@@ -46,6 +47,14 @@ impl CandleKeys {
     }
     pub fn lease_epoch(&self, symbol: &str) -> String {
         format!("{}:{{{symbol}}}:lease-epoch", self.prefix)
+    }
+    /// MarketFeed's last sequence of the symbol (the end of its tick log).
+    pub fn tick_sequence(&self, symbol: &str) -> String {
+        format!("{}:{{{symbol}}}:seq", self.prefix)
+    }
+    /// MarketFeed's tick log of the symbol.
+    pub fn tick_log(&self, symbol: &str) -> String {
+        format!("{}:{{{symbol}}}:trades", self.prefix)
     }
     pub fn members(&self) -> String {
         format!("{}:aggregators", self.prefix)

@@ -53,6 +53,21 @@ pub struct AggregationStatus {
     pub unflushed_candles: u64,
     /// 0 when never flushed.
     pub last_flush_ns: i64,
+    pub tick_log_sequence: u64,
+    /// Ingest time of the oldest trade not yet applied (0: none pending).
+    pub oldest_pending_ingest_ns: i64,
+    pub verified_candles: u64,
+    pub verify_mismatches: u64,
+    pub verify_repairs: u64,
+    /// 0 when never verified.
+    pub last_verify_ns: i64,
+}
+
+impl AggregationStatus {
+    /// Trades in the tick log not yet in the candles.
+    pub fn pending_trades(&self) -> u64 {
+        self.tick_log_sequence.saturating_sub(self.applied_sequence)
+    }
 }
 
 impl CandleService {
@@ -234,21 +249,34 @@ impl CandleService {
                 "late_dropped",
                 "missed",
                 "last_flush_ns",
+                "verify_checked",
+                "verify_mismatches",
+                "verify_repaired",
+                "verified_ns",
             ]);
             pipe.cmd("GET").arg(keys.lease(s));
             pipe.cmd("ZCARD").arg(keys.flush(s));
+            pipe.cmd("GET").arg(keys.tick_sequence(s));
         }
         let mut conn = self.store.redis.conn();
         let rows: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let mut out = Vec::with_capacity(symbols.len());
-        for (symbol, row) in symbols.into_iter().zip(rows.chunks(4)) {
+        for (symbol, row) in symbols.into_iter().zip(rows.chunks(5)) {
             let applied: Option<u64> = redis::from_redis_value(row[0].clone()).ok().flatten();
             let counters: Vec<Option<i64>> =
                 redis::from_redis_value(row[1].clone()).unwrap_or_default();
             let unflushed: u64 = redis::from_redis_value(row[3].clone()).unwrap_or(0);
             let lease: Option<String> = redis::from_redis_value(row[2].clone()).ok().flatten();
+            let tick_log: Option<u64> = redis::from_redis_value(row[4].clone()).ok().flatten();
             let counter = |i: usize| counters.get(i).copied().flatten().unwrap_or(0).max(0) as u64;
+            let time = |i: usize| counters.get(i).copied().flatten().unwrap_or(0);
             out.push(AggregationStatus {
+                tick_log_sequence: tick_log.unwrap_or(0),
+                oldest_pending_ingest_ns: 0,
+                verified_candles: counter(4),
+                verify_mismatches: counter(5),
+                verify_repairs: counter(6),
+                last_verify_ns: time(7),
                 symbol,
                 applied_sequence: applied.unwrap_or(0),
                 owner: lease
@@ -258,8 +286,34 @@ impl CandleService {
                 late_dropped: counter(1),
                 missed_trades: counter(2),
                 unflushed_candles: unflushed,
-                last_flush_ns: counters.get(3).copied().flatten().unwrap_or(0),
+                last_flush_ns: time(3),
             });
+        }
+        // How long the symbols that are behind have been: the ingest time of
+        // the first trade not yet applied.
+        let behind: Vec<usize> = (0..out.len())
+            .filter(|&i| out[i].pending_trades() > 0)
+            .collect();
+        if !behind.is_empty() {
+            let mut pipe = redis::pipe();
+            for &i in &behind {
+                let s = &out[i];
+                pipe.cmd("XRANGE")
+                    .arg(keys.tick_log(&s.symbol))
+                    .arg(format!("0-{}", s.applied_sequence + 1))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1);
+            }
+            let firsts: Vec<Vec<(String, std::collections::HashMap<String, String>)>> =
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            for (&i, first) in behind.iter().zip(firsts) {
+                out[i].oldest_pending_ingest_ns = first
+                    .first()
+                    .and_then(|(_, fields)| fields.get("it"))
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+            }
         }
         Ok(out)
     }
