@@ -9,6 +9,7 @@
 //! - [`query`]: GetCandles (paging, order, rollups, fill).
 //! - [`subscribe`]: SubscribeCandles (snapshot, updates, resume).
 //! - [`directory`]: instrument definitions from MarketFeed.
+//! - [`verify`] / [`repair`]: candles recomputed from the tick log, compared and fixed.
 //! - [`service`] and [`grpc`]: the domain facade and the tonic adapter.
 //!
 //! The boundary math (which candle a trade belongs to) lives in
@@ -23,10 +24,12 @@ pub mod grpc;
 pub mod keys;
 pub mod lease;
 pub mod query;
+pub mod repair;
 pub mod revision_floor;
 pub mod service;
 pub mod store;
 pub mod subscribe;
+pub mod verify;
 
 pub use service::CandleService;
 

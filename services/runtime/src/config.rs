@@ -263,6 +263,10 @@ pub struct CandlesConfig {
     /// Update batches buffered per symbol for live subscribers before a slow
     /// one is served from the updates log instead.
     pub live_buffer: usize,
+    /// How often the aggregator's self-check compares the candles that became
+    /// final with the tick log and repairs them ("0s": off).
+    #[serde(with = "serde_human")]
+    pub verify_interval: Duration,
 }
 
 impl Default for CandlesConfig {
@@ -276,6 +280,7 @@ impl Default for CandlesConfig {
             candles_per_interval: 10_000,
             updates_max_len: 100_000,
             live_buffer: 64,
+            verify_interval: Duration::from_secs(60),
         }
     }
 }
@@ -987,6 +992,14 @@ impl Config {
                 "must be between 4 and 1000000".into(),
             );
         }
+        if !candles.verify_interval.is_zero()
+            && candles.verify_interval < Duration::from_millis(100)
+        {
+            return bad(
+                "candles.verify_interval",
+                "must be 0s (off) or at least 100ms".into(),
+            );
+        }
         Ok(())
     }
 
@@ -1223,6 +1236,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("true or false"), "{e}");
+    }
+
+    #[test]
+    fn candles_verify_interval_is_read_from_env_and_checked() {
+        let config =
+            Config::load(None, env(&[("TICKMESH_CANDLES_VERIFY_INTERVAL", "0s")])).unwrap();
+        assert!(config.candles.verify_interval.is_zero(), "0s turns it off");
+        let config =
+            Config::load(None, env(&[("TICKMESH_CANDLES_VERIFY_INTERVAL", "250ms")])).unwrap();
+        assert_eq!(config.candles.verify_interval, Duration::from_millis(250));
+        let e =
+            Config::load(None, env(&[("TICKMESH_CANDLES_VERIFY_INTERVAL", "10ms")])).unwrap_err();
+        assert!(
+            e.0.contains("candles.verify_interval") && e.0.contains("at least 100ms"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@ use tickmesh_runtime::config::{Config, ConfigError};
 use tickmesh_runtime::{shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
+mod candles_verify;
+
 #[derive(Parser)]
 #[command(
     name = "tickmesh",
@@ -88,6 +90,31 @@ enum Command {
     History {
         #[command(subcommand)]
         action: HistoryAction,
+    },
+    /// Candles: self-check and repair.
+    Candles {
+        #[command(subcommand)]
+        action: CandlesAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CandlesAction {
+    /// Recompute candles from the tick log and compare them with Redis and
+    /// the history store; exits 1 when mismatches are left.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Only these symbols, comma-separated (default: every instrument).
+        #[arg(long, value_delimiter = ',')]
+        symbols: Vec<String>,
+        /// Fix the mismatched candles the tick log covers.
+        #[arg(long)]
+        repair: bool,
+        /// Leave the history store out (e.g. while a running tickmesh holds
+        /// the embedded store); repairs are still queued for its flusher.
+        #[arg(long)]
+        redis_only: bool,
     },
 }
 
@@ -259,6 +286,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<candles_verify::Unresolved>() => {
+            eprintln!("tickmesh: {e}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("tickmesh: error: {e:#}");
             ExitCode::from(2)
@@ -540,6 +571,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )?;
                 println!("compacted {}: {before} -> {after} bytes", path.display());
                 Ok(())
+            }
+        },
+        Command::Candles { action } => match action {
+            CandlesAction::Verify {
+                config,
+                symbols,
+                repair,
+                redis_only,
+            } => {
+                let config = load(&config)?;
+                candles_verify::run(
+                    config,
+                    candles_verify::VerifyOptions {
+                        symbols,
+                        repair,
+                        redis_only,
+                    },
+                )
+                .await
             }
         },
         Command::Config { action } => match action {
