@@ -5,11 +5,14 @@
 //! Redis in one pipelined round trip.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use redis::Value;
 use tickmesh_core::{Error, Result};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::redis_conn::unavailable;
 
+use crate::durable::{self, DurableAcks, NotConfirmed};
 use crate::keys::Keys;
 use crate::model::ValidTrade;
 
@@ -76,6 +79,9 @@ pub struct Ingestor {
     script: redis::Script,
     tick_log_max_len: u64,
     dedupe_window: u64,
+    /// `marketfeed.durable_acks`: a write succeeds only once Redis confirms
+    /// it durable.
+    durable: Option<Arc<DurableAcks>>,
 }
 
 /// What happened to the trades of one write.
@@ -88,13 +94,20 @@ pub struct WriteOutcome {
 }
 
 impl Ingestor {
-    pub fn new(redis: RedisHandle, keys: Keys, tick_log_max_len: u64, dedupe_window: u64) -> Self {
+    pub fn new(
+        redis: RedisHandle,
+        keys: Keys,
+        tick_log_max_len: u64,
+        dedupe_window: u64,
+        durable: Option<Arc<DurableAcks>>,
+    ) -> Self {
         Self {
             redis,
             keys,
             script: redis::Script::new(INGEST_LUA),
             tick_log_max_len,
             dedupe_window,
+            durable,
         }
     }
 
@@ -141,21 +154,17 @@ impl Ingestor {
             }
         }
 
-        let mut conn = self.redis.conn();
-        let replies: Vec<Vec<i64>> = match pipe.query_async(&mut conn).await {
-            Ok(r) => r,
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // Redis lost its script cache (restart, failover): no script of
-                // this pipeline ran, so loading and resending is safe.
-                self.script
-                    .prepare_invoke()
-                    .load_async(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-                pipe.query_async(&mut conn).await.map_err(unavailable)?
-            }
-            Err(e) => return Err(unavailable(e)),
+        let replies = match &self.durable {
+            None => run_pipeline(&self.script, &pipe, &mut self.redis.conn())
+                .await
+                .map_err(unavailable)?,
+            Some(durable) => self.run_durable(durable, pipe, by_symbol.len()).await?,
         };
+        let replies = replies
+            .into_iter()
+            .map(redis::from_redis_value::<Vec<i64>>)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(format!("ingest script reply: {e}")))?;
 
         let mut outcome = WriteOutcome {
             sequences: vec![None; trades.len()],
@@ -177,6 +186,77 @@ impl Ingestor {
                 .insert(symbol.to_string(), reply[indices.len()] as u64);
         }
         Ok(outcome)
+    }
+
+    /// Runs the scripts of `pipe` (`scripts` of them) followed by what
+    /// confirms them durable in the server's mode; answers the scripts'
+    /// replies only once confirmed.
+    async fn run_durable(
+        &self,
+        durable: &DurableAcks,
+        mut pipe: redis::Pipeline,
+        scripts: usize,
+    ) -> Result<Vec<Value>> {
+        let mode = durable.mode().await?;
+        durable::append_confirmation(&mut pipe, mode, durable.timeout());
+        let result = if mode.blocks() {
+            // WAIT/WAITAOF block their connection: one of this write's own.
+            let mut held = durable.hold().await?;
+            let result = run_pipeline(&self.script, &pipe, &mut held.conn).await;
+            if result.is_ok() {
+                durable.give_back(held);
+            }
+            result
+        } else {
+            run_pipeline(&self.script, &pipe, &mut self.redis.conn()).await
+        };
+        let mut replies = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Whatever happened (a restart, a failover, a setting changed),
+                // the next write asks the server again.
+                durable.forget().await;
+                tracing::warn!(error = %e, "durable ingest write failed");
+                return Err(durable::not_durable(&format!("redis: {e}")));
+            }
+        };
+        if replies.len() != scripts + durable::confirmation_replies(mode) {
+            durable.forget().await;
+            return Err(Error::Internal(format!(
+                "durable ingest pipeline answered {} values for {scripts} scripts",
+                replies.len()
+            )));
+        }
+        let confirmation = replies.split_off(scripts);
+        match durable::check_confirmation(mode, &confirmation) {
+            Ok(()) => Ok(replies),
+            Err(NotConfirmed::Timeout(reason)) => {
+                tracing::warn!(%reason, timeout_ms = durable.timeout().as_millis() as u64, "durable ack not confirmed in time");
+                Err(durable::not_durable(&reason))
+            }
+            Err(NotConfirmed::ModeChanged(reason)) => {
+                tracing::error!(%reason, mode = %mode.describe(), "durable acks: the server no longer offers the detected mode");
+                durable.forget().await;
+                Err(durable::not_durable(&reason))
+            }
+        }
+    }
+}
+
+/// Sends `pipe`; when Redis lost its script cache (restart, failover) no
+/// script of the pipeline ran, so the script is loaded and the pipeline sent
+/// again.
+async fn run_pipeline(
+    script: &redis::Script,
+    pipe: &redis::Pipeline,
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<Vec<Value>> {
+    match pipe.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.prepare_invoke().load_async(conn).await?;
+            pipe.query_async(conn).await
+        }
+        other => other,
     }
 }
 

@@ -5,12 +5,14 @@
 //! - [`keys`]: the Redis key layout (hash-tagged per symbol).
 //! - [`instruments`]: instrument definitions in Redis, cached per instance.
 //! - [`ingest`]: dedupe, sequencing, tick log and quote in one script per symbol.
+//! - [`durable`]: acknowledging only what Redis made durable (`durable_acks`).
 //! - [`tick_log`]: reading the per-symbol Redis Stream.
 //! - [`live`]: one tailer per instance fanning new trades out to local streams.
 //! - [`subscription`]: a StreamTrades client's cursor, catch-up and gap filling.
 //! - [`quotes`]: latest prices for thousands of symbols in one round trip.
 //! - [`service`]: the domain facade; [`grpc`]: the thin tonic adapter.
 
+pub mod durable;
 pub mod grpc;
 pub mod ingest;
 pub mod instruments;

@@ -13,6 +13,7 @@ use tickmesh_runtime::proto_time::now_nanos;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::durable::{AckMode, DurableAcks};
 use crate::ingest::Ingestor;
 use crate::instruments::InstrumentBook;
 use crate::keys::Keys;
@@ -32,6 +33,7 @@ pub struct MarketFeed {
     keys: Keys,
     instruments: Arc<InstrumentBook>,
     ingestor: Ingestor,
+    durable: Option<Arc<DurableAcks>>,
     streamer: Arc<Streamer>,
     shutdown: CancellationToken,
 }
@@ -99,13 +101,24 @@ impl MarketFeed {
             batch_max: config.stream_batch_max,
             lag_recoveries: Default::default(),
         });
+        let durable = config.durable_acks.then(|| {
+            let durable = DurableAcks::new(
+                redis.clone(),
+                config.durable_replicas,
+                config.durable_ack_timeout,
+            );
+            durable.spawn_watch(shutdown.clone());
+            durable
+        });
         Arc::new(Self {
             ingestor: Ingestor::new(
                 redis.clone(),
                 keys.clone(),
                 config.tick_log_max_len,
                 config.dedupe_window,
+                durable.clone(),
             ),
+            durable,
             config,
             redis,
             keys,
@@ -129,6 +142,17 @@ impl MarketFeed {
 
     pub fn config(&self) -> &MarketFeedConfig {
         &self.config
+    }
+
+    /// With `durable_acks`, asks the server which mechanism makes its writes
+    /// durable (`None` when durable acks are off). FAILED_PRECONDITION when
+    /// it offers none (the message says what to change); UNAVAILABLE when
+    /// Redis cannot be reached (each publish then asks again first).
+    pub async fn durable_ack_mode(&self) -> Result<Option<AckMode>> {
+        match &self.durable {
+            Some(durable) => durable.mode().await.map(Some),
+            None => Ok(None),
+        }
     }
 
     pub async fn upsert_instrument(&self, instrument: Instrument) -> Result<(Instrument, bool)> {

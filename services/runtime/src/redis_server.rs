@@ -15,6 +15,8 @@ pub struct RedisServer {
     dir: PathBuf,
     fsync: Option<Fsync>,
     remove_dir: bool,
+    /// Port of the primary this server replicates (`--replicaof`).
+    replica_of: Option<u16>,
 }
 
 /// When a persistent server fsyncs its append-only file.
@@ -58,9 +60,58 @@ impl RedisServer {
             dir: dir.to_path_buf(),
             fsync,
             remove_dir: false,
+            replica_of: None,
         };
         server.spawn().await?;
         Ok(server)
+    }
+
+    /// Starts a replica of the loopback server on `primary_port`, in `dir`
+    /// (persistence as `fsync` says). It answers PING before its first sync
+    /// is done: see [`RedisServer::wait_for_replicas`] on the primary.
+    pub async fn start_replica(
+        dir: &Path,
+        fsync: Option<Fsync>,
+        primary_port: u16,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let port = free_port()?;
+        let mut server = Self {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            fsync,
+            remove_dir: false,
+            replica_of: Some(primary_port),
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    /// Waits until `n` replicas are connected to this server and online
+    /// (`INFO replication`).
+    pub async fn wait_for_replicas(&self, n: usize, within: Duration) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.url())?;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && let Ok(info) = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async::<String>(&mut conn)
+                    .await
+                && info
+                    .lines()
+                    .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                    .count()
+                    >= n
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("fewer than {n} replicas online within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -141,6 +192,12 @@ impl RedisServer {
             None => {
                 command.arg("--appendonly").arg("no");
             }
+        }
+        if let Some(primary) = self.replica_of {
+            command
+                .arg("--replicaof")
+                .arg("127.0.0.1")
+                .arg(primary.to_string());
         }
         command
             .stdin(Stdio::null())

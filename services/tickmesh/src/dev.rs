@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tickmesh_runtime::config::{Config, RedisConfig};
-use tickmesh_runtime::redis_server::RedisServer;
+use tickmesh_runtime::redis_server::{Fsync, RedisServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::mesh::Mesh;
@@ -34,14 +34,25 @@ pub async fn run(
     let mut own_redis = None;
     if config.redis.url == RedisConfig::default().url {
         let dir = options.data_dir.join("redis");
-        let server = RedisServer::start_in(&dir, true)
+        // Durable acks on the Redis 7.0 of Debian 12 (no WAITAOF) need the
+        // AOF fsynced before each reply.
+        let fsync = if config.marketfeed.durable_acks {
+            Fsync::Always
+        } else {
+            Fsync::EverySec
+        };
+        let server = RedisServer::start_with(&dir, Some(fsync))
             .await
             .context("starting a redis-server for dev mode (set redis.url / TICKMESH_REDIS_URL to use your own)")?;
         config.redis.url = server.url();
         println!(
-            "started redis-server on {} (data in {}, AOF on)",
+            "started redis-server on {} (data in {}, AOF on, appendfsync {})",
             server.url(),
-            dir.display()
+            dir.display(),
+            match fsync {
+                Fsync::Always => "always",
+                Fsync::EverySec => "everysec",
+            }
         );
         own_redis = Some(server);
     }

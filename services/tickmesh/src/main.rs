@@ -242,6 +242,10 @@ enum BenchCommand {
         /// Use this Redis instead of starting one.
         #[arg(long)]
         redis_url: Option<String>,
+        /// Skip the durable acks off/on comparison (which always runs on
+        /// redis-servers of its own: AOF everysec, then appendfsync always).
+        #[arg(long)]
+        skip_durable: bool,
     },
 }
 
@@ -522,6 +526,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rounds,
                 paced_rate,
                 redis_url,
+                skip_durable,
             } => {
                 anyhow::ensure!(
                     symbols >= 1
@@ -541,6 +546,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     rounds,
                     paced_rate,
                     redis_url,
+                    durable: !skip_durable,
                 })
                 .await?;
                 Ok(())

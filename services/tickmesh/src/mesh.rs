@@ -83,6 +83,10 @@ impl Mesh {
         let mut marketfeed = None;
         if config.services.is_enabled("marketfeed") {
             let feed = MarketFeed::new(config.marketfeed.clone(), redis.clone(), shutdown.clone());
+            if let Err(e) = check_durable_acks(&feed, &config).await {
+                shutdown.cancel();
+                return Err(e);
+            }
             routes.add_service(tickmesh_marketfeed::grpc::server(
                 feed.clone(),
                 admin.clone(),
@@ -259,6 +263,34 @@ impl Mesh {
             let _ = aggregator.await;
         }
         self.task.await.context("server task")?
+    }
+}
+
+/// With `marketfeed.durable_acks`, refuses to start on a Redis that offers
+/// no way to make a write durable. A Redis that cannot be reached yet does not
+/// stop the start: each publish detects the mode first.
+async fn check_durable_acks(feed: &MarketFeed, config: &Config) -> anyhow::Result<()> {
+    if !config.marketfeed.durable_acks {
+        return Ok(());
+    }
+    let wait = config.redis.connect_timeout + config.redis.response_timeout;
+    match tokio::time::timeout(wait, feed.durable_ack_mode()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(tickmesh_core::Error::FailedPrecondition(reason))) => Err(anyhow::anyhow!(
+            "{reason} (redis {})",
+            redact(&config.redis.url)
+        )),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "durable acks: redis not reachable at start; the mode is detected before the first publish");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                wait_ms = wait.as_millis() as u64,
+                "durable acks: redis did not answer at start; the mode is detected before the first publish"
+            );
+            Ok(())
+        }
     }
 }
 

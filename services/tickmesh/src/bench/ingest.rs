@@ -9,6 +9,7 @@ use tickmesh_api::marketfeed::{
     GetQuotesRequest, PublishRequest, PublishTradesRequest, StreamTradesRequest, Trade,
 };
 use tickmesh_runtime::proto_time::now_nanos;
+use tickmesh_runtime::redis_server::{Fsync, RedisServer};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{median, percentile};
@@ -25,6 +26,9 @@ pub struct IngestOptions {
     /// Trades per second of the paced latency phase (well below capacity).
     pub paced_rate: usize,
     pub redis_url: Option<String>,
+    /// Also measure `marketfeed.durable_acks` off and on, on redis-servers of
+    /// the bench's own (AOF everysec, then appendfsync always).
+    pub durable: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -36,11 +40,31 @@ pub struct IngestReport {
     pub paced_latency_median: Duration,
     pub paced_latency_p99: Duration,
     pub quotes_2500_median: Duration,
+    pub durable: Option<DurableReport>,
 }
 
 impl IngestReport {
     pub fn ratio(&self) -> f64 {
         self.tickmesh_trades_per_s / self.baseline_trades_per_s
+    }
+}
+
+/// The same rounds with durable acks off (AOF, appendfsync everysec: what
+/// `tickmesh dev` and the Kubernetes Redis run) and on (appendfsync always).
+#[derive(Clone, Debug, Default)]
+pub struct DurableReport {
+    pub off_trades_per_s: f64,
+    pub on_trades_per_s: f64,
+    pub off_latency_median: Duration,
+    pub off_latency_p99: Duration,
+    pub on_latency_median: Duration,
+    pub on_latency_p99: Duration,
+}
+
+impl DurableReport {
+    /// Throughput with durable acks on over off.
+    pub fn ratio(&self) -> f64 {
+        self.on_trades_per_s / self.off_trades_per_s
     }
 }
 
@@ -126,6 +150,12 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
     .await?;
     paced_latencies.sort();
     let quotes = quotes_latency(&endpoint).await?;
+    mesh.stop().await?;
+    let durable = if options.durable {
+        Some(durable_comparison(&options).await?)
+    } else {
+        None
+    };
     let report = IngestReport {
         baseline_trades_per_s: median(baseline_rates),
         tickmesh_trades_per_s: median(mesh_rates),
@@ -134,6 +164,7 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
         paced_latency_median: percentile(&paced_latencies, 0.5),
         paced_latency_p99: percentile(&paced_latencies, 0.99),
         quotes_2500_median: quotes,
+        durable,
     };
     println!();
     println!(
@@ -165,8 +196,98 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
         "GetQuotes for 2,500 symbols:                median {:.2} ms",
         report.quotes_2500_median.as_secs_f64() * 1e3
     );
-    mesh.stop().await?;
+    if let Some(d) = &report.durable {
+        println!(
+            "durable acks off (AOF everysec):          {:>10.0} trades/s (median), publish -> readable median {:.2} ms, p99 {:.2} ms",
+            d.off_trades_per_s,
+            d.off_latency_median.as_secs_f64() * 1e3,
+            d.off_latency_p99.as_secs_f64() * 1e3
+        );
+        println!(
+            "durable acks on (appendfsync always):     {:>10.0} trades/s (median), publish -> readable median {:.2} ms, p99 {:.2} ms",
+            d.on_trades_per_s,
+            d.on_latency_median.as_secs_f64() * 1e3,
+            d.on_latency_p99.as_secs_f64() * 1e3
+        );
+        println!(
+            "ratio durable on / off:                     {:>10.2}x",
+            d.ratio()
+        );
+    }
     Ok(report)
+}
+
+/// Durable acks off and on, round by round on two redis-servers of its own
+/// with AOF in a temporary directory: off on `appendfsync everysec`, on on
+/// `appendfsync always` (Redis before 7.2 has no WAITAOF; on 7.2+ the mesh
+/// would use WAITAOF on the same server).
+async fn durable_comparison(options: &IngestOptions) -> anyhow::Result<DurableReport> {
+    let dir = std::env::temp_dir().join(format!("tickmesh-bench-durable-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let everysec = RedisServer::start_with(&dir.join("everysec"), Some(Fsync::EverySec)).await?;
+    let always = RedisServer::start_with(&dir.join("always"), Some(Fsync::Always)).await?;
+    let batch = options.batch.max(1000);
+    let (_, _, off) = super::bench_mesh(Some(everysec.url()), "bench-off", |c| {
+        c.marketfeed.max_batch_trades = batch;
+    })
+    .await?;
+    let (_, _, on) = super::bench_mesh(Some(always.url()), "bench-on", |c| {
+        c.marketfeed.max_batch_trades = batch;
+        c.marketfeed.durable_acks = true;
+    })
+    .await?;
+    let mode = on
+        .marketfeed
+        .as_ref()
+        .context("marketfeed enabled")?
+        .durable_ack_mode()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .context("durable acks on")?;
+    println!();
+    println!(
+        "durable acks: off on {} (appendfsync everysec), on on {} ({})",
+        everysec.url(),
+        always.url(),
+        mode.describe()
+    );
+    let (mut off_rates, mut on_rates) = (Vec::new(), Vec::new());
+    let (mut off_latencies, mut on_latencies) = (Vec::new(), Vec::new());
+    for round in 0..options.rounds {
+        // Alternate which goes first so neither always gets the warmer CPU.
+        for first_off in [round % 2 == 0, round % 2 != 0] {
+            let (mesh, rates, latencies) = if first_off {
+                (&off, &mut off_rates, &mut off_latencies)
+            } else {
+                (&on, &mut on_rates, &mut on_latencies)
+            };
+            let trades = make_trades(options.trades, options.symbols, 2000 + round);
+            let (rate, mut lat) =
+                mesh_round(&mesh.endpoint(), trades, options, 2000 + round, None).await?;
+            rates.push(rate);
+            latencies.append(&mut lat);
+        }
+        println!(
+            "  round {}: durable acks off {:>10.0} trades/s   on {:>10.0} trades/s",
+            round + 1,
+            off_rates[round],
+            on_rates[round]
+        );
+    }
+    off_latencies.sort();
+    on_latencies.sort();
+    off.stop().await?;
+    on.stop().await?;
+    drop((everysec, always));
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(DurableReport {
+        off_trades_per_s: median(off_rates),
+        on_trades_per_s: median(on_rates),
+        off_latency_median: percentile(&off_latencies, 0.5),
+        off_latency_p99: percentile(&off_latencies, 0.99),
+        on_latency_median: percentile(&on_latencies, 0.5),
+        on_latency_p99: percentile(&on_latencies, 0.99),
+    })
 }
 
 /// The seed design: every trade its own XADD round trip.
