@@ -2,7 +2,11 @@
 //! and, only when it issues, writes everything at once.
 //!
 //! It first checks, in this order, without writing anything:
-//! 1. the campaign state exists (else the caller rebuilds it or answers NOT_FOUND);
+//! 1. the campaign state exists and was confirmed against the durable
+//!    records since this Redis server started: its `run` field is the
+//!    server's run id, which the caller passes (read once per connection,
+//!    see [`IssueScript`]); else the caller confirms or rebuilds it (see
+//!    [`crate::rebuild`]) or answers NOT_FOUND;
 //! 2. the request id was answered ISSUED before → the same answer again,
 //!    remaining stock included (another user's request id is refused);
 //! 3. the time: NOT_STARTED before the start, ENDED from the end on;
@@ -25,32 +29,37 @@
 //! secret (not guessable from other codes), then the sequence (unique in the
 //! campaign). A replay reads the stored code back, so it never changes.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
 use tickmesh_core::{Error, Result};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::redis_conn::unavailable;
 
 use crate::keys::Keys;
 
-/// KEYS: state, users, requests, log. ARGV: now (ms), campaign id, then
-/// (user, request id) per call, decided in order as if one after the other.
+/// KEYS: state, users, requests, log. ARGV: now (ms), campaign id, the run
+/// id of the server the call goes to, then (user, request id) per call,
+/// decided in order as if one after the other.
 /// Returns {status, code, remaining} per call.
 pub const ISSUE_LUA: &str = r#"
-local st = redis.call('HMGET', KEYS[1], 'total', 'limit', 'start', 'end', 'remaining', 'seq', 'secret')
+local st = redis.call('HMGET', KEYS[1], 'total', 'limit', 'start', 'end', 'remaining', 'seq', 'secret', 'run')
 local out = {}
 local function answer(status, code, left)
   out[#out + 1] = status
   out[#out + 1] = code
   out[#out + 1] = tostring(left)
 end
-if not st[1] then
-  for i = 3, #ARGV, 2 do answer('missing', '', 0) end
+if not st[1] or st[8] ~= ARGV[3] then
+  for i = 4, #ARGV, 2 do answer('missing', '', 0) end
   return out
 end
 local limit, start, finish = tonumber(st[2]), tonumber(st[3]), tonumber(st[4])
 local remaining, seq, secret = tonumber(st[5]), tonumber(st[6]), st[7]
 local now, campaign = tonumber(ARGV[1]), ARGV[2]
 local issued = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local user, request = ARGV[i], ARGV[i + 1]
   local seen = redis.call('HGET', KEYS[3], request)
   if seen then
@@ -120,22 +129,116 @@ pub enum Decision {
     Ended {
         remaining: i64,
     },
-    /// The campaign has no state in Redis (unknown, or Redis lost it).
+    /// The campaign has no state in Redis (unknown, or Redis lost it), or
+    /// one not yet confirmed against the durable records since the server
+    /// started (it may have come back with less than it had).
     Missing,
     /// The request id was answered ISSUED for another user.
     RequestIdReused,
 }
 
-pub struct IssueScript {
+/// The connection of a service instance's request path (issue, reads of
+/// the state, rebuilds), with the run id of the server at its other end.
+///
+/// The run id is read (`INFO server`) once when the connection is made. A
+/// connection never outlives its server: a restart or a failover breaks
+/// it, and the next call connects again and reads the new server's run id.
+/// So every script sent over it can be given the run id of the server that
+/// runs it, and refuse a state not confirmed in that run, at the cost of
+/// one string comparison (a check inside the script would cost an `INFO`
+/// per call, a third of the issue script's time).
+pub struct ServerLink {
     redis: RedisHandle,
+    slot: tokio::sync::Mutex<Option<RunConnection>>,
+}
+
+/// A connection and the run id of the server it is connected to.
+#[derive(Clone)]
+pub struct RunConnection {
+    pub conn: MultiplexedConnection,
+    pub run: Arc<str>,
+}
+
+impl ServerLink {
+    pub fn new(redis: RedisHandle) -> Self {
+        Self {
+            redis,
+            slot: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection (made now if there is none) and its server's run id.
+    pub async fn connection(&self) -> Result<RunConnection> {
+        let mut slot = self.slot.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut conn = self.redis.dedicated(Duration::ZERO).await?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let run = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .unwrap_or("")
+            .trim();
+        let c = RunConnection {
+            conn,
+            run: Arc::from(run),
+        };
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Drops the connection after a failure on it (the next call connects
+    /// again), unless it was replaced already.
+    pub async fn forget(&self, failed: &RunConnection) {
+        let mut slot = self.slot.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.run, &failed.run))
+        {
+            *slot = None;
+        }
+    }
+
+    /// Runs the script `build` makes for the run id; a connection found
+    /// broken (the server restarted) is replaced and the script sent once
+    /// more to the new server, with its run id. Only for scripts that are
+    /// safe to repeat.
+    pub async fn invoke<'s, T: redis::FromRedisValue>(
+        &self,
+        build: impl Fn(&str) -> redis::ScriptInvocation<'s>,
+    ) -> Result<T> {
+        let mut retried = false;
+        loop {
+            let c = self.connection().await?;
+            match build(&c.run).invoke_async(&mut c.conn.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    self.forget(&c).await;
+                    if retried || !(e.is_io_error() || e.is_connection_dropped()) {
+                        return Err(unavailable(e));
+                    }
+                    retried = true;
+                }
+            }
+        }
+    }
+}
+
+pub struct IssueScript {
+    link: Arc<ServerLink>,
     keys: Keys,
     script: redis::Script,
 }
 
 impl IssueScript {
-    pub fn new(redis: RedisHandle, keys: Keys) -> Self {
+    pub fn new(link: Arc<ServerLink>, keys: Keys) -> Self {
         Self {
-            redis,
+            link,
             keys,
             script: redis::Script::new(ISSUE_LUA),
         }
@@ -164,16 +267,19 @@ impl IssueScript {
         calls: &[(String, String)],
         now_ms: i64,
     ) -> Result<Vec<Decision>> {
-        let mut conn = self.redis.conn();
-        let mut invocation = self.script.key(&self.keys_of(campaign)[..]);
-        invocation.arg(now_ms).arg(campaign);
-        for (user, request) in calls {
-            invocation.arg(user).arg(request);
-        }
-        let flat: Vec<String> = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let keys = self.keys_of(campaign);
+        // Safe to repeat: a request answered ISSUED is answered the same.
+        let flat: Vec<String> = self
+            .link
+            .invoke(|run| {
+                let mut invocation = self.script.key(&keys[..]);
+                invocation.arg(now_ms).arg(campaign).arg(run);
+                for (user, request) in calls {
+                    invocation.arg(user).arg(request);
+                }
+                invocation
+            })
+            .await?;
         if flat.len() != 3 * calls.len() {
             return Err(Error::Internal(format!(
                 "issue script answered {} fields for {} calls",

@@ -4,7 +4,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `<p>:coupon:{C}:state` | hash | total, limit, start/end (ms), remaining, seq (last issued), secret, sold_out (ms), reported |
+//! | `<p>:coupon:{C}:state` | hash | total, limit, start/end (ms), remaining, seq (last issued), secret, sold_out (ms), reported, run (id of the Redis server run it was last confirmed against the durable records in) |
 //! | `<p>:coupon:{C}:users` | hash | user → that user's codes, space-separated, in issue order |
 //! | `<p>:coupon:{C}:req` | hash | request id → "user\ncode\nremaining" of the ISSUED answer it got |
 //! | `<p>:coupon:{C}:log` | stream | one entry per issuance (seq, user, code, request, at); consumer group `persist` |

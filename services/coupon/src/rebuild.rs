@@ -5,6 +5,20 @@
 //! an eviction). The issue script answers "missing" while it is absent, so
 //! nothing is issued from a state that does not know the durable records.
 //!
+//! Redis can also come back with *less* than it had (an AOF that lost its
+//! last second, a failover to a replica that was behind): a state that
+//! exists but lacks the last issuances, which the durable store may already
+//! hold. Issuing from it would give their users a second coupon and reuse
+//! their sequences (and so their codes). So a state is only used once it has
+//! been confirmed against the durable records since the server started: it
+//! carries the `run` (the server's run id, which changes on every start and
+//! on a failover) of its last confirmation, and the issue script answers
+//! "missing" while that is not the running server's. Confirming, under the
+//! rebuild lock: when the durable records go no further than the state's
+//! sequence, the state is stamped with the current run as it is (one store
+//! read per campaign after a restart); when they go further, the state is
+//! behind, and it is dropped and rebuilt from the records as below.
+//!
 //! One instance rebuilds at a time: it takes the campaign's rebuild lock (a
 //! random token, `SET NX PX`), first copies any log entries still in Redis to
 //! the store, then writes the per-user codes and request answers in chunks
@@ -15,12 +29,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use redis::streams::StreamRangeReply;
 use tickmesh_core::{Error, Result};
-use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::redis_conn::unavailable;
 
 use crate::campaign::Campaign;
+use crate::issue_script::{RunConnection, ServerLink};
 use crate::keys::Keys;
 use crate::persist::parse_entry;
 use crate::store::IssuanceStore;
@@ -47,18 +62,52 @@ end
 return 1
 "#;
 
-/// KEYS: state, lock. ARGV: token, then field/value pairs of the state.
+/// KEYS: state, lock. ARGV: token, the server's run id, then field/value
+/// pairs of the state.
 const STATE_LUA: &str = r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+  redis.call('HSET', KEYS[1], 'run', ARGV[2], unpack(ARGV, 3))
 end
 redis.call('DEL', KEYS[2])
 return 1
 "#;
 
+/// KEYS: state. ARGV: the server's run id. Returns {0 absent | 1 not
+/// confirmed in this server run | 2 confirmed, the state's seq}.
+const CHECK_LUA: &str = r#"
+local st = redis.call('HMGET', KEYS[1], 'seq', 'run')
+if not st[1] then return {0, '0'} end
+if st[2] == ARGV[1] then return {2, st[1]} end
+return {1, st[1]}
+"#;
+
+/// KEYS: state, lock. ARGV: token, seq the durable records were compared
+/// with, the server's run id. Stamps the state as confirmed in this run.
+const CONFIRM_LUA: &str = r#"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'run', ARGV[3])
+return 1
+"#;
+
+/// KEYS: state, lock. ARGV: token, seq of the state found behind the
+/// durable records. Drops that state (keeping the lock for the rebuild).
+const DISCARD_LUA: &str = r#"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[2] then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
 pub struct Rebuilder {
-    pub redis: RedisHandle,
+    /// Every command of a rebuild goes over this one connection, so all of
+    /// them reach the server whose run id the state is stamped with.
+    pub link: Arc<ServerLink>,
     pub keys: Keys,
     pub store: Arc<dyn IssuanceStore>,
     /// How long a rebuild may hold the lock.
@@ -68,17 +117,30 @@ pub struct Rebuilder {
 static TOKEN_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Rebuilder {
-    /// Makes sure the campaign's state is in Redis, rebuilding it if needed.
-    /// `Ok(false)`: another instance is rebuilding it; try again shortly.
+    /// Makes sure the campaign's state is in Redis and confirmed against the
+    /// durable records in this server run, rebuilding it if needed.
+    /// `Ok(false)`: another instance is at it; try again shortly.
     pub async fn ensure(&self, campaign: &Campaign) -> Result<bool> {
+        let c = self.link.connection().await?;
+        let done = self.ensure_over(campaign, &c).await;
+        if done.is_err() {
+            // Perhaps the server went away: connect afresh next time.
+            self.link.forget(&c).await;
+        }
+        done
+    }
+
+    async fn ensure_over(&self, campaign: &Campaign, c: &RunConnection) -> Result<bool> {
         let id = campaign.id.as_str();
-        let mut conn = self.redis.conn();
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(self.keys.state(id))
-            .query_async(&mut conn)
+        let mut conn = c.conn.clone();
+        let run: &str = &c.run;
+        let (status, seq): (i64, String) = redis::Script::new(CHECK_LUA)
+            .key(self.keys.state(id))
+            .arg(run)
+            .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        if exists {
+        if status == 2 {
             return Ok(true);
         }
         let token = format!(
@@ -99,7 +161,42 @@ impl Rebuilder {
         if locked.is_none() {
             return Ok(false);
         }
-        let drained = self.drain_log(id).await?;
+        if status == 1 {
+            let durable = self.store.issuances(id).await?.last().map_or(0, |r| r.seq);
+            let state_seq: u64 = seq
+                .parse()
+                .map_err(|_| Error::Internal(format!("campaign {id:?} state has seq {seq:?}")))?;
+            if durable <= state_seq {
+                let ok: i64 = redis::Script::new(CONFIRM_LUA)
+                    .key(self.keys.state(id))
+                    .key(self.keys.rebuild_lock(id))
+                    .arg(&token)
+                    .arg(&seq)
+                    .arg(run)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                return Ok(ok == 1);
+            }
+            tracing::warn!(
+                campaign = id,
+                redis_seq = state_seq,
+                durable_seq = durable,
+                "redis came back behind the durable issuance records; rebuilding the campaign from them"
+            );
+            let ok: i64 = redis::Script::new(DISCARD_LUA)
+                .key(self.keys.state(id))
+                .key(self.keys.rebuild_lock(id))
+                .arg(&token)
+                .arg(&seq)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if ok == 0 {
+                return Ok(false);
+            }
+        }
+        let drained = self.drain_log(id, &mut conn).await?;
         let records = self.store.issuances(id).await?;
         let issued = records.len() as i64;
         let rebuilt = records.len();
@@ -157,6 +254,7 @@ impl Rebuilder {
             .key(self.keys.state(id))
             .key(self.keys.rebuild_lock(id))
             .arg(&token)
+            .arg(run)
             .arg("total")
             .arg(campaign.total_stock)
             .arg("limit")
@@ -193,8 +291,7 @@ impl Rebuilder {
 
     /// Copies whatever the campaign's log still holds to the store, so the
     /// rebuild starts from every issuance Redis still knows.
-    async fn drain_log(&self, id: &str) -> Result<usize> {
-        let mut conn = self.redis.conn();
+    async fn drain_log(&self, id: &str, conn: &mut MultiplexedConnection) -> Result<usize> {
         let mut start = "-".to_string();
         let mut drained = 0;
         loop {
@@ -204,7 +301,7 @@ impl Rebuilder {
                 .arg("+")
                 .arg("COUNT")
                 .arg(CHUNK)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await
                 .map_err(unavailable)?;
             if page.ids.is_empty() {

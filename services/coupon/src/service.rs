@@ -8,7 +8,6 @@ use tickmesh_core::ids::{check_symbol, check_text_id};
 use tickmesh_core::{Error, FieldViolation, Result, page_token};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::config::CouponConfig;
-use tickmesh_runtime::redis_conn::unavailable;
 use tickmesh_runtime::stream_hub::StreamHub;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -18,7 +17,7 @@ use crate::campaign::{Campaign, CampaignState, NewCampaign, new_secret};
 use crate::campaigns::CampaignBook;
 use crate::clock::Clock;
 use crate::group_commit::GroupCommit;
-use crate::issue_script::{Decision, IssueScript};
+use crate::issue_script::{Decision, IssueScript, ServerLink};
 use crate::keys::Keys;
 use crate::persist::Persister;
 use crate::rebuild::{Rebuilder, ensure_waiting};
@@ -33,6 +32,22 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 const PAGE_KIND: &str = "coupon-campaigns";
 /// Log batches buffered per watched campaign per instance.
 const WATCH_BUFFER: usize = 16;
+
+/// KEYS: state. ARGV: the server's run id. Remaining and sold-out time, or
+/// nothing while the state is absent or not confirmed in this server run
+/// (see [`crate::rebuild`]).
+const VIEW_LUA: &str = r#"
+local st = redis.call('HMGET', KEYS[1], 'remaining', 'sold_out', 'run')
+if not st[1] or st[3] ~= ARGV[1] then return {false, false} end
+return {st[1], st[2]}
+"#;
+
+/// KEYS: state, users. ARGV: the server's run id, user. {1 when the state is
+/// confirmed in this server run else 0, the user's codes}.
+const ISSUANCE_LUA: &str = r#"
+if redis.call('HGET', KEYS[1], 'run') ~= ARGV[1] then return {0, false} end
+return {1, redis.call('HGET', KEYS[2], ARGV[2])}
+"#;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -74,6 +89,10 @@ pub struct Coupons {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hub: StreamHub<LogCodec>,
     pub(crate) shutdown: CancellationToken,
+    /// The request path's connection (see [`ServerLink`]).
+    link: Arc<ServerLink>,
+    view_script: redis::Script,
+    issuance_script: redis::Script,
 }
 
 impl Coupons {
@@ -95,12 +114,13 @@ impl Coupons {
             WATCH_BUFFER,
             shutdown.clone(),
         );
-        let script = Arc::new(IssueScript::new(redis.clone(), keys.clone()));
+        let link = Arc::new(ServerLink::new(redis.clone()));
+        let script = Arc::new(IssueScript::new(link.clone(), keys.clone()));
         Arc::new(Self {
             committer: GroupCommit::start(script.clone(), clock.clone()),
             script,
             rebuilder: Rebuilder {
-                redis: redis.clone(),
+                link: link.clone(),
                 keys: keys.clone(),
                 store,
                 lock_ttl: config.rebuild_lock_ttl,
@@ -112,6 +132,9 @@ impl Coupons {
             clock,
             hub,
             shutdown,
+            link,
+            view_script: redis::Script::new(VIEW_LUA),
+            issuance_script: redis::Script::new(ISSUANCE_LUA),
         })
     }
 
@@ -217,14 +240,15 @@ impl Coupons {
     /// The campaign's live counts (restoring its state first if Redis lost it).
     pub(crate) async fn view(&self, campaign: Arc<Campaign>) -> Result<CampaignView> {
         for _ in 0..3 {
-            let mut conn = self.redis.conn();
-            let (remaining, sold_out): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-                .arg(self.keys.state(&campaign.id))
-                .arg("remaining")
-                .arg("sold_out")
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
+            let state = self.keys.state(&campaign.id);
+            let (remaining, sold_out): (Option<i64>, Option<i64>) = self
+                .link
+                .invoke(|run| {
+                    let mut invocation = self.view_script.key(&state);
+                    invocation.arg(run);
+                    invocation
+                })
+                .await?;
             let Some(remaining) = remaining else {
                 ensure_waiting(&self.rebuilder, &campaign, self.config.rebuild_lock_ttl).await?;
                 continue;
@@ -345,14 +369,16 @@ impl Coupons {
         Error::check(violations)?;
         let campaign = self.campaigns.resolve(campaign_id).await?;
         for _ in 0..3 {
-            let mut conn = self.redis.conn();
-            let (exists, held): (bool, Option<String>) = redis::pipe()
-                .exists(self.keys.state(campaign_id))
-                .hget(self.keys.users(campaign_id), user_id)
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if !exists {
+            let keys = [self.keys.state(campaign_id), self.keys.users(campaign_id)];
+            let (confirmed, held): (bool, Option<String>) = self
+                .link
+                .invoke(|run| {
+                    let mut invocation = self.issuance_script.key(&keys[..]);
+                    invocation.arg(run).arg(user_id);
+                    invocation
+                })
+                .await?;
+            if !confirmed {
                 ensure_waiting(&self.rebuilder, &campaign, self.config.rebuild_lock_ttl).await?;
                 continue;
             }

@@ -247,7 +247,7 @@ async fn losing_redis_rebuilds_the_campaign_from_durable_records() {
         }
     }
     assert_eq!(issued, 40, "exactly the stock left after the rebuild");
-    assert_eq!(worker.persist_campaign("r").await.unwrap(), 40);
+    assert_eq!(persist_after_restart(&worker, "r").await, 40);
     let records = store.issuances("r").await.unwrap();
     assert_eq!(records.len(), 100);
     let codes: HashSet<_> = records.iter().map(|r| r.code.as_str()).collect();
@@ -315,4 +315,195 @@ async fn concurrent_rebuilds_build_once() {
         }
     }
     assert_eq!(b.get_campaign("cc").await.unwrap().remaining, 500);
+}
+
+/// Redis comes back with less than it had acknowledged (an AOF that lost its
+/// tail, a failover to a replica that was behind): the campaign state is
+/// older than the durable records. Nothing may be issued from it: a user the
+/// store knows is answered with the coupon they hold, the sequence (and so
+/// the codes) continues after the durable records, and the stock counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_coming_back_behind_the_durable_records_rebuilds_before_issuing() {
+    let (mut redis, dir) = persistent_redis("behind").await;
+    let clock = ManualClock::new(T0_MS * 1_000_000);
+    let store = store();
+    let (c, _stop) = instance(&redis, store.clone(), clock, config());
+    c.create_campaign(campaign("b", 20, 1)).await.unwrap();
+    let mut codes = Vec::new();
+    for u in 0..10 {
+        if u == 5 {
+            redis.save_data_dir(&dir.join("at-5")).unwrap();
+        }
+        let a = c
+            .issue("b", &format!("u{u}"), &format!("a{u}"))
+            .await
+            .unwrap();
+        assert_eq!(a.outcome, Outcome::Issued);
+        codes.push(a.code);
+    }
+    let worker = c.persister("w");
+    assert_eq!(worker.persist_campaign("b").await.unwrap(), 10);
+
+    // Back with the state after 5 issuances; the store holds 10.
+    redis.restart_from(&dir.join("at-5")).await.unwrap();
+    let held = retry_issue_in(&c, "b", "u7", "again7").await;
+    assert_eq!(
+        (held.outcome, &held.code),
+        (Outcome::AlreadyIssued, &codes[7]),
+        "u7 holds a durable coupon"
+    );
+    let retry = retry_issue_in(&c, "b", "u8", "a8").await;
+    assert_eq!(
+        (retry.outcome, &retry.code),
+        (Outcome::Issued, &codes[8]),
+        "a durable request id gets its answer again"
+    );
+    let fresh = retry_issue_in(&c, "b", "u10", "a10").await;
+    assert_eq!(fresh.outcome, Outcome::Issued);
+    assert!(
+        fresh.code.ends_with("-11"),
+        "the sequence continues after the durable records: {}",
+        fresh.code
+    );
+    assert_eq!(fresh.remaining, 9);
+    assert_eq!(c.get_campaign("b").await.unwrap().remaining, 9);
+    assert_eq!(c.issuance("b", "u9").await.unwrap(), vec![codes[9].clone()]);
+    let mut issued = 1;
+    for u in 11..40 {
+        let r = c
+            .issue("b", &format!("u{u}"), &format!("a{u}"))
+            .await
+            .unwrap();
+        if r.outcome == Outcome::Issued {
+            issued += 1;
+        }
+    }
+    assert_eq!(issued, 10, "exactly the stock the durable records left");
+    persist_after_restart(&worker, "b").await;
+    let records = store.issuances("b").await.unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
+    let users: HashSet<_> = records.iter().map(|r| r.user_id.as_str()).collect();
+    assert_eq!(users.len(), 20, "one coupon per user");
+    for (u, code) in codes.iter().enumerate() {
+        let r = &records[u];
+        assert_eq!((&r.user_id, &r.code), (&format!("u{u}"), code));
+    }
+
+    // Behind again, now read first: reads answer from the durable records too.
+    redis.restart_from(&dir.join("at-5")).await.unwrap();
+    let mut view = None;
+    for _ in 0..100 {
+        if let Ok(v) = c.get_campaign("b").await {
+            view = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let view = view.expect("redis did not come back");
+    assert_eq!(view.remaining, 0, "sold out by the durable records");
+    assert_eq!(
+        c.issuance("b", &records[19].user_id).await.unwrap(),
+        vec![records[19].code.clone()]
+    );
+    let late = c.issue("b", "u99", "a99").await.unwrap();
+    assert_eq!(late.outcome, Outcome::SoldOut);
+}
+
+/// A restart that kept every write: the state is confirmed against the
+/// durable records once and then used as it is (no rebuild, nothing issued
+/// twice, the sequence continues).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_kept_everything_continues_where_it_was() {
+    let (mut redis, _dir) = persistent_redis("kept").await;
+    let clock = ManualClock::new(T0_MS * 1_000_000);
+    let store = store();
+    let (c, _stop) = instance(&redis, store.clone(), clock, config());
+    c.create_campaign(campaign("k", 10, 1)).await.unwrap();
+    let mut codes = Vec::new();
+    for u in 0..6 {
+        codes.push(
+            c.issue("k", &format!("u{u}"), &format!("a{u}"))
+                .await
+                .unwrap()
+                .code,
+        );
+    }
+    // Some persisted, some only in Redis's log.
+    let worker = c.persister("w");
+    let mut conn = conn(&redis).await;
+    assert_eq!(worker.persist_campaign("k").await.unwrap(), 6);
+    for u in 6..8 {
+        codes.push(
+            c.issue("k", &format!("u{u}"), &format!("a{u}"))
+                .await
+                .unwrap()
+                .code,
+        );
+    }
+    // A field only Redis has: still there after the restart if the state
+    // was confirmed as it is rather than rebuilt.
+    let _: i64 = redis::cmd("HSET")
+        .arg(c.keys().state("k"))
+        .arg("marker")
+        .arg("kept")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    redis.restart().await.unwrap();
+    let again = retry_issue_in(&c, "k", "u7", "a7").await;
+    assert_eq!((again.outcome, &again.code), (Outcome::Issued, &codes[7]));
+    let next = retry_issue_in(&c, "k", "u8", "a8").await;
+    assert!(next.code.ends_with("-9"), "{}", next.code);
+    assert_eq!(next.remaining, 1);
+    conn = common::conn(&redis).await;
+    let lock: bool = redis::cmd("EXISTS")
+        .arg(c.keys().rebuild_lock("k"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!lock, "the check released its lock");
+    let marker: Option<String> = redis::cmd("HGET")
+        .arg(c.keys().state("k"))
+        .arg("marker")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(marker.as_deref(), Some("kept"), "confirmed, not rebuilt");
+    assert_eq!(persist_after_restart(&worker, "k").await, 3);
+    assert_eq!(store.issuances("k").await.unwrap().len(), 9);
+}
+
+async fn retry_issue_in(
+    c: &Arc<tickmesh_coupon::Coupons>,
+    campaign: &str,
+    user: &str,
+    request: &str,
+) -> tickmesh_coupon::service::IssueAnswer {
+    for _ in 0..100 {
+        match c.issue(campaign, user, request).await {
+            Ok(a) => return a,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("redis did not come back")
+}
+
+/// A persist pass after Redis restarted: the worker's first command on the
+/// shared connection fails (it reconnects), as a pass does; the next pass
+/// persists.
+async fn persist_after_restart(
+    worker: &tickmesh_coupon::persist::Persister,
+    campaign: &str,
+) -> usize {
+    for _ in 0..100 {
+        match worker.persist_campaign(campaign).await {
+            Ok(n) => return n,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("redis did not come back")
 }

@@ -102,3 +102,17 @@ where
     }
     false
 }
+
+/// A server keeping its data in a fresh directory with `appendfsync always`,
+/// so a copy of the directory taken while it runs holds every write answered
+/// before it (see `RedisServer::save_data_dir` / `restart_from`).
+pub async fn persistent_redis(name: &str) -> (RedisServer, std::path::PathBuf) {
+    let dir = temp_path(name);
+    let server = RedisServer::start_with(
+        &dir.join("data"),
+        Some(tickmesh_runtime::redis_server::Fsync::Always),
+    )
+    .await
+    .expect("start redis-server (apt-get install -y redis-server)");
+    (server, dir)
+}
