@@ -9,7 +9,8 @@
 //! - [`query`]: GetCandles (paging, order, rollups, fill).
 //! - [`subscribe`]: SubscribeCandles (snapshot, updates, resume).
 //! - [`directory`]: instrument definitions from MarketFeed.
-//! - [`verify`] / [`repair`]: candles recomputed from the tick log, compared and fixed.
+//! - [`verify`] / [`repair`]: candles recomputed from the tick log, compared and fixed;
+//!   [`verify_task`]: the periodic self-check beside the flusher.
 //! - [`service`] and [`grpc`]: the domain facade and the tonic adapter.
 //!
 //! The boundary math (which candle a trade belongs to) lives in
@@ -30,6 +31,7 @@ pub mod service;
 pub mod store;
 pub mod subscribe;
 pub mod verify;
+pub mod verify_task;
 
 pub use service::CandleService;
 

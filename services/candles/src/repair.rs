@@ -6,7 +6,9 @@
 //! the candle updates log like any write (SubscribeCandles shows it) and into
 //! the flush queue, so the flusher moves it to the history store. A candle
 //! the history store alone holds is upserted there. Revisions only go up:
-//! a repaired candle gets the highest revision either tier had, plus one.
+//! a repaired candle gets the highest revision either tier had (and at least
+//! its trade count + 1, the most the aggregator gives a candle whose earlier
+//! versions are lost), plus one.
 //!
 //! The verifier only repairs final candles (past the late window), which the
 //! aggregator no longer writes, so the script does not take part in the

@@ -152,6 +152,24 @@ impl CandleService {
             };
             tokio::spawn(flusher.run());
         }
+        if !self.config.verify_interval.is_zero() {
+            // The self-check of the owned symbols' candles (crate::verify_task).
+            let history = self.history.as_ref().map(|h| h.store.clone());
+            let task = crate::verify_task::VerifyTask {
+                verifier: crate::verify::Verifier {
+                    store: self.store.clone(),
+                    flush_repairs: history.is_some(),
+                    history,
+                    late_window_ns: nanos(self.config.late_window),
+                    updates_max_len: self.config.updates_max_len,
+                },
+                directory: self.directory.clone(),
+                owned: owned_view.clone(),
+                every: self.config.verify_interval,
+                shutdown: self.shutdown.clone(),
+            };
+            tokio::spawn(task.run());
+        }
         let aggregator = Aggregator {
             owned_view,
             store: self.store.clone(),

@@ -796,6 +796,9 @@ impl Verifier {
                 .flatten()
                 .map(|c| c.revision)
                 .chain(slot.history.as_ref().map(|h| h.revision))
+                // A candle Redis lost had revisions no tier remembers; the
+                // aggregator gives at most one per trade plus its closing.
+                .chain(slot.expected.as_ref().map(|e| e.trade_count + 1))
                 .max()
                 .unwrap_or(0)
                 + 1;

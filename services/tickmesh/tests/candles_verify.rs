@@ -1,0 +1,574 @@
+//! Candle self-check and repair (issue 15): `tickmesh candles verify` and the
+//! background check, against a real redis-server and the embedded store.
+//! Candles are corrupted the ways a lost or damaged write leaves them; the
+//! expected candles come from the published trades (computed here, not by
+//! the aggregator's code).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tickmesh::mesh::Mesh;
+use tickmesh_api::candles::candle_query_service_client::CandleQueryServiceClient;
+use tickmesh_api::candles::{CandleOrder, GetAggregationStatusRequest, GetCandlesRequest};
+use tickmesh_api::marketfeed::Trade;
+use tickmesh_calendar::Interval;
+use tickmesh_candles::candle::Candle;
+use tickmesh_candles::directory::InstrumentInfo;
+use tickmesh_candles::verify::{Verifier, format_time};
+use tickmesh_history::{CandleStore, EmbeddedStore};
+use tickmesh_runtime::config::Config;
+use tickmesh_runtime::proto_time::now_nanos;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+type Candles = CandleQueryServiceClient<Channel>;
+type Conn = redis::aio::MultiplexedConnection;
+
+const SYMBOL: &str = "VRFY";
+const MIN_NS: i64 = 60_000_000_000;
+
+fn verify_config(redis_url: &str) -> Config {
+    let mut c = config(redis_url);
+    c.candles.lease_ttl = Duration::from_secs(1);
+    c.candles.close_grace = Duration::from_millis(200);
+    c.candles.late_window = Duration::from_secs(60);
+    c.candles.verify_interval = Duration::ZERO;
+    c
+}
+
+/// The start of a minute three hours ago.
+fn base() -> i64 {
+    (now_nanos() - 3 * 3_600 * 1_000_000_000).div_euclid(MIN_NS) * MIN_NS
+}
+
+/// Four trades in each of `minutes` (at :05 :20 :35 :50), prices in cents.
+fn minute_trades(base: i64, minutes: std::ops::Range<i64>) -> Vec<(i64, i64, i64)> {
+    let mut out = Vec::new();
+    for m in minutes {
+        for k in 0..4i64 {
+            let t = base + m * MIN_NS + (5 + 15 * k) * 1_000_000_000;
+            let price = 10_000 + (m * 7 + k * 3) % 11 * 25;
+            let qty = 1 + (m + k) % 3;
+            out.push((t, price, qty));
+        }
+    }
+    out
+}
+
+fn to_trades(rows: &[(i64, i64, i64)], id: &str) -> Vec<Trade> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, &(t, price, qty))| {
+            trade_at(
+                SYMBOL,
+                &format!("{id}{i}"),
+                &format!("{}.{:02}", price / 100, price % 100),
+                &qty.to_string(),
+                t,
+            )
+        })
+        .collect()
+}
+
+fn cents(c: i64) -> String {
+    format!("{}.{:02}", c / 100, c % 100)
+}
+
+/// open s → (open, high, low, close, volume, quote volume, trades) of 1m
+/// candles, by sorting and folding (every trade here is in event-time order).
+type Row = (String, String, String, String, String, String, u64);
+fn reference(trades: &[(i64, i64, i64)]) -> BTreeMap<i64, Row> {
+    let mut sorted = trades.to_vec();
+    sorted.sort_by_key(|t| t.0);
+    type Acc = (i64, i64, i64, i64, i64, i64, u64);
+    let mut acc: BTreeMap<i64, Acc> = BTreeMap::new();
+    for (t, p, q) in sorted {
+        let e = acc
+            .entry(t.div_euclid(MIN_NS) * 60)
+            .or_insert((p, p, p, p, 0, 0, 0));
+        e.1 = e.1.max(p);
+        e.2 = e.2.min(p);
+        e.3 = p;
+        e.4 += q;
+        e.5 += p * q;
+        e.6 += 1;
+    }
+    acc.into_iter()
+        .map(|(k, (o, h, l, c, v, qv, n))| {
+            (
+                k,
+                (
+                    cents(o),
+                    cents(h),
+                    cents(l),
+                    cents(c),
+                    v.to_string(),
+                    cents(qv),
+                    n,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// 1m candles as GetCandles returns them: open s → (row, revision).
+async fn get_minutes(c: &mut Candles) -> BTreeMap<i64, (Row, u64)> {
+    let page = c
+        .get_candles(GetCandlesRequest {
+            symbol: SYMBOL.into(),
+            interval: "1m".into(),
+            page_size: 1000,
+            order: CandleOrder::OldestFirst as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    page.candles
+        .into_iter()
+        .map(|c| {
+            (
+                c.open_time.as_ref().unwrap().seconds,
+                (
+                    (
+                        c.open,
+                        c.high,
+                        c.low,
+                        c.close,
+                        c.volume,
+                        c.quote_volume,
+                        c.trade_count,
+                    ),
+                    c.revision,
+                ),
+            )
+        })
+        .collect()
+}
+
+fn rows(got: &BTreeMap<i64, (Row, u64)>) -> BTreeMap<i64, Row> {
+    got.iter().map(|(k, (r, _))| (*k, r.clone())).collect()
+}
+
+async fn applied(c: &Candles, sequence: u64) -> bool {
+    eventually(Duration::from_secs(20), || {
+        let mut c = c.clone();
+        async move {
+            c.get_aggregation_status(GetAggregationStatusRequest {
+                symbols: vec![SYMBOL.into()],
+            })
+            .await
+            .map(|r| r.into_inner().statuses[0].applied_sequence >= sequence)
+            .unwrap_or(false)
+        }
+    })
+    .await
+}
+
+async fn redis_conn(url: &str) -> Conn {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+fn key() -> String {
+    format!("tm:{{{SYMBOL}}}:c:1m")
+}
+
+/// The Redis members of the 1m candle opening at `open_s`.
+async fn members(conn: &mut Conn, open_s: i64) -> Vec<String> {
+    redis::cmd("ZRANGEBYSCORE")
+        .arg(key())
+        .arg(open_s)
+        .arg(open_s)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+async fn status_field(conn: &mut Conn, field: &str) -> Option<i64> {
+    redis::cmd("HGET")
+        .arg(format!("tm:{{{SYMBOL}}}:cstat"))
+        .arg(field)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// Runs the real binary: exit code and stdout.
+async fn verify_cli(redis_url: &str, args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickmesh"))
+        .args(["candles", "verify", "--symbols", SYMBOL])
+        .args(args)
+        .env_remove("TICKMESH_CONFIG")
+        .env("TICKMESH_REDIS_URL", redis_url)
+        .env("TICKMESH_HISTORY_BACKEND", "none")
+        .env("TICKMESH_CANDLES_LATE_WINDOW", "60s")
+        .output()
+        .await
+        .expect("run tickmesh candles verify");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+fn mismatch_lines(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("mismatch "))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+fn info() -> InstrumentInfo {
+    InstrumentInfo {
+        symbol: SYMBOL.into(),
+        tz: chrono_tz::Tz::UTC,
+        price_scale: 2,
+        quantity_scale: 0,
+        sessions: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reports_corrupted_missing_and_extra_candles_and_repairs_them() {
+    let redis = redis().await;
+    let mut config = verify_config(&redis.url());
+    config.history.backend = "none".into();
+    let mesh = start(config).await;
+    let mut feed = client(&mesh).await;
+    register(&mut feed, SYMBOL, 2, 0).await;
+    let mut candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let base = base();
+    // Minutes 0..20, then one trade at 25:05 so that every candle of
+    // minutes 0..23 is past the late window (final).
+    let mut rows_in = minute_trades(base, 0..20);
+    rows_in.push((base + 25 * MIN_NS + 5_000_000_000, 10_100, 1));
+    let n = rows_in.len() as u64;
+    publish(&mut feed, to_trades(&rows_in, "a")).await;
+    assert!(applied(&candles, n).await, "aggregator applied every trade");
+    let want = reference(&rows_in);
+    let before = get_minutes(&mut candles).await;
+    assert_eq!(
+        rows(&before),
+        want,
+        "the aggregator agrees with the reference"
+    );
+
+    // A clean start: nothing to report.
+    let (code, out) = verify_cli(&redis.url(), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 mismatched"), "{out}");
+    assert!(
+        out.contains("tick log from sequence 1: all candles covered"),
+        "{out}"
+    );
+
+    // Damage: a second, wrong member at minute 3; minute 7 deleted; a
+    // candle without trades at minute 22.
+    let mut conn = redis_conn(&redis.url()).await;
+    let (m3, m7, m22) = (
+        base / 1_000_000_000 + 180,
+        base / 1_000_000_000 + 420,
+        base / 1_000_000_000 + 1320,
+    );
+    let original = Candle::decode(&members(&mut conn, m3).await[0]).unwrap();
+    let mut wrong = original.clone();
+    wrong.high += 1_000;
+    wrong.updated_ns += 1;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(key())
+        .arg(m3)
+        .arg(wrong.encode())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("ZREMRANGEBYSCORE")
+        .arg(key())
+        .arg(m7)
+        .arg(m7)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut extra = original.clone();
+    extra.bucket.open_ns = m22 * 1_000_000_000;
+    extra.bucket.close_ns = extra.bucket.open_ns + MIN_NS;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(key())
+        .arg(m22)
+        .arg(extra.encode())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // verify names exactly those three.
+    let (code, out) = verify_cli(&redis.url(), &[]).await;
+    assert_eq!(code, 1, "mismatches left: exit status 1\n{out}");
+    let t = |s: i64| format_time(s * 1_000_000_000);
+    assert_eq!(
+        mismatch_lines(&out),
+        vec![
+            format!("mismatch {SYMBOL} 1m {}: redis: 2 members", t(m3)),
+            format!("mismatch {SYMBOL} 1m {}: missing", t(m7)),
+            format!(
+                "mismatch {SYMBOL} 1m {}: redis: candle without trades",
+                t(m22)
+            ),
+        ],
+        "{out}"
+    );
+    assert!(out.contains("3 mismatched, 0 repaired"), "{out}");
+
+    // --repair fixes them; GetCandles then equals the trades again, with
+    // higher revisions where something changed.
+    let (code, out) = verify_cli(&redis.url(), &["--repair"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 mismatched, 3 repaired"), "{out}");
+    assert_eq!(mismatch_lines(&out).len(), 3, "{out}");
+    assert!(
+        mismatch_lines(&out)
+            .iter()
+            .all(|l| l.ends_with("(repaired)")),
+        "{out}"
+    );
+    let after = get_minutes(&mut candles).await;
+    assert_eq!(rows(&after), want, "repaired candles equal the trades");
+    for m in [m3, m7] {
+        assert!(
+            after[&m].1 > before[&m].1,
+            "revision went up at {m}: {} -> {}",
+            before[&m].1,
+            after[&m].1
+        );
+    }
+    let m3_now = members(&mut conn, m3).await;
+    assert_eq!(m3_now.len(), 1, "one member again");
+    assert!(Candle::decode(&m3_now[0]).unwrap().closed);
+    // The repair went through the updates log like any candle write.
+    let log: Vec<redis::Value> = redis::cmd("XREVRANGE")
+        .arg(format!("tm:{{{SYMBOL}}}:cupd"))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 2, "two repaired candles were logged");
+
+    // A second check is clean; the counters add up.
+    let (code, out) = verify_cli(&redis.url(), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 mismatched"), "{out}");
+    assert_eq!(status_field(&mut conn, "verify_repaired").await, Some(3));
+    assert_eq!(status_field(&mut conn, "verify_mismatches").await, Some(6));
+    assert!(status_field(&mut conn, "verify_checked").await.unwrap() > 40);
+    assert!(status_field(&mut conn, "verified_ns").await.unwrap() > base);
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_only_corruption_is_found_and_upserted() {
+    let redis = redis().await;
+    let config = verify_config(&redis.url());
+    let store = Arc::new(EmbeddedStore::open(std::path::Path::new(&temp_path("v.redb"))).unwrap());
+    let mesh = Mesh::start_with(
+        config.clone(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Some(store.clone()),
+    )
+    .await
+    .unwrap();
+    let mut feed = client(&mesh).await;
+    register(&mut feed, SYMBOL, 2, 0).await;
+    let mut candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let base = base();
+    let mut rows_in = minute_trades(base, 0..12);
+    rows_in.push((base + 15 * MIN_NS + 5_000_000_000, 10_100, 1));
+    publish(&mut feed, to_trades(&rows_in, "h")).await;
+    assert!(applied(&candles, rows_in.len() as u64).await);
+    let mut conn = redis_conn(&redis.url()).await;
+    let m1 = Interval::parse("1m").unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let store = store.clone();
+            async move {
+                store
+                    .range(SYMBOL, m1, i64::MIN, i64::MAX, false, 100)
+                    .await
+                    .map(|r| r.len() >= 12)
+                    .unwrap_or(false)
+            }
+        })
+        .await,
+        "closed minutes reached the store"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("ZCARD")
+                    .arg(format!("tm:{{{SYMBOL}}}:cflush"))
+                    .query_async::<u64>(&mut conn)
+                    .await
+                    .unwrap()
+                    == 0
+            }
+        })
+        .await,
+        "flush queue drained"
+    );
+    let want = reference(&rows_in);
+    let before = get_minutes(&mut candles).await;
+    assert_eq!(rows(&before), want);
+
+    // Minute 5: wrong in the store only (Redis still right). Minute 9: wrong
+    // in the store and gone from Redis, so GetCandles serves the wrong one.
+    let (m5, m9) = (base + 5 * MIN_NS, base + 9 * MIN_NS);
+    let stored = |open: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .range(SYMBOL, m1, open, open + 1, false, 1)
+                .await
+                .unwrap()
+                .remove(0)
+        }
+    };
+    let mut bad5 = stored(m5).await;
+    bad5.close += 5;
+    let mut bad9 = stored(m9).await;
+    bad9.high += 700;
+    bad9.volume += 1;
+    store.upsert(&[bad5.clone(), bad9.clone()]).await.unwrap();
+    let _: i64 = redis::cmd("ZREMRANGEBYSCORE")
+        .arg(key())
+        .arg(m9 / 1_000_000_000)
+        .arg(m9 / 1_000_000_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let seen = get_minutes(&mut candles).await;
+    assert_ne!(rows(&seen), want, "the damage is visible to GetCandles");
+
+    let verifier = Verifier {
+        store: mesh.candles.as_ref().unwrap().store.clone(),
+        history: Some(store.clone() as Arc<dyn CandleStore>),
+        flush_repairs: true,
+        late_window_ns: 60_000_000_000,
+        updates_max_len: 1000,
+    };
+    let report = verifier.verify_symbol(&info(), false).await.unwrap();
+    let found: Vec<(String, i64, String)> = report
+        .ranges
+        .iter()
+        .map(|r| (r.interval.to_string(), r.first_open_ns, r.what.clone()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("1m".to_string(), m5, "history: close".to_string()),
+            ("1m".to_string(), m9, "history: high, volume".to_string()),
+        ],
+        "{report:?}"
+    );
+    assert!(report.inconsistent.is_empty() && report.corrupt.is_empty());
+
+    let report = verifier.verify_symbol(&info(), true).await.unwrap();
+    assert_eq!((report.mismatched, report.repaired), (2, 2), "{report:?}");
+    let after = get_minutes(&mut candles).await;
+    assert_eq!(rows(&after), want, "GetCandles equals the trades again");
+    assert!(after[&(m9 / 1_000_000_000)].1 > bad9.revision);
+    let fixed5 = stored(m5).await;
+    assert_eq!(fixed5.close, bad5.close - 5);
+    assert!(fixed5.revision > bad5.revision);
+    let again = verifier.verify_symbol(&info(), false).await.unwrap();
+    assert_eq!(again.mismatched, 0, "{again:?}");
+    assert!(again.checked > 20);
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_check_repairs_a_candle_once_it_is_final() {
+    let redis = redis().await;
+    let mut config = verify_config(&redis.url());
+    config.candles.verify_interval = Duration::from_millis(200);
+    let mesh = start(config).await;
+    let mut feed = client(&mesh).await;
+    register(&mut feed, SYMBOL, 2, 0).await;
+    let candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let base = base();
+    // Minutes 0..=10: candles up to minute 8 are final, 9 and 10 are not.
+    let mut rows_in = minute_trades(base, 0..11);
+    publish(&mut feed, to_trades(&rows_in, "b")).await;
+    assert!(applied(&candles, rows_in.len() as u64).await);
+    let mut conn = redis_conn(&redis.url()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let mut conn = conn.clone();
+            async move { status_field(&mut conn, "verify_checked").await.unwrap_or(0) > 0 }
+        })
+        .await,
+        "the background check ran"
+    );
+    let checked_first = status_field(&mut conn, "verify_checked").await.unwrap();
+
+    // Corrupt the closed (not yet final) minute 9 in Redis, then let time
+    // move on by event time: it becomes final and is compared.
+    let m9 = base / 1_000_000_000 + 540;
+    let good = members(&mut conn, m9).await.remove(0);
+    let mut wrong = Candle::decode(&good).unwrap();
+    wrong.low -= 300;
+    let _: () = redis::pipe()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(key())
+        .arg(m9)
+        .arg(m9)
+        .ignore()
+        .cmd("ZADD")
+        .arg(key())
+        .arg(m9)
+        .arg(wrong.encode())
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let late = (base + 12 * MIN_NS + 5_000_000_000, 10_050, 2);
+    rows_in.push(late);
+    publish(&mut feed, to_trades(&[late], "late")).await;
+    let want = reference(&rows_in);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let mut candles = candles.clone();
+            let want = want.clone();
+            async move { rows(&get_minutes(&mut candles).await) == want }
+        })
+        .await,
+        "the background check repaired minute 9"
+    );
+    let fixed = Candle::decode(&members(&mut conn, m9).await[0]).unwrap();
+    assert!(fixed.closed && fixed.revision > wrong.revision, "{fixed:?}");
+    // The pass records its counts when it finishes, after the repair.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let mut conn = conn.clone();
+            async move { status_field(&mut conn, "verify_repaired").await == Some(1) }
+        })
+        .await
+    );
+    assert_eq!(status_field(&mut conn, "verify_mismatches").await, Some(1));
+    assert!(status_field(&mut conn, "verify_checked").await.unwrap() > checked_first);
+    mesh.stop().await.unwrap();
+}
