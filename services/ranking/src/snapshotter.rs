@@ -6,6 +6,12 @@
 //! members below, stores that, and marks the window snapshotted. Snapshots
 //! replace each other whole, so two instances doing the same window is
 //! harmless. Index entries are dropped once the window's keys have expired.
+//!
+//! A window whose snapshot is already in the store is only marked: nothing
+//! reaches a window after it closed (plus the grace), so the first snapshot
+//! is final, and a second one could only be poorer — from a Redis that came
+//! back with less than it had (an AOF that lost its tail, a replica that was
+//! behind), which lost the mark and the window's last events with it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,6 +86,11 @@ impl Snapshotter {
         let mut written = Vec::new();
         for ((window, close_ms), taken) in closed.into_iter().zip(taken) {
             if taken {
+                continue;
+            }
+            if self.store.get(id, &window).await?.is_some() {
+                let _: i64 = conn.sadd(&done, &window).await.map_err(unavailable)?;
+                tracing::info!(board = %id, window = %window, "closed window already snapshotted (redis had lost the mark); the stored snapshot is kept");
                 continue;
             }
             let page = reader.top(board, &window, 0, self.top).await?;

@@ -139,3 +139,89 @@ async fn the_embedded_store_passes_the_conformance_suite() {
     tickmesh_ranking::snapshot_conformance::run(store).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Redis comes back with less than it had (an AOF that lost its tail, a
+/// replica that was behind): a closed window's keys hold fewer events than
+/// the snapshot already taken of it, and the mark that it was snapshotted is
+/// gone. The durable snapshot must not be replaced by the poorer copy: it is
+/// what reads answer from once the keys expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_not_replaced_by_a_window_redis_lost_events_of() {
+    let dir = temp_dir();
+    let mut redis = RedisServer::start_with(
+        &dir.join("redis"),
+        Some(tickmesh_runtime::redis_server::Fsync::Always),
+    )
+    .await
+    .unwrap();
+    let path = dir.join("ranking.redb");
+    // Near real time, so Redis does not expire the keys by its own clock.
+    let close = now_nanos().div_euclid(HOUR_NS) * HOUR_NS;
+    let clock = ManualClock::new(close - 30 * 60 * 1_000_000_000);
+    let shutdown = CancellationToken::new();
+    let ranking = ranking_on(&redis.url(), &path, clock.clone(), shutdown.clone());
+    ranking
+        .upsert_board(board(
+            "lost",
+            Operator::Increment,
+            &[WindowKind::AllTime, WindowKind::Hourly],
+        ))
+        .await
+        .unwrap();
+    for (i, m) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        if i == 3 {
+            redis.save_data_dir(&dir.join("at-3")).unwrap();
+        }
+        ranking
+            .record(vec![inc("lost", m, &(10 - i).to_string(), &i.to_string())])
+            .await
+            .unwrap();
+    }
+    let hour = ranking.top("lost", "hour", 10, "").await.unwrap().window;
+    clock.set(close + 2_000_000_000);
+    assert_eq!(
+        ranking.maintain().await.unwrap(),
+        vec![("lost".to_string(), hour.clone())]
+    );
+
+    redis.restart_from(&dir.join("at-3")).await.unwrap();
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(w) = ranking.maintain().await {
+            again = Some(w);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        again.expect("redis did not come back"),
+        Vec::<(String, String)>::new(),
+        "the window already has its snapshot"
+    );
+    // The keys expire (here: now).
+    let keys = Keys::new("tm");
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = conn
+        .del(&[keys.entries("lost", &hour), keys.members("lost", &hour)])
+        .await
+        .unwrap();
+    let view = ranking.top("lost", &hour, 10, "").await.unwrap();
+    assert!(view.from_snapshot);
+    assert_eq!(view.total, 5);
+    assert_eq!(
+        view.entries.iter().map(triple).collect::<Vec<_>>(),
+        vec![
+            t("a", 10, 1),
+            t("b", 9, 2),
+            t("c", 8, 3),
+            t("d", 7, 4),
+            t("e", 6, 5)
+        ]
+    );
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}
