@@ -112,16 +112,24 @@ impl Streamer {
             let state = &mut states[i];
             match item {
                 Ok(batch) => {
-                    if batch.rewound {
-                        let end = batch
-                            .after
-                            .strip_prefix("0-")
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(0);
-                        if end + 1 < state.next {
-                            return Err(rewound(&state.symbol, end, state.next));
+                    let after: u64 = batch
+                        .after
+                        .strip_prefix("0-")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    if batch.rewound && after + 1 < state.next {
+                        return Err(rewound(&state.symbol, after, state.next));
+                    }
+                    if batch.items.is_empty() && after + 1 < state.next {
+                        // The hub started following the log where it ended
+                        // then, before this client's position: either trades
+                        // came since (fine), or the log went back while the
+                        // hub was not following it yet. Look.
+                        let last =
+                            tick_log::last_sequence(&mut conn, &self.keys, &state.symbol).await?;
+                        if last + 1 < state.next {
+                            return Err(rewound(&state.symbol, last, state.next));
                         }
-                        continue;
                     }
                     let Some(first) = batch.items.first().map(|t| t.sequence) else {
                         continue;

@@ -294,3 +294,101 @@ async fn shutdown_ends_streams_with_unavailable_and_a_resume_hint() {
     assert!(status.message().contains("resume"), "{status:?}");
     stopping.await.unwrap().unwrap();
 }
+
+/// A Redis that came back with less than it had (an AOF that lost its tail):
+/// a live subscriber past the new end of the tick log is told, instead of
+/// silently skipping the trades that are given the lost sequences again; a
+/// cursor past the end is refused the same way; one at the end resumes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tick_log_that_went_back_ends_streams_past_its_end() {
+    let dir = std::path::PathBuf::from(temp_path("redis-rewind"));
+    let saved = std::path::PathBuf::from(temp_path("redis-rewind-saved"));
+    let mut redis =
+        RedisServer::start_with(&dir, Some(tickmesh_runtime::redis_server::Fsync::Always))
+            .await
+            .unwrap();
+    let mut cfg = config(&redis.url());
+    cfg.candles.aggregate = false;
+    let mesh = start(cfg).await;
+    let mut c = client(&mesh).await;
+    register(&mut c, "RW", 2, 5).await;
+    publish(&mut c, trades("RW", "a", 50)).await;
+    redis.save_data_dir(&saved).unwrap();
+    publish(&mut c, trades("RW", "b", 30)).await;
+
+    let mut live = c
+        .stream_trades(request(&["RW"], Some(1)))
+        .await
+        .unwrap()
+        .into_inner();
+    let (seen, _) = collect(&mut live, 80, Duration::from_secs(5)).await;
+    assert_eq!(seen.len(), 80);
+
+    redis.restart_from(&saved).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match live.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(s) => return s,
+            }
+        }
+    })
+    .await
+    .expect("the live stream was not told that the tick log went back");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("RW") && status.message().contains("resume from sequence 51"),
+        "{}",
+        status.message()
+    );
+
+    // The old cursor is refused with where to resume; the right one works.
+    let e = loop {
+        match c.stream_trades(request(&["RW"], Some(81))).await {
+            Ok(s) => match s.into_inner().message().await {
+                Err(e) if e.code() == Code::FailedPrecondition => break e,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            },
+            Err(e) if e.code() == Code::FailedPrecondition => break e,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(
+        e.message().contains("resume from sequence 51"),
+        "{}",
+        e.message()
+    );
+    let r = loop {
+        match c
+            .publish_trades(tickmesh_api::marketfeed::PublishTradesRequest {
+                trades: trades("RW", "c", 5),
+                all_or_nothing: false,
+            })
+            .await
+        {
+            Ok(r) => break r.into_inner(),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(r.accepted, 5);
+    let mut resumed = c
+        .stream_trades(request(&["RW"], Some(51)))
+        .await
+        .unwrap()
+        .into_inner();
+    let (after, gaps) = collect(&mut resumed, 5, Duration::from_secs(5)).await;
+    assert!(gaps.is_empty());
+    assert_eq!(
+        after
+            .iter()
+            .map(|t| (t.sequence, t.trade_id.as_str()))
+            .collect::<Vec<_>>(),
+        (0..5)
+            .map(|i| (51 + i as u64, format!("c{i}")))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|(s, id)| (*s, id.as_str()))
+            .collect::<Vec<_>>()
+    );
+}
