@@ -20,6 +20,17 @@
 //! Hour buckets of a rolling board are kept 26 h after they close, so the
 //! roll-off always finds them. If no instance ran for longer than that, the
 //! rolling window is rebuilt from the last 24 buckets instead (logged).
+//!
+//! A rolling window added to a board that already has hour buckets is built
+//! from them (a rebuild, and a second one once every instance's board cache
+//! knows about it). Every rebuild marks the state `built` in the same
+//! script, and a catch-up that finds a rolling board without the mark builds
+//! it: so an upsert that stored the board and died before building the
+//! window (or a Redis that came back without the build) is repaired, rather
+//! than leaving a window that misses those hours and goes below zero when
+//! they roll off.
+
+use std::time::Duration;
 
 use tickmesh_calendar::{Bucket, Interval, Unit};
 use tickmesh_core::Result;
@@ -135,7 +146,7 @@ for member, v in pairs(acc) do
   redis.call('ZADD', KEYS[2], 0, e)
   redis.call('HSET', KEYS[3], member, e)
 end
-redis.call('HSET', KEYS[1], 'from', ARGV[1])
+redis.call('HSET', KEYS[1], 'from', ARGV[1], 'built', '1')
 redis.call('HDEL', KEYS[1], 'cursor')
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'rebuild', ARGV[1])
 return 1
@@ -159,17 +170,32 @@ pub struct Roller {
     roll_off: redis::Script,
     rebuild: redis::Script,
     changes_max_len: u64,
+    /// How long until every instance's board cache knows a changed board.
+    settle: Duration,
 }
 
 impl Roller {
-    pub fn new(redis: RedisHandle, keys: Keys, changes_max_len: u64) -> Self {
+    pub fn new(redis: RedisHandle, keys: Keys, changes_max_len: u64, settle: Duration) -> Self {
         Self {
             redis,
             keys,
             roll_off: lua::script(ROLL_OFF_LUA),
             rebuild: lua::script(REBUILD_LUA),
             changes_max_len,
+            settle,
         }
+    }
+
+    /// The board no longer keeps a rolling window: adding one again builds it.
+    pub async fn removed(&self, board: &Board) -> Result<()> {
+        let mut conn = self.redis.conn();
+        let _: i64 = redis::cmd("HDEL")
+            .arg(self.keys.rolling_state(&board.id))
+            .arg("built")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// Takes every hour bucket older than the last 24 out of the board's
@@ -183,12 +209,18 @@ impl Roller {
         let oldest_ms = oldest.open_ns.div_euclid(1_000_000);
         let id = board.id.as_str();
         let mut conn = self.redis.conn();
-        let rebuild_at: Option<i64> = redis::cmd("HGET")
-            .arg(self.keys.rolling_state(id))
-            .arg("rebuild_at")
+        let (rebuild_at, built): (Option<i64>, bool) = redis::pipe()
+            .hget(self.keys.rolling_state(id), "rebuild_at")
+            .hexists(self.keys.rolling_state(id), "built")
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
+        if !built {
+            self.added(board, now_ns, now_ns.saturating_add(self.settle_ns()))
+                .await?;
+            tracing::warn!(board = %id, "rolling window had no build on record (an upsert that did not finish, or redis lost it); built it from the hour buckets");
+            return Ok(1);
+        }
         if rebuild_at.is_some_and(|at| at <= now_ns.div_euclid(1_000_000)) {
             self.rebuild(board, now_ns).await?;
             let _: i64 = redis::cmd("HDEL")
@@ -263,6 +295,10 @@ impl Roller {
                 }
             }
         }
+    }
+
+    fn settle_ns(&self) -> i64 {
+        i64::try_from(self.settle.as_nanos()).unwrap_or(i64::MAX / 4)
     }
 
     /// A rolling window was just added to `board`: builds it from the hour

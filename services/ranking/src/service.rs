@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tickmesh_core::ids::{check_symbol, check_text_id};
 use tickmesh_core::{Error, FieldViolation, Result, page_token};
@@ -126,7 +127,12 @@ impl Ranking {
                 config.max_batch_events,
             ),
             reader: Reader::new(redis.clone(), keys.clone()),
-            roller: Roller::new(redis.clone(), keys.clone(), config.changes_max_len),
+            roller: Roller::new(
+                redis.clone(),
+                keys.clone(),
+                config.changes_max_len,
+                2 * config.board_refresh + Duration::from_secs(1),
+            ),
             snapshotter: snapshots.map(|store| Snapshotter {
                 redis: redis.clone(),
                 keys: keys.clone(),
@@ -196,11 +202,16 @@ impl Ranking {
         let now = self.now_ns();
         let (stored, created) = self.boards.upsert(board, now).await?;
         let had_rolling = before.is_some_and(|b| b.keeps(WindowKind::Rolling24h));
+        // (An upsert that dies before this leaves a rolling window without a
+        // build on record, which the next catch-up builds: see rolling.rs.)
         if stored.keeps(WindowKind::Rolling24h) && !had_rolling {
             let settled = now
                 + 2 * i64::try_from(self.config.board_refresh.as_nanos()).unwrap_or(i64::MAX / 4)
                 + 1_000_000_000;
             self.roller.added(&stored, now, settled).await?;
+        } else if had_rolling && !stored.keeps(WindowKind::Rolling24h) {
+            // Its build mark goes with it, so adding it again builds it anew.
+            self.roller.removed(&stored).await?;
         }
         Ok((stored, created))
     }

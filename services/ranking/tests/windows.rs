@@ -9,6 +9,9 @@ use std::time::Duration;
 use common::*;
 use tickmesh_core::Error;
 use tickmesh_ranking::board::{Operator, WindowKind};
+use tickmesh_ranking::boards::BoardBook;
+use tickmesh_ranking::clock::Clock;
+use tickmesh_ranking::keys::Keys;
 use tickmesh_ranking::record::Outcome;
 
 fn windows_of(outcome: &Outcome) -> Vec<String> {
@@ -287,6 +290,58 @@ async fn a_rolling_window_added_later_starts_from_the_hours_already_kept() {
     assert_eq!(top(&h, "late", "24h").await, vec![t("m", 1, 1)]);
     h.clock.set(start + 26 * HOUR_NS);
     assert!(top(&h, "late", "24h").await.is_empty());
+}
+
+/// The process adding a rolling window died after storing the board and
+/// before building the window (or Redis lost the build): the window is
+/// built from the hour buckets all the same — by the client's retry of the
+/// upsert, or else by the next catch-up — and never goes negative as the
+/// hours roll off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_window_whose_build_was_lost_is_built() {
+    for retried in [true, false] {
+        let start = ns("2030-07-01T00:30:00Z");
+        let h = harness(start).await;
+        let id = if retried { "retry" } else { "heal" };
+        h.ranking
+            .upsert_board(board(id, Operator::Increment, &[WindowKind::Hourly]))
+            .await
+            .unwrap();
+        h.ranking
+            .record(vec![inc(id, "m", "5", "a")])
+            .await
+            .unwrap();
+        h.clock.set(start + HOUR_NS);
+        h.ranking
+            .record(vec![inc(id, "m", "7", "b")])
+            .await
+            .unwrap();
+        // What the dying upsert did: store the definition, nothing more.
+        let rolling = board(id, Operator::Increment, &[WindowKind::Rolling24h]);
+        BoardBook::new(redis_handle(&h.redis.url()), Keys::new("tm"))
+            .upsert(rolling.clone(), h.clock.now_ns())
+            .await
+            .unwrap();
+        if retried {
+            h.ranking.upsert_board(rolling).await.unwrap();
+        } else {
+            h.ranking.maintain().await.unwrap(); // what every instance does each second
+        }
+        assert_eq!(top(&h, id, "24h").await, vec![t("m", 12, 1)], "{id}");
+        h.clock.set(start + 2 * HOUR_NS);
+        h.ranking
+            .record(vec![inc(id, "m", "1", "c")])
+            .await
+            .unwrap();
+        h.ranking.maintain().await.unwrap();
+        assert_eq!(top(&h, id, "24h").await, vec![t("m", 13, 1)], "{id}");
+        h.clock.set(start + 24 * HOUR_NS);
+        assert_eq!(top(&h, id, "24h").await, vec![t("m", 8, 1)], "{id}");
+        h.clock.set(start + 25 * HOUR_NS);
+        assert_eq!(top(&h, id, "24h").await, vec![t("m", 1, 1)], "{id}");
+        h.clock.set(start + 26 * HOUR_NS);
+        assert!(top(&h, id, "24h").await.is_empty(), "{id}");
+    }
 }
 
 /// An hour bucket larger than one roll-off chunk (500 members) leaves the
