@@ -177,13 +177,42 @@ impl InstrumentBook {
         Ok(self.resolve(&[symbol], now_ns).await?.contains_key(symbol))
     }
 
-    /// Reloads every definition from Redis.
+    /// Reloads every definition from Redis. A definition this instance
+    /// caches that Redis no longer has was lost by Redis (a restart that lost
+    /// its last writes or everything; instruments are never deleted): it is
+    /// written back rather than forgotten, so the next trade of the symbol
+    /// does not auto-register it again with the defaults.
     pub async fn refresh(&self) -> Result<usize> {
         let mut conn = self.redis.conn();
-        let all: HashMap<String, String> = conn
-            .hgetall(self.keys.instruments())
-            .await
-            .map_err(unavailable)?;
+        let key = self.keys.instruments();
+        let mut all: HashMap<String, String> = conn.hgetall(&key).await.map_err(unavailable)?;
+        let lost: Vec<Arc<Instrument>> = self
+            .cache
+            .read()
+            .expect("instrument cache lock")
+            .values()
+            .filter(|i| !all.contains_key(&i.symbol))
+            .cloned()
+            .collect();
+        for instrument in lost {
+            let json =
+                serde_json::to_string(&*instrument).map_err(|e| Error::Internal(e.to_string()))?;
+            // HSETNX: if another instance wrote it back (or it was registered) meanwhile, keep that.
+            let restored: bool = conn
+                .hset_nx(&key, &instrument.symbol, json)
+                .await
+                .map_err(unavailable)?;
+            let stored: Option<String> = conn
+                .hget(&key, &instrument.symbol)
+                .await
+                .map_err(unavailable)?;
+            if restored {
+                tracing::warn!(symbol = %instrument.symbol, "instrument definition missing from redis (redis lost data); written back from this instance's cache");
+            }
+            if let Some(json) = stored {
+                all.insert(instrument.symbol.clone(), json);
+            }
+        }
         let mut fresh = HashMap::with_capacity(all.len());
         for (symbol, json) in all {
             match decode(&json) {
@@ -224,4 +253,60 @@ impl InstrumentBook {
 fn decode(json: &str) -> Result<Instrument> {
     serde_json::from_str(json)
         .map_err(|e| Error::Internal(format!("stored instrument is unreadable: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tickmesh_runtime::config::RedisConfig;
+    use tickmesh_runtime::redis_server::RedisServer;
+
+    use super::*;
+
+    fn seoul(symbol: &str) -> Instrument {
+        Instrument {
+            symbol: symbol.into(),
+            venue: "krx".into(),
+            price_scale: 0,
+            quantity_scale: 0,
+            time_zone: "Asia/Seoul".into(),
+            sessions: Vec::new(),
+            update_time_ns: 0,
+        }
+    }
+
+    /// Redis restarts empty (or without its last writes): a definition this
+    /// instance still caches is written back, not dropped and then
+    /// auto-registered again with the defaults (UTC, scale 8), which would
+    /// put the symbol's candles on other day boundaries and scales.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_definition_redis_lost_is_restored_from_the_cache() {
+        let mut redis = RedisServer::start_ephemeral().await.unwrap();
+        let handle = RedisHandle::new(&RedisConfig {
+            url: redis.url(),
+            ..Default::default()
+        })
+        .unwrap();
+        let keys = Keys::new(handle.prefix());
+        let book = InstrumentBook::new(handle, keys, true);
+        book.upsert(seoul("A005930"), 1).await.unwrap();
+        assert_eq!(book.refresh().await.unwrap(), 1);
+
+        redis.restart().await.unwrap(); // no persistence: every key is gone
+        let mut refreshed = None;
+        for _ in 0..100 {
+            if let Ok(n) = book.refresh().await {
+                refreshed = Some(n);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(refreshed, Some(1), "kept");
+        let stored = book.get("A005930").await.unwrap();
+        assert_eq!(stored.time_zone, "Asia/Seoul", "written back to redis");
+        let resolved = book.resolve(&["A005930"], 2).await.unwrap();
+        assert_eq!(resolved["A005930"].time_zone, "Asia/Seoul");
+        assert_eq!(resolved["A005930"].price_scale, 0);
+    }
 }
