@@ -1,7 +1,8 @@
 //! Board definitions: one Redis hash (id → JSON) every instance reads, cached
 //! in each instance. The cache is refreshed on a timer and on a miss, so a
 //! board created on another instance is usable at once and a changed one
-//! within `ranking.board_refresh`.
+//! within `ranking.board_refresh`. A refresh writes back the cached boards
+//! Redis lost.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -133,10 +134,42 @@ impl BoardBook {
         conn.hgetall(self.keys.boards()).await.map_err(unavailable)
     }
 
-    /// Reloads every definition from Redis; returns them.
+    /// Reloads every definition from Redis; returns them. A board this
+    /// instance caches that Redis no longer has was lost by Redis (a restart
+    /// that lost its last writes or everything; boards are never deleted):
+    /// it is written back rather than forgotten, so it stays usable and its
+    /// durable snapshots reachable.
     pub async fn refresh(&self) -> Result<Vec<Arc<Board>>> {
+        let mut all = self.all().await?;
+        let lost: Vec<Arc<Board>> = self
+            .cache
+            .read()
+            .expect("board cache lock")
+            .values()
+            .filter(|b| !all.contains_key(&b.id))
+            .cloned()
+            .collect();
+        if !lost.is_empty() {
+            let mut conn = self.redis.conn();
+            let key = self.keys.boards();
+            for board in lost {
+                // HSETNX: if another instance wrote it back (or it was created) meanwhile, keep that.
+                let restored: bool = conn
+                    .hset_nx(&key, &board.id, encode(&board)?)
+                    .await
+                    .map_err(unavailable)?;
+                if restored {
+                    tracing::warn!(board = %board.id, "board definition missing from redis (redis lost data); written back from this instance's cache");
+                }
+                let stored: Option<String> =
+                    conn.hget(&key, &board.id).await.map_err(unavailable)?;
+                if let Some(json) = stored {
+                    all.insert(board.id.clone(), json);
+                }
+            }
+        }
         let mut fresh = HashMap::new();
-        for (id, json) in self.all().await? {
+        for (id, json) in all {
             match decode(&json) {
                 Ok(b) => {
                     fresh.insert(id, Arc::new(b));

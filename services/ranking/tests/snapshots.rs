@@ -225,3 +225,61 @@ async fn a_snapshot_is_not_replaced_by_a_window_redis_lost_events_of() {
     shutdown.cancel();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Redis restarts empty: board definitions live only there, but every
+/// instance caches them. A board still cached is written back (boards are
+/// never deleted), so it stays usable and its closed windows are still
+/// answered from their durable snapshots, also on an instance that never
+/// cached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_redis_lost_is_written_back_and_its_snapshots_still_answer() {
+    let close = now_nanos().div_euclid(HOUR_NS) * HOUR_NS;
+    let mut h = harness(close - 30 * 60 * 1_000_000_000).await;
+    h.ranking
+        .upsert_board(board(
+            "gone",
+            Operator::Increment,
+            &[WindowKind::AllTime, WindowKind::Hourly],
+        ))
+        .await
+        .unwrap();
+    for (i, m) in ["a", "b"].iter().enumerate() {
+        h.ranking
+            .record(vec![inc("gone", m, &(5 - i).to_string(), &i.to_string())])
+            .await
+            .unwrap();
+    }
+    let hour = h.ranking.top("gone", "hour", 10, "").await.unwrap().window;
+    h.clock.set(close + 2_000_000_000);
+    assert_eq!(h.ranking.maintain().await.unwrap().len(), 1);
+
+    h.redis.restart().await.unwrap(); // no persistence: every key is gone
+    let mut maintained = false;
+    for _ in 0..100 {
+        if h.ranking.maintain().await.is_ok() {
+            maintained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(maintained, "redis did not come back");
+    assert_eq!(h.ranking.get_board("gone").await.unwrap().id, "gone");
+    let other = ranking_on(
+        &h.redis.url(),
+        &temp_dir().join("other.redb"),
+        h.clock.clone(),
+        h.shutdown.clone(),
+    );
+    assert_eq!(other.get_board("gone").await.unwrap().id, "gone");
+    let view = h.ranking.top("gone", &hour, 10, "").await.unwrap();
+    assert!(view.from_snapshot);
+    assert_eq!(
+        view.entries.iter().map(triple).collect::<Vec<_>>(),
+        vec![t("a", 5, 1), t("b", 4, 2)]
+    );
+    h.ranking
+        .record(vec![inc("gone", "c", "1", "after")])
+        .await
+        .unwrap();
+    assert_eq!(top(&h, "gone", "all").await, vec![t("c", 1, 1)]);
+}
