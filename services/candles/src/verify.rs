@@ -25,7 +25,7 @@
 //! replays only trades applied since the last pass and compares only candles
 //! that became final since.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
@@ -131,7 +131,14 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn new(info: &InstrumentInfo, late_window_ns: i64, first_sequence: u64) -> Self {
+    /// `first_sequence`: where the replay starts; `from_start`: the tick log
+    /// held sequence 1 there (nothing was trimmed before it).
+    pub fn new(
+        info: &InstrumentInfo,
+        late_window_ns: i64,
+        first_sequence: u64,
+        from_start: bool,
+    ) -> Self {
         Self {
             book: SymbolBook::new(
                 &info.symbol,
@@ -144,7 +151,7 @@ impl Replay {
                 },
             ),
             late_window_ns,
-            from_start: first_sequence <= 1,
+            from_start: from_start && first_sequence <= 1,
             sampled: 0,
             sample_max_ns: i64::MIN,
             next_sequence: first_sequence.max(1),
@@ -349,9 +356,25 @@ struct Slot {
     history: Option<Candle>,
 }
 
+/// What explains a slot's state besides the tick log.
+struct Context {
+    /// At or below the flusher's trim watermark (the store may hold it alone).
+    below_watermark: bool,
+    /// Above it: newest-first queries read Redis alone.
+    above_watermark: bool,
+    /// Older than the oldest candle Redis keeps (no store: trimmed by retention).
+    before_kept: bool,
+    /// Queued for the flusher.
+    queued: bool,
+    history_unreadable: bool,
+}
+
 /// Candles of one interval and time range in both tiers.
 struct Tiers {
     redis: BTreeMap<i64, Vec<String>>,
+    /// Redis candles queued for the flusher, read before the history store
+    /// (the flusher writes the store first, then dequeues).
+    queued: BTreeSet<i64>,
     history: BTreeMap<i64, Candle>,
     /// The history range could not be decoded.
     corrupt: Option<String>,
@@ -425,7 +448,7 @@ impl Verifier {
                 None => applied + 1,
             };
             Progress {
-                replay: Replay::new(info, self.late_window_ns, start),
+                replay: Replay::new(info, self.late_window_ns, start, first == Some(1)),
                 done: [i64::MIN; STORED.len()],
                 started: false,
             }
@@ -560,6 +583,22 @@ impl Verifier {
                 .or_default()
                 .push(member);
         }
+        let mut queued = BTreeSet::new();
+        if self.history.is_some() && !redis.is_empty() {
+            let mut cmd = redis::cmd("ZMSCORE");
+            cmd.arg(self.store.keys.flush(symbol));
+            for open in redis.keys() {
+                cmd.arg(format!("{}|{}", i + 1, open.div_euclid(NS)));
+            }
+            let scores: Vec<Option<String>> =
+                cmd.query_async(&mut conn).await.map_err(unavailable)?;
+            queued = redis
+                .keys()
+                .zip(scores)
+                .filter(|(_, s)| s.is_some())
+                .map(|(o, _)| *o)
+                .collect();
+        }
         let mut history = BTreeMap::new();
         let mut corrupt = None;
         if let Some(h) = &self.history {
@@ -589,6 +628,7 @@ impl Verifier {
         }
         Ok(Tiers {
             redis,
+            queued,
             history,
             corrupt,
         })
@@ -619,7 +659,15 @@ impl Verifier {
                 None => return Ok(()),
             }
         }
+        // Replayed candles at or before the coverage bound are incomplete.
+        let mut expected = expected.split_off(&lo);
         let trimmed = self.trimmed_watermark(symbol, i).await?;
+        // Without a history store Redis keeps only the newest candles.
+        let kept_from = if self.flush_repairs {
+            None
+        } else {
+            self.earliest(symbol, i).await?
+        };
         let step = chunk_ns(interval);
         let mut t = lo;
         while t < hi {
@@ -638,7 +686,6 @@ impl Verifier {
                 .collect();
             opens.sort_unstable();
             opens.dedup();
-            let mut queued = self.queued(symbol, i, &opens, &tiers, &mine).await?;
             for open in opens {
                 let slot = Slot {
                     bucket: interval.bucket(open, info.tz),
@@ -646,77 +693,28 @@ impl Verifier {
                     redis: tiers.redis.get(&open).cloned().unwrap_or_default(),
                     history: tiers.history.get(&open).cloned(),
                 };
-                // At or below the trim watermark / above a watermark.
-                let watermark = (
-                    trimmed.is_some_and(|w| open <= w),
-                    trimmed.is_some_and(|w| open > w),
-                );
-                let queued = queued.remove(&open).unwrap_or(false);
-                self.check_slot(
-                    info,
-                    i,
-                    slot,
-                    watermark,
-                    queued,
-                    tiers.corrupt.is_some(),
-                    repair,
-                    report,
-                )
-                .await?;
+                let context = Context {
+                    below_watermark: trimmed.is_some_and(|w| open <= w),
+                    above_watermark: trimmed.is_some_and(|w| open > w),
+                    before_kept: kept_from.is_some_and(|k| open < k),
+                    queued: tiers.queued.contains(&open),
+                    history_unreadable: tiers.corrupt.is_some(),
+                };
+                self.check_slot(info, i, slot, context, repair, report)
+                    .await?;
             }
             t = end;
         }
         Ok(())
     }
 
-    /// Whether each candle whose history copy differs is queued for the
-    /// flusher (which will overwrite it from Redis).
-    async fn queued(
-        &self,
-        symbol: &str,
-        i: usize,
-        opens: &[i64],
-        tiers: &Tiers,
-        expected: &BTreeMap<i64, Candle>,
-    ) -> Result<BTreeMap<i64, bool>> {
-        let candidates: Vec<i64> = opens
-            .iter()
-            .copied()
-            .filter(|o| match (expected.get(o), tiers.history.get(o)) {
-                (Some(e), Some(h)) => !differences(e, h, false).is_empty(),
-                _ => false,
-            })
-            .collect();
-        if candidates.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let mut pipe = redis::pipe();
-        for o in &candidates {
-            pipe.cmd("ZSCORE")
-                .arg(self.store.keys.flush(symbol))
-                .arg(format!("{}|{}", i + 1, o.div_euclid(NS)));
-        }
-        let scores: Vec<Option<String>> = pipe
-            .query_async(&mut self.store.redis.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(candidates
-            .into_iter()
-            .zip(scores)
-            .map(|(o, s)| (o, s.is_some()))
-            .collect())
-    }
-
     /// Compares one covered, final candle slot and repairs it when asked.
-    #[allow(clippy::too_many_arguments)]
     async fn check_slot(
         &self,
         info: &InstrumentInfo,
         i: usize,
         slot: Slot,
-        (trimmed, above_watermark): (bool, bool),
-        queued: bool,
-        history_unreadable: bool,
+        context: Context,
         repair: bool,
         report: &mut SymbolReport,
     ) -> Result<()> {
@@ -746,15 +744,17 @@ impl Verifier {
                         false
                     }
                 };
-                // Without a history store to read, a candle at or below the
-                // trim watermark may have moved there.
-                let in_history = slot.history.is_some()
-                    || history_unreadable
-                    || (self.history.is_none() && self.flush_repairs && trimmed);
-                if slot.redis.is_empty() && !in_history {
+                // Where a candle Redis does not hold may rightly be: in the
+                // store (read, unreadable, or not read and below the trim
+                // watermark), or gone by Redis retention (no store).
+                let elsewhere = slot.history.is_some()
+                    || context.history_unreadable
+                    || (self.history.is_none() && self.flush_repairs && context.below_watermark)
+                    || context.before_kept;
+                if slot.redis.is_empty() && !elsewhere {
                     what.push("missing".into());
                     redis_fix = Some(Fix::Put);
-                } else if slot.redis.is_empty() && above_watermark {
+                } else if slot.redis.is_empty() && context.above_watermark {
                     // Newest-first queries read Redis alone above the
                     // watermark: the candle must be there.
                     what.push("missing in redis".into());
@@ -766,7 +766,7 @@ impl Verifier {
                     let d = differences(e, h, false);
                     // Queued with the right value in Redis: the flusher
                     // overwrites it anyway.
-                    let pending = queued && redis_ok && !slot.redis.is_empty();
+                    let pending = context.queued && redis_ok && !slot.redis.is_empty();
                     if !d.is_empty() && !pending {
                         what.push(format!("history: {}", d.join(", ")));
                         history_fix = true;
@@ -914,6 +914,12 @@ impl Verifier {
             .rev()
             .find(|&j| tiles(interval, STORED[j], interval.bucket(lo, tz), tz));
         let step = chunk_ns(tile.map_or(interval, |j| STORED[j]));
+        // Older smaller candles may be gone by retention (no store, or a
+        // store that began later): only buckets from the oldest tile on.
+        let tiles_from = match tile {
+            Some(j) => self.earliest(symbol, j).await?,
+            None => None,
+        };
         let mut b = interval.bucket(lo, tz);
         while b.open_ns < hi {
             // A batch of whole buckets of this interval.
@@ -935,7 +941,9 @@ impl Verifier {
             };
             let small = self.merged(symbol, j, start, end, report).await?;
             for bucket in buckets {
-                if !tiles(interval, STORED[j], bucket, tz) {
+                if tiles_from.is_none_or(|t| bucket.open_ns < t)
+                    || !tiles(interval, STORED[j], bucket, tz)
+                {
                     continue;
                 }
                 let mut merged: Option<Candle> = None;

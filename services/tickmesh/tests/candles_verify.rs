@@ -40,9 +40,10 @@ fn verify_config(redis_url: &str) -> Config {
     c
 }
 
-/// The start of a minute three hours ago.
+/// The start of an hour three to four hours ago.
 fn base() -> i64 {
-    (now_nanos() - 3 * 3_600 * 1_000_000_000).div_euclid(MIN_NS) * MIN_NS
+    let hour = 60 * MIN_NS;
+    (now_nanos() - 3 * hour).div_euclid(hour) * hour
 }
 
 /// Four trades in each of `minutes` (at :05 :20 :35 :50), prices in cents.
@@ -494,7 +495,8 @@ async fn history_only_corruption_is_found_and_upserted() {
     assert!(fixed5.revision > bad5.revision);
     let again = verifier.verify_symbol(&info(), false).await.unwrap();
     assert_eq!(again.mismatched, 0, "{again:?}");
-    assert!(again.checked > 20);
+    // Final: 1m 0..12, 3m 0..12, 5m 0..10 (the last trade is at 15:05).
+    assert_eq!(again.checked, 12 + 4 + 2, "{again:?}");
     mesh.stop().await.unwrap();
 }
 
@@ -570,5 +572,121 @@ async fn the_background_check_repairs_a_candle_once_it_is_final() {
     );
     assert_eq!(status_field(&mut conn, "verify_mismatches").await, Some(1));
     assert!(status_field(&mut conn, "verify_checked").await.unwrap() > checked_first);
+    mesh.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trimmed_tick_log_covers_only_later_candles_older_ones_are_checked_by_tiling() {
+    let redis = redis().await;
+    let mut config = verify_config(&redis.url());
+    config.history.backend = "none".into();
+    let mesh = start(config).await;
+    let mut feed = client(&mesh).await;
+    register(&mut feed, SYMBOL, 2, 0).await;
+    let mut candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let base = base();
+    let mut rows_in = minute_trades(base, 0..60);
+    rows_in.push((base + 65 * MIN_NS + 5_000_000_000, 10_100, 1));
+    publish(&mut feed, to_trades(&rows_in, "t")).await;
+    assert!(applied(&candles, rows_in.len() as u64).await);
+    let want = reference(&rows_in);
+
+    // The log loses minutes 0..10 (sequences 1..40), as tick_log_max_len would.
+    let mut conn = redis_conn(&redis.url()).await;
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(format!("tm:{{{SYMBOL}}}:trades"))
+        .arg("MINID")
+        .arg("0-41")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Covered: candles opening after the newest of the first 100 retained
+    // trades (minute 34, :50) plus the late window.
+    let bound = base + 35 * MIN_NS + 50_000_000_000;
+    let (code, out) = verify_cli(&redis.url(), &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "covered: candles opening after {}",
+            format_time(bound)
+        )),
+        "{out}"
+    );
+    assert!(out.contains("tick log from 41"), "{out}");
+
+    // A covered 1m candle and an uncovered 5m candle go wrong in Redis.
+    let s = |m: i64| base / 1_000_000_000 + m * 60;
+    let writer = conn.clone();
+    let replace = |key: String, score: i64, member: String| {
+        let mut conn = writer.clone();
+        async move {
+            let _: () = redis::pipe()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg(score)
+                .arg(score)
+                .ignore()
+                .cmd("ZADD")
+                .arg(&key)
+                .arg(score)
+                .arg(member)
+                .ignore()
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    let mut m40 = Candle::decode(&members(&mut conn, s(40)).await[0]).unwrap();
+    m40.high += 100;
+    replace(key(), s(40), m40.encode()).await;
+    let key5 = format!("tm:{{{SYMBOL}}}:c:5m");
+    let five: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(&key5)
+        .arg(s(5))
+        .arg(s(5))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut m5 = Candle::decode(&five[0]).unwrap();
+    m5.volume += 3;
+    replace(key5, s(5), m5.encode()).await;
+
+    let (code, out) = verify_cli(&redis.url(), &["--repair"]).await;
+    assert_eq!(code, 1, "the uncovered inconsistency is left\n{out}");
+    let t = |m: i64| format_time(s(m) * 1_000_000_000);
+    assert_eq!(
+        mismatch_lines(&out),
+        vec![format!(
+            "mismatch {SYMBOL} 1m {}: redis: high (repaired)",
+            t(40)
+        )],
+        "{out}"
+    );
+    let inconsistent: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("inconsistent "))
+        .collect();
+    assert_eq!(
+        inconsistent,
+        vec![
+            format!(
+                "inconsistent {SYMBOL} 5m {}: volume vs the 1m candles (not covered by the tick log; not repaired)",
+                t(5)
+            ),
+            format!(
+                "inconsistent {SYMBOL} 15m {}: volume vs the 5m candles (not covered by the tick log; not repaired)",
+                t(0)
+            ),
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        rows(&get_minutes(&mut candles).await),
+        want,
+        "the covered 1m candle was repaired"
+    );
     mesh.stop().await.unwrap();
 }
