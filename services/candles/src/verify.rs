@@ -2,7 +2,7 @@
 //! them with what Redis and the history store hold.
 //!
 //! - The retained tick log is replayed in sequence order through a fresh
-//!   [`SymbolBook`] with the configured late window ([`Replay`]).
+//!   [`crate::book::SymbolBook`] with the configured late window ([`Replay`]).
 //! - Coverage: a candle is *covered* when no trade before the log's first
 //!   retained entry could belong to it: it opens after the newest event time
 //!   among the first [`COVER_SAMPLE`] replayed trades plus the late window
@@ -30,199 +30,27 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 use tickmesh_calendar::{Bucket, Interval, STORED};
-use tickmesh_core::decimal::parse_units;
 use tickmesh_core::{Error, Result};
 use tickmesh_history::{CandleStore as HistoryStore, StoreError};
 use tickmesh_runtime::redis_conn::unavailable;
 
-use crate::book::{BookConfig, SymbolBook};
-use crate::candle::{Candle, Tick};
+use crate::candle::Candle;
 use crate::directory::InstrumentInfo;
 use crate::flusher::from_stored;
 use crate::repair::{self, Fix};
 use crate::store::{CandleStore, interval_upper_bound_s};
 
-/// Replayed trades whose event times bound what the trimmed part of the log
-/// could still contribute.
-pub const COVER_SAMPLE: usize = 100;
+mod replay;
+mod tiling;
+
+use replay::read_log;
+pub use replay::{COVER_SAMPLE, LogTrade, Replay, log_first, tick_log_key};
+
 /// Tick log entries per XRANGE.
 const LOG_PAGE: usize = 5_000;
 /// Most candles of one interval read from each tier at a time.
 const CHUNK: i64 = 2_000;
 const NS: i64 = 1_000_000_000;
-
-/// The tick log key of `symbol` (MarketFeed's `keys.rs`: `<p>:{SYM}:trades`,
-/// entry id `0-<sequence>`).
-pub fn tick_log_key(prefix: &str, symbol: &str) -> String {
-    format!("{prefix}:{{{symbol}}}:trades")
-}
-
-/// One tick log entry as the verifier needs it.
-#[derive(Clone, Debug)]
-pub struct LogTrade {
-    pub sequence: u64,
-    pub time_ns: i64,
-    pub price: String,
-    pub quantity: String,
-}
-
-/// The first retained sequence of a tick log (`None`: empty).
-pub async fn log_first<C: redis::aio::ConnectionLike>(
-    conn: &mut C,
-    key: &str,
-) -> Result<Option<u64>> {
-    let page = read_log(conn, key, "-", "+", 1).await?;
-    Ok(page.first().map(|t| t.sequence))
-}
-
-/// Up to `count` entries between two XRANGE ids.
-async fn read_log<C: redis::aio::ConnectionLike>(
-    conn: &mut C,
-    key: &str,
-    from: &str,
-    to: &str,
-    count: usize,
-) -> Result<Vec<LogTrade>> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(key)
-        .arg(from)
-        .arg(to)
-        .arg("COUNT")
-        .arg(count)
-        .query_async(conn)
-        .await
-        .map_err(unavailable)?;
-    reply
-        .ids
-        .into_iter()
-        .map(|e| {
-            let sequence = e
-                .id
-                .strip_prefix("0-")
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::Internal(format!("tick log id {:?} is not 0-<n>", e.id)))?;
-            let field = |name: &str| e.get::<String>(name).unwrap_or_default();
-            Ok(LogTrade {
-                sequence,
-                time_ns: field("ts").parse().map_err(|_| {
-                    Error::Internal(format!("tick log entry {} has no event time", e.id))
-                })?,
-                price: field("p"),
-                quantity: field("q"),
-            })
-        })
-        .collect()
-}
-
-/// A symbol's trades replayed through a fresh book, and the last state of
-/// every candle not yet compared.
-pub struct Replay {
-    book: SymbolBook,
-    late_window_ns: i64,
-    /// The replay started at sequence 1: every candle is covered.
-    from_start: bool,
-    sampled: usize,
-    sample_max_ns: i64,
-    /// The next sequence to apply.
-    pub next_sequence: u64,
-    /// Trades replayed.
-    pub replayed: u64,
-    states: Vec<BTreeMap<i64, Candle>>,
-}
-
-impl Replay {
-    /// `first_sequence`: where the replay starts; `from_start`: the tick log
-    /// held sequence 1 there (nothing was trimmed before it).
-    pub fn new(
-        info: &InstrumentInfo,
-        late_window_ns: i64,
-        first_sequence: u64,
-        from_start: bool,
-    ) -> Self {
-        Self {
-            book: SymbolBook::new(
-                &info.symbol,
-                info.tz,
-                info.price_scale,
-                info.quantity_scale,
-                BookConfig {
-                    late_window_ns,
-                    close_grace_ns: i64::MAX,
-                },
-            ),
-            late_window_ns,
-            from_start: from_start && first_sequence <= 1,
-            sampled: 0,
-            sample_max_ns: i64::MIN,
-            next_sequence: first_sequence.max(1),
-            replayed: 0,
-            states: (0..STORED.len()).map(|_| BTreeMap::new()).collect(),
-        }
-    }
-
-    /// Applies trades in sequence order, like the aggregator does.
-    pub fn apply(&mut self, trades: &[LogTrade]) {
-        for t in trades {
-            if t.sequence < self.next_sequence {
-                continue;
-            }
-            if self.sampled < COVER_SAMPLE {
-                self.sampled += 1;
-                self.sample_max_ns = self.sample_max_ns.max(t.time_ns);
-            }
-            let book = &mut self.book;
-            match (
-                parse_units(&t.price, book.price_scale),
-                parse_units(&t.quantity, book.quantity_scale),
-            ) {
-                (Ok(price), Ok(quantity)) => book.apply(
-                    Tick {
-                        time_ns: t.time_ns,
-                        sequence: t.sequence,
-                        price,
-                        quantity,
-                    },
-                    0,
-                ),
-                // The aggregator counts these as missed, too.
-                _ => book.skip(t.sequence),
-            }
-            self.next_sequence = t.sequence + 1;
-            self.replayed += 1;
-        }
-        for c in self.book.take_changes() {
-            let i = index_of(c.interval);
-            self.states[i].insert(c.bucket.open_ns, c);
-        }
-    }
-
-    /// Newest event time replayed (`i64::MIN` before any trade).
-    pub fn newest_ns(&self) -> i64 {
-        self.book.newest_ns
-    }
-
-    /// Candles opening after this are covered; `None` before the coverage is known.
-    pub fn covered_after(&self) -> Option<i64> {
-        if self.from_start {
-            Some(i64::MIN)
-        } else if self.sampled == 0 {
-            None
-        } else {
-            Some(self.sample_max_ns.saturating_add(self.late_window_ns))
-        }
-    }
-
-    /// Whether the coverage bound can no longer move (enough trades sampled).
-    pub fn coverage_settled(&self) -> bool {
-        self.from_start || self.sampled >= COVER_SAMPLE
-    }
-
-    /// Takes the replayed candles of `STORED[i]` opening before `before`.
-    fn take(&mut self, i: usize, before: i64) -> BTreeMap<i64, Candle> {
-        let rest = self.states[i].split_off(&before);
-        std::mem::replace(&mut self.states[i], rest)
-    }
-}
 
 /// Where [`Verifier::pass`] left off for one symbol.
 pub struct Progress {
@@ -884,143 +712,6 @@ impl Verifier {
         }
         Ok(out)
     }
-
-    /// The oldest stored candle of `STORED[i]` and of the smaller intervals
-    /// (where an unbounded uncovered check starts).
-    async fn uncovered_from(&self, symbol: &str, i: usize) -> Result<Option<i64>> {
-        let mut out = self.earliest(symbol, i).await?;
-        for j in 0..i {
-            if let Some(t) = self.earliest(symbol, j).await? {
-                out = Some(out.map_or(t, |o| o.min(t)));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Checks final candles of `STORED[i]` opening in `[lo, hi)` against the
-    /// merge of the smaller stored candles that tile them; the history reads
-    /// also decode (checksum) every block of the range.
-    async fn check_tiling(
-        &self,
-        info: &InstrumentInfo,
-        i: usize,
-        lo: i64,
-        hi: i64,
-        report: &mut SymbolReport,
-    ) -> Result<()> {
-        let symbol = info.symbol.as_str();
-        let (interval, tz) = (STORED[i], info.tz);
-        let tile = (0..i)
-            .rev()
-            .find(|&j| tiles(interval, STORED[j], interval.bucket(lo, tz), tz));
-        let step = chunk_ns(tile.map_or(interval, |j| STORED[j]));
-        // Older smaller candles may be gone by retention (no store, or a
-        // store that began later): only buckets from the oldest tile on.
-        let tiles_from = match tile {
-            Some(j) => self.earliest(symbol, j).await?,
-            None => None,
-        };
-        let mut b = interval.bucket(lo, tz);
-        while b.open_ns < hi {
-            // A batch of whole buckets of this interval.
-            let start = b.open_ns;
-            let mut end = b.close_ns;
-            let mut buckets = vec![b];
-            loop {
-                let n = interval.next(*buckets.last().expect("one"), tz);
-                if n.open_ns >= hi || n.close_ns.saturating_sub(start) > step {
-                    b = n;
-                    break;
-                }
-                end = n.close_ns;
-                buckets.push(n);
-            }
-            let big = self.merged(symbol, i, start, end, report).await?;
-            let Some(j) = tile else {
-                continue;
-            };
-            let small = self.merged(symbol, j, start, end, report).await?;
-            for bucket in buckets {
-                if tiles_from.is_none_or(|t| bucket.open_ns < t)
-                    || !tiles(interval, STORED[j], bucket, tz)
-                {
-                    continue;
-                }
-                let mut merged: Option<Candle> = None;
-                for (_, c) in small.range(bucket.open_ns..bucket.close_ns) {
-                    match merged.as_mut() {
-                        Some(m) => m.merge_trades(c),
-                        None => merged = Some(c.clone()),
-                    }
-                }
-                let stored = big.get(&bucket.open_ns);
-                let what = match (&merged, stored) {
-                    (None, None) => continue,
-                    (None, Some(_)) => {
-                        format!("a candle where the {} candles have no trades", STORED[j])
-                    }
-                    (Some(_), None) => format!("missing, the {} candles have trades", STORED[j]),
-                    (Some(m), Some(s)) => {
-                        let mut m = m.clone();
-                        m.interval = interval;
-                        m.bucket = bucket;
-                        let d = differences(&m, s, false);
-                        if d.is_empty() {
-                            report.checked += 1;
-                            continue;
-                        }
-                        format!("{} vs the {} candles", d.join(", "), STORED[j])
-                    }
-                };
-                report.checked += 1;
-                push_range(&mut report.inconsistent, interval, bucket, tz, what, false);
-            }
-        }
-        Ok(())
-    }
-
-    /// Candles of `STORED[i]` opening in `[lo, hi)` as GetCandles sees them
-    /// (Redis wins over history), reading in chunks.
-    async fn merged(
-        &self,
-        symbol: &str,
-        i: usize,
-        lo: i64,
-        hi: i64,
-        report: &mut SymbolReport,
-    ) -> Result<BTreeMap<i64, Candle>> {
-        let mut out = BTreeMap::new();
-        let step = chunk_ns(STORED[i]);
-        let mut t = lo;
-        while t < hi {
-            let end = t.saturating_add(step).min(hi);
-            let tiers = self.tiers(symbol, i, t, end).await?;
-            if let Some(c) = tiers.corrupt {
-                report.corrupt.push(c);
-            }
-            out.extend(tiers.history);
-            for (open, members) in tiers.redis {
-                if let Some(c) = members.iter().find_map(|m| Candle::decode(m)) {
-                    out.insert(open, c);
-                }
-            }
-            t = end;
-        }
-        Ok(out)
-    }
-}
-
-/// Whether the buckets of `small` tile `b` (a bucket of `big`) exactly.
-fn tiles(big: Interval, small: Interval, b: Bucket, tz: Tz) -> bool {
-    let _ = big;
-    let mut s = small.bucket(b.open_ns, tz);
-    if s.open_ns != b.open_ns {
-        return false;
-    }
-    while s.close_ns < b.close_ns {
-        s = small.next(s, tz);
-    }
-    s.close_ns == b.close_ns
 }
 
 /// A time span holding at most [`CHUNK`] candles of `interval`.

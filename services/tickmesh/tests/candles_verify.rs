@@ -690,3 +690,99 @@ async fn a_trimmed_tick_log_covers_only_later_candles_older_ones_are_checked_by_
     );
     mesh.stop().await.unwrap();
 }
+
+/// The embedded store, with the blocks of one interval failing to decode
+/// (as a block whose checksum no longer matches does).
+struct Damaged {
+    inner: EmbeddedStore,
+    interval: Interval,
+}
+
+#[async_trait::async_trait]
+impl CandleStore for Damaged {
+    async fn upsert(
+        &self,
+        candles: &[tickmesh_history::StoredCandle],
+    ) -> Result<(), tickmesh_history::StoreError> {
+        self.inner.upsert(candles).await
+    }
+    async fn range(
+        &self,
+        symbol: &str,
+        interval: Interval,
+        from: i64,
+        to: i64,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<tickmesh_history::StoredCandle>, tickmesh_history::StoreError> {
+        if interval == self.interval {
+            return Err(tickmesh_history::StoreError::Corrupt(format!(
+                "{symbol}/{interval} block 0: checksum mismatch"
+            )));
+        }
+        self.inner
+            .range(symbol, interval, from, to, newest_first, limit)
+            .await
+    }
+    async fn size_on_disk(&self) -> Result<u64, tickmesh_history::StoreError> {
+        self.inner.size_on_disk().await
+    }
+    fn name(&self) -> &'static str {
+        "damaged"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_block_that_fails_to_decode_is_reported_not_taken_for_missing_candles() {
+    let redis = redis().await;
+    let store = Arc::new(Damaged {
+        inner: EmbeddedStore::open(std::path::Path::new(&temp_path("d.redb"))).unwrap(),
+        interval: Interval::parse("5m").unwrap(),
+    });
+    let mesh = Mesh::start_with(
+        verify_config(&redis.url()),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Some(store.clone()),
+    )
+    .await
+    .unwrap();
+    let mut feed = client(&mesh).await;
+    register(&mut feed, SYMBOL, 2, 0).await;
+    let candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let base = base();
+    let mut rows_in = minute_trades(base, 0..12);
+    rows_in.push((base + 15 * MIN_NS + 5_000_000_000, 10_100, 1));
+    publish(&mut feed, to_trades(&rows_in, "d")).await;
+    assert!(applied(&candles, rows_in.len() as u64).await);
+    // Redis loses the 5m candles; the store holds them but cannot read them.
+    let mut conn = redis_conn(&redis.url()).await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("tm:{{{SYMBOL}}}:c:5m"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let verifier = Verifier {
+        store: mesh.candles.as_ref().unwrap().store.clone(),
+        history: Some(store.clone() as Arc<dyn CandleStore>),
+        flush_repairs: true,
+        late_window_ns: 60_000_000_000,
+        updates_max_len: 1000,
+    };
+    let report = verifier.verify_symbol(&info(), true).await.unwrap();
+    assert_eq!(report.corrupt.len(), 1, "{report:?}");
+    assert!(
+        report.corrupt[0].starts_with("5m ") && report.corrupt[0].contains("checksum mismatch"),
+        "{report:?}"
+    );
+    assert!(
+        report.ranges.is_empty(),
+        "unreadable is not missing: {report:?}"
+    );
+    assert!(
+        report.unresolved() > 0,
+        "a corrupt block is left to the operator"
+    );
+    mesh.stop().await.unwrap();
+}
