@@ -621,8 +621,9 @@ enum Action {
 
 #[derive(Clone, Copy, Debug)]
 struct Step {
-    /// Fires once this many PublishTrades calls were acknowledged (in all).
-    after_calls: usize,
+    /// Fires once the client has this many batches of the file acknowledged
+    /// (in its current pass).
+    after_batches: usize,
     /// Then waits this long (so the kill lands in the middle of a call).
     delay: Duration,
     action: Action,
@@ -640,15 +641,15 @@ impl Case {
         let mut rng = Rng::new(self.seed ^ 0xFA17);
         let mut pick = Rng::new(self.seed ^ 0xC0FFEE);
         let n = self.batches();
-        let mut step = |after_calls: usize, action: Action| Step {
-            after_calls,
+        let mut step = |after_batches: usize, action: Action| Step {
+            after_batches,
             delay: Duration::from_millis(rng.range(0, 25) as u64),
             action,
             pause: Duration::from_millis(rng.range(200, 1500) as u64),
         };
         match self.fault {
             Fault::KillRedis | Fault::KillTickmesh => {
-                // Distinct points spread over the first pass.
+                // Distinct points of the file.
                 let mut points = HashSet::new();
                 while points.len() < self.kills {
                     points.insert(pick.range(2, n as i64 - 2) as usize);
@@ -675,7 +676,9 @@ impl Case {
 /// Shared between the publishing client and the killer.
 #[derive(Default)]
 struct Progress {
-    acked_calls: AtomicUsize,
+    /// Batches of the file acknowledged in the client's current pass (a
+    /// re-send of everything starts again at 0).
+    position: AtomicUsize,
     faults: AtomicU64,
     killer_done: AtomicBool,
     /// Sum over the symbols of their last sequence just before Redis was
@@ -717,6 +720,7 @@ async fn ingest(
     'passes: loop {
         report.passes += 1;
         let faults_at_start = progress.faults.load(Ordering::SeqCst);
+        progress.position.store(0, Ordering::SeqCst);
         let mut i = 0;
         while i < batches.len() {
             assert!(
@@ -762,7 +766,7 @@ async fn ingest(
                     report
                         .acked
                         .extend(batches[i].iter().map(|t| t.trade_id.clone()));
-                    progress.acked_calls.fetch_add(1, Ordering::SeqCst);
+                    progress.position.store(i + 1, Ordering::SeqCst);
                     last_success = Instant::now();
                     i += 1;
                 }
@@ -826,7 +830,7 @@ async fn killer(
         sum
     };
     for step in plan {
-        while progress.acked_calls.load(Ordering::SeqCst) < step.after_calls {
+        while progress.position.load(Ordering::SeqCst) < step.after_batches {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::time::sleep(step.delay).await;
