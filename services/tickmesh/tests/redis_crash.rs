@@ -143,16 +143,25 @@ impl TradeFile {
     /// 150 s, inside the 5 min late window, often across minute and hour
     /// boundaries), some with the same event time as the trade before
     /// (ties broken by sequence), some idle gaps of several minutes (minutes
-    /// without a candle). Interleaved across symbols by arrival.
+    /// without a candle). Interleaved across symbols by arrival. The last
+    /// symbol starts trading only 40% into the file (registered, followed,
+    /// but without a trade until then: the "stalled symbol" of issue 15 had
+    /// its first trades arrive just after a Redis restart).
     fn generate(seed: u64, symbols: usize, per_symbol: usize, hours: i64) -> TradeFile {
         let specs: Vec<SymbolSpec> = SYMBOLS[..symbols].to_vec();
         let mut rng = Rng::new(seed);
         let span = hours * HOUR;
-        let mean_gap = span / per_symbol as i64;
         // (arrival, symbol, n) for the interleaving.
         let mut all: Vec<(i64, usize, usize, FileTrade)> = Vec::new();
         for (s, spec) in specs.iter().enumerate() {
-            let mut arrival = T0 + 17 * MINUTE + 13 * SECOND + rng.range(0, 30 * SECOND);
+            let late_starter = symbols >= 3 && s == symbols - 1;
+            let (start, own_span) = if late_starter {
+                (span * 2 / 5, span * 3 / 5)
+            } else {
+                (0, span)
+            };
+            let mean_gap = own_span / per_symbol as i64;
+            let mut arrival = T0 + 17 * MINUTE + 13 * SECOND + start + rng.range(0, 30 * SECOND);
             let mut price = spec.start;
             let mut previous_time = arrival;
             for n in 0..per_symbol {
@@ -1358,7 +1367,7 @@ async fn run_case(case: &Case) -> Result<String, String> {
         ));
     }
     let summary = format!(
-        "[{}] seed {}: {} trades in {} batches, {} faults ({:?}), {} calls ({} failed, {} passes, {} accepted, {} duplicate); tick log holds {} trades ({} acknowledged ones lost, {} past the late window); ingest {:.1?}, {}, total {:.1?}{}",
+        "[{}] seed {}: {} trades in {} batches, {} faults ({:?}), {} calls ({} failed, {} passes, {} accepted, {} duplicate); tick log holds {} trades ({} acknowledged ones lost, {} past the late window); setup and ingest {:.1?}, {}, total {:.1?}{}",
         case.name,
         case.seed,
         file.trades.len(),
