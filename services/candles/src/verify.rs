@@ -262,12 +262,23 @@ impl Verifier {
             ..Default::default()
         };
         // Start over when the replay cannot continue where it was: the log
-        // was trimmed past it, or the aggregator went back (Redis lost writes).
-        if let Some(p) = progress
-            && (applied + 1 < p.replay.next_sequence
-                || first.is_none_or(|f| f > p.replay.next_sequence))
-        {
-            *progress = None;
+        // was trimmed past it, the aggregator went back, or the last trade
+        // replayed is no longer in the log as it was (Redis lost the log's
+        // tail and the sequences were given to other trades since).
+        if let Some(p) = progress {
+            let moved = applied + 1 < p.replay.next_sequence
+                || first.is_none_or(|f| f > p.replay.next_sequence);
+            let rewritten = match &p.replay.last {
+                Some(last) if !moved => {
+                    let id = format!("0-{}", last.sequence);
+                    let now = read_log(&mut conn, &log_key, &id, &id, 1).await?;
+                    now.first().map(LogTrade::identity) != Some(last.identity())
+                }
+                _ => false,
+            };
+            if moved || rewritten {
+                *progress = None;
+            }
         }
         let p = progress.get_or_insert_with(|| {
             let start = match first {

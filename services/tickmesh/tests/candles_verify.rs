@@ -786,3 +786,96 @@ async fn a_history_block_that_fails_to_decode_is_reported_not_taken_for_missing_
     );
     mesh.stop().await.unwrap();
 }
+
+/// Redis comes back from an earlier copy (an AOF that lost its tail) and the
+/// lost sequences are given to other trades: a check continuing from where
+/// it was would compare with trades that no longer exist (and "repair" good
+/// candles with them); it starts over instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_continues_only_on_the_tick_log_it_replayed() {
+    let dir = std::path::PathBuf::from(temp_path("redis-verify"));
+    let saved = std::path::PathBuf::from(temp_path("redis-verify-saved"));
+    let mut redis =
+        RedisServer::start_with(&dir, Some(tickmesh_runtime::redis_server::Fsync::Always))
+            .await
+            .unwrap();
+    let mut config = verify_config(&redis.url());
+    config.history.backend = "none".into();
+    let mesh = start(config).await;
+    let mut feed = client(&mesh).await;
+    register(&mut feed, SYMBOL, 2, 0).await;
+    let mut candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let base = base();
+    let a = minute_trades(base, 0..10);
+    publish(&mut feed, to_trades(&a, "a")).await;
+    assert!(applied(&candles, a.len() as u64).await);
+    redis.save_data_dir(&saved).unwrap();
+    // Trades that will be lost, and one that makes them final.
+    let mut b = minute_trades(base, 10..20);
+    b.push((base + 25 * MIN_NS, 10_000, 1));
+    publish(&mut feed, to_trades(&b, "b")).await;
+    let (na, nb) = (a.len() as u64, b.len() as u64);
+    assert!(applied(&candles, na + nb).await);
+    let verifier = Verifier {
+        store: mesh.candles.as_ref().unwrap().store.clone(),
+        history: None,
+        flush_repairs: false,
+        late_window_ns: 60_000_000_000,
+        updates_max_len: 1000,
+    };
+    let mut progress = None;
+    let first = verifier
+        .pass(&info(), &mut progress, true, 100_000, false)
+        .await
+        .unwrap();
+    assert_eq!((first.replayed, first.mismatched), (na + nb, 0));
+
+    // Redis loses b; other trades get its sequences (more of them, so the
+    // aggregator's applied sequence ends up past where the check stopped).
+    redis.restart_from(&saved).await.unwrap();
+    let mut c: Vec<_> = minute_trades(base, 10..21)
+        .into_iter()
+        .map(|(t, p, q)| (t + 1_000_000_000, p + 5, q + 1))
+        .collect();
+    c.push((base + 26 * MIN_NS, 10_000, 1));
+    let sent = eventually(Duration::from_secs(20), || {
+        let mut feed = feed.clone();
+        let c = to_trades(&c, "c");
+        async move {
+            feed.publish_trades(tickmesh_api::marketfeed::PublishTradesRequest {
+                trades: c,
+                all_or_nothing: false,
+            })
+            .await
+            .is_ok()
+        }
+    })
+    .await;
+    assert!(sent, "publish after the restart");
+    let total = na + c.len() as u64;
+    assert!(total > na + nb);
+    assert!(applied(&candles, total).await);
+    let mut truth = a.clone();
+    truth.extend(c.iter().copied());
+    let want = reference(&truth);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let mut candles = candles.clone();
+            let want = want.clone();
+            async move { rows(&get_minutes(&mut candles).await) == want }
+        })
+        .await,
+        "the aggregator converged to the tick log"
+    );
+
+    let again = verifier
+        .pass(&info(), &mut progress, true, 100_000, false)
+        .await
+        .unwrap();
+    assert_eq!(again.replayed, total, "started over: {again:?}");
+    assert_eq!(again.mismatched, 0, "{again:?}");
+    assert_eq!(rows(&get_minutes(&mut candles).await), want);
+    mesh.stop().await.unwrap();
+}

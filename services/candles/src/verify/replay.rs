@@ -26,9 +26,18 @@ pub fn tick_log_key(prefix: &str, symbol: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct LogTrade {
     pub sequence: u64,
+    pub trade_id: String,
     pub time_ns: i64,
     pub price: String,
     pub quantity: String,
+}
+
+impl LogTrade {
+    /// What identifies this entry's trade (a sequence reused after Redis
+    /// lost the log's tail carries another one).
+    pub fn identity(&self) -> (u64, &str, i64) {
+        (self.sequence, &self.trade_id, self.time_ns)
+    }
 }
 
 /// The first retained sequence of a tick log (`None`: empty).
@@ -72,6 +81,7 @@ pub(super) async fn read_log<C: redis::aio::ConnectionLike>(
                 time_ns: field("ts").parse().map_err(|_| {
                     Error::Internal(format!("tick log entry {} has no event time", e.id))
                 })?,
+                trade_id: field("t"),
                 price: field("p"),
                 quantity: field("q"),
             })
@@ -92,6 +102,8 @@ pub struct Replay {
     pub next_sequence: u64,
     /// Trades replayed.
     pub replayed: u64,
+    /// The last trade replayed.
+    pub last: Option<LogTrade>,
     states: Vec<BTreeMap<i64, Candle>>,
 }
 
@@ -121,6 +133,7 @@ impl Replay {
             sample_max_ns: i64::MIN,
             next_sequence: first_sequence.max(1),
             replayed: 0,
+            last: None,
             states: (0..STORED.len()).map(|_| BTreeMap::new()).collect(),
         }
     }
@@ -153,6 +166,7 @@ impl Replay {
                 _ => book.skip(t.sequence),
             }
             self.next_sequence = t.sequence + 1;
+            self.last = Some(t.clone());
             self.replayed += 1;
         }
         for c in self.book.take_changes() {
@@ -208,6 +222,7 @@ mod tests {
     fn trade(sequence: u64, time_ns: i64, price: &str) -> LogTrade {
         LogTrade {
             sequence,
+            trade_id: format!("t{sequence}"),
             time_ns,
             price: price.into(),
             quantity: "1".into(),
