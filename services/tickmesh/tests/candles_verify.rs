@@ -204,19 +204,31 @@ async fn status_field(conn: &mut Conn, field: &str) -> Option<i64> {
 
 /// Runs the real binary: exit code and stdout.
 async fn verify_cli(redis_url: &str, args: &[&str]) -> (i32, String) {
+    let (code, stdout, _) =
+        verify_cli_with(redis_url, &[("TICKMESH_HISTORY_BACKEND", "none")], args).await;
+    (code, stdout)
+}
+
+/// Runs the real binary with extra settings: exit code, stdout, stderr.
+async fn verify_cli_with(
+    redis_url: &str,
+    settings: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, String, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickmesh"))
         .args(["candles", "verify", "--symbols", SYMBOL])
         .args(args)
         .env_remove("TICKMESH_CONFIG")
         .env("TICKMESH_REDIS_URL", redis_url)
-        .env("TICKMESH_HISTORY_BACKEND", "none")
         .env("TICKMESH_CANDLES_LATE_WINDOW", "60s")
+        .envs(settings.iter().copied())
         .output()
         .await
         .expect("run tickmesh candles verify");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), stdout)
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    eprintln!("{stdout}{stderr}");
+    (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
 fn mismatch_lines(stdout: &str) -> Vec<String> {
@@ -878,4 +890,100 @@ async fn a_check_continues_only_on_the_tick_log_it_replayed() {
     assert_eq!(again.mismatched, 0, "{again:?}");
     assert_eq!(rows(&get_minutes(&mut candles).await), want);
     mesh.stop().await.unwrap();
+}
+
+/// While a running tickmesh holds the embedded store, `--redis-only` still
+/// checks and repairs Redis, and the repair reaches the store through the
+/// running flusher's queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_only_repairs_reach_the_store_through_the_flusher() {
+    let redis = redis().await;
+    let config = verify_config(&redis.url());
+    let path = config.history.embedded_path.clone();
+    let mesh = start(config).await;
+    let mut feed = client(&mesh).await;
+    register(&mut feed, SYMBOL, 2, 0).await;
+    let mut candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let base = base();
+    let mut rows_in = minute_trades(base, 0..8);
+    rows_in.push((base + 12 * MIN_NS, 10_000, 1));
+    publish(&mut feed, to_trades(&rows_in, "r")).await;
+    assert!(applied(&candles, rows_in.len() as u64).await);
+    let want = reference(&rows_in);
+    let mut conn = redis_conn(&redis.url()).await;
+    let flush_key = format!("tm:{{{SYMBOL}}}:cflush");
+    let drained = |conn: &Conn| {
+        let mut conn = conn.clone();
+        let key = flush_key.clone();
+        async move {
+            redis::cmd("ZCARD")
+                .arg(key)
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap()
+                == 0
+        }
+    };
+    assert!(eventually(Duration::from_secs(20), || drained(&conn)).await);
+
+    let m4 = base / 1_000_000_000 + 240;
+    let mut wrong = Candle::decode(&members(&mut conn, m4).await[0]).unwrap();
+    wrong.close += 25;
+    let _: () = redis::pipe()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(key())
+        .arg(m4)
+        .arg(m4)
+        .ignore()
+        .cmd("ZADD")
+        .arg(key())
+        .arg(m4)
+        .arg(wrong.encode())
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let embedded = [("TICKMESH_HISTORY_EMBEDDED_PATH", path.as_str())];
+    let (code, _, stderr) = verify_cli_with(&redis.url(), &embedded, &[]).await;
+    assert_eq!(code, 2, "the store is in use: {stderr}");
+    assert!(stderr.contains("--redis-only"), "{stderr}");
+    let (code, out, _) =
+        verify_cli_with(&redis.url(), &embedded, &["--redis-only", "--repair"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        mismatch_lines(&out),
+        vec![format!(
+            "mismatch {SYMBOL} 1m {}: redis: close (repaired)",
+            format_time(m4 * 1_000_000_000)
+        )],
+        "{out}"
+    );
+    assert_eq!(rows(&get_minutes(&mut candles).await), want);
+    let repaired = Candle::decode(&members(&mut conn, m4).await[0]).unwrap();
+    assert!(repaired.revision > wrong.revision);
+    // The repair was queued and the flusher moved it to the store.
+    assert!(eventually(Duration::from_secs(20), || drained(&conn)).await);
+    mesh.stop().await.unwrap();
+    let store = EmbeddedStore::open(std::path::Path::new(&path)).unwrap();
+    let m1 = Interval::parse("1m").unwrap();
+    let stored = store
+        .range(
+            SYMBOL,
+            m1,
+            m4 * 1_000_000_000,
+            m4 * 1_000_000_000 + 1,
+            false,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].close, stored[0].revision),
+        (wrong.close - 25, repaired.revision),
+        "the store holds the repaired candle"
+    );
 }
