@@ -726,6 +726,7 @@ async fn ingest(
     let mut client: Option<MarketFeedServiceClient<Channel>> = None;
     let started = Instant::now();
     let mut last_success = Instant::now();
+    let mut last_error = String::from("none");
     'passes: loop {
         report.passes += 1;
         let faults_at_start = progress.faults.load(Ordering::SeqCst);
@@ -734,7 +735,7 @@ async fn ingest(
         while i < batches.len() {
             assert!(
                 last_success.elapsed() < Duration::from_secs(60),
-                "no PublishTrades call succeeded for 60 s (batch {i}, {} calls so far)",
+                "no PublishTrades call succeeded for 60 s (batch {i}, {} calls so far; last error: {last_error})",
                 report.calls
             );
             let c = match client.as_mut() {
@@ -747,7 +748,8 @@ async fn ingest(
                                 .max_decoding_message_size(64 << 20)
                                 .max_encoding_message_size(64 << 20),
                         ),
-                        Err(_) => {
+                        Err(e) => {
+                            last_error = format!("connecting to {ep}: {e}");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
                         }
@@ -781,6 +783,7 @@ async fn ingest(
                 }
                 Err(status) => {
                     report.failed_calls += 1;
+                    last_error = format!("{:?}: {}", status.code(), status.message());
                     if matches!(
                         status.code(),
                         tonic::Code::InvalidArgument
