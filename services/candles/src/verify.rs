@@ -44,7 +44,7 @@ mod replay;
 mod tiling;
 
 use replay::read_log;
-pub use replay::{COVER_SAMPLE, LogTrade, Replay, log_first, tick_log_key};
+pub use replay::{COVER_SAMPLE, Coverage, LogTrade, Replay, log_first, tick_log_key};
 
 /// Tick log entries per XRANGE.
 const LOG_PAGE: usize = 5_000;
@@ -82,8 +82,8 @@ pub struct SymbolReport {
     pub log_first: u64,
     /// Trades replayed by this check.
     pub replayed: u64,
-    /// Candles opening after this were compared with the tick log.
-    pub covered_after_ns: Option<i64>,
+    /// Which candles were compared with the tick log.
+    pub coverage: Option<Coverage>,
     /// Candles compared (with the tick log, or with their tiles).
     pub checked: u64,
     /// Covered candles that differed from the tick log.
@@ -317,8 +317,7 @@ impl Verifier {
             p.replay.apply(&page);
         }
         report.replayed = p.replay.replayed - replayed_before;
-        let bound = p.replay.covered_after();
-        report.covered_after_ns = bound;
+        report.coverage = p.replay.coverage();
         // Finality: the replay's newest when it has trades (it only holds
         // applied ones), else what the aggregator recorded.
         let newest = if p.replay.newest_ns() != i64::MIN {
@@ -329,13 +328,36 @@ impl Verifier {
         if newest == i64::MIN || !(p.replay.coverage_settled() || budget == u64::MAX) {
             return Ok(report);
         }
-        let bound = bound.unwrap_or(i64::MAX);
         let horizon = newest.saturating_sub(self.late_window_ns);
         if !p.started {
             p.started = true;
-            if !everything && bound != i64::MIN && bound != i64::MAX {
+            if p.replay.from_start() {
                 for (i, interval) in STORED.iter().enumerate() {
-                    p.done[i] = interval.bucket(bound, info.tz).open_ns;
+                    if self
+                        .earliest(symbol, i)
+                        .await?
+                        .is_some_and(|t| t < p.replay.covered_from(i, info.tz))
+                    {
+                        tracing::info!(
+                            symbol,
+                            interval = %interval,
+                            "candles older than the tick log from sequence 1: sequences started over, covering as if trimmed"
+                        );
+                        p.replay.distrust_start();
+                        report.coverage = p.replay.coverage();
+                        break;
+                    }
+                }
+            }
+            if !everything {
+                // Older candles are the full check's: from the one holding
+                // the coverage bound on (tiling), or from the covered ones.
+                for (i, interval) in STORED.iter().enumerate() {
+                    p.done[i] = match report.coverage {
+                        Some(Coverage::OpeningAfter(t)) => interval.bucket(t, info.tz).open_ns,
+                        Some(Coverage::ClosingAfter(_)) => p.replay.covered_from(i, info.tz),
+                        None => i64::MIN,
+                    };
                 }
             }
         }
@@ -348,28 +370,22 @@ impl Verifier {
             if lo >= before {
                 continue;
             }
-            let split = if bound == i64::MIN {
-                i64::MIN
-            } else {
-                bound.saturating_add(1).min(before)
-            };
-            // Covered: opens after the bound.
+            let split = p.replay.covered_from(i, info.tz).min(before);
+            // Covered: from the split on.
             let covered_lo = lo.max(split);
             if covered_lo < before {
                 self.compare(info, i, covered_lo, before, expected, repair, &mut report)
                     .await?;
             }
             // Uncovered: tiling and checksums.
-            if bound != i64::MIN {
-                let from = match lo {
-                    i64::MIN => self.uncovered_from(info.symbol.as_str(), i).await?,
-                    lo => Some(lo),
-                };
-                if let Some(from) = from
-                    && from < split
-                {
-                    self.check_tiling(info, i, from, split, &mut report).await?;
-                }
+            let from = match lo {
+                i64::MIN => self.uncovered_from(info.symbol.as_str(), i).await?,
+                lo => Some(lo),
+            };
+            if let Some(from) = from
+                && from < split
+            {
+                self.check_tiling(info, i, from, split, &mut report).await?;
             }
             p.done[i] = before;
         }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use tickmesh_candles::directory::InstrumentInfo;
 use tickmesh_candles::keys::CandleKeys;
 use tickmesh_candles::store::{CandleStore, Retention};
-use tickmesh_candles::verify::{MismatchRange, SymbolReport, Verifier, format_time};
+use tickmesh_candles::verify::{Coverage, MismatchRange, SymbolReport, Verifier, format_time};
 use tickmesh_core::time_zone::parse_time_zone;
 use tickmesh_marketfeed::keys::Keys;
 use tickmesh_marketfeed::model::Instrument;
@@ -137,9 +137,14 @@ async fn instruments(redis: &RedisHandle) -> anyhow::Result<HashMap<String, Inst
 }
 
 fn print_report(r: &SymbolReport) {
-    let coverage = match r.covered_after_ns {
-        Some(i64::MIN) => "tick log from sequence 1: all candles covered".to_string(),
-        Some(t) => format!("covered: candles opening after {}", format_time(t)),
+    let coverage = match r.coverage {
+        Some(Coverage::ClosingAfter(t)) => format!(
+            "tick log from sequence 1: candles closing after {} covered",
+            format_time(t)
+        ),
+        Some(Coverage::OpeningAfter(t)) => {
+            format!("covered: candles opening after {}", format_time(t))
+        }
         None => "tick log empty: nothing covered".to_string(),
     };
     println!(

@@ -18,7 +18,7 @@ use tickmesh_api::marketfeed::Trade;
 use tickmesh_calendar::Interval;
 use tickmesh_candles::candle::Candle;
 use tickmesh_candles::directory::InstrumentInfo;
-use tickmesh_candles::verify::{Verifier, format_time};
+use tickmesh_candles::verify::{Coverage, Verifier, format_time};
 use tickmesh_history::{CandleStore, EmbeddedStore};
 use tickmesh_runtime::config::Config;
 use tickmesh_runtime::proto_time::now_nanos;
@@ -281,7 +281,7 @@ async fn the_cli_reports_corrupted_missing_and_extra_candles_and_repairs_them() 
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0 mismatched"), "{out}");
     assert!(
-        out.contains("tick log from sequence 1: all candles covered"),
+        out.contains("tick log from sequence 1: candles closing after"),
         "{out}"
     );
 
@@ -986,4 +986,97 @@ async fn redis_only_repairs_reach_the_store_through_the_flusher() {
         (wrong.close - 25, repaired.revision),
         "the store holds the repaired candle"
     );
+}
+
+/// Redis lost everything (no persistence) while the store kept the history:
+/// the tick log starts at sequence 1 again, but the candles from before it
+/// are not "candles without trades": they end before anything this log
+/// holds, so they are checked by tiling only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_from_before_redis_was_emptied_is_not_taken_for_extra_candles() {
+    let redis = redis().await;
+    let config = verify_config(&redis.url());
+    let path = config.history.embedded_path.clone();
+    let base = base();
+    let old = minute_trades(base, 0..10);
+    {
+        let mesh = start(config.clone()).await;
+        let mut feed = client(&mesh).await;
+        register(&mut feed, SYMBOL, 2, 0).await;
+        let candles = CandleQueryServiceClient::connect(mesh.endpoint())
+            .await
+            .unwrap();
+        publish(&mut feed, to_trades(&old, "o")).await;
+        assert!(applied(&candles, old.len() as u64).await);
+        let conn = redis_conn(&redis.url()).await;
+        // Every old candle closed (by the clock) and in the store.
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let mut conn = conn.clone();
+                async move {
+                    let open: Vec<String> = redis::cmd("ZRANGE")
+                        .arg(format!("tm:{{{SYMBOL}}}:c:1h"))
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    let queued: u64 = redis::cmd("ZCARD")
+                        .arg(format!("tm:{{{SYMBOL}}}:cflush"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    open.iter()
+                        .all(|m| Candle::decode(m).is_some_and(|c| c.closed))
+                        && !open.is_empty()
+                        && queued == 0
+                }
+            })
+            .await
+        );
+        mesh.stop().await.unwrap();
+    }
+    let mut conn = redis_conn(&redis.url()).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+
+    let store = Arc::new(EmbeddedStore::open(std::path::Path::new(&path)).unwrap());
+    let mesh = Mesh::start_with(
+        config,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Some(store.clone()),
+    )
+    .await
+    .unwrap();
+    let mut feed = client(&mesh).await;
+    register(&mut feed, SYMBOL, 2, 0).await;
+    let candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let mut new = minute_trades(base, 30..40);
+    new.push((base + 45 * MIN_NS, 10_000, 1));
+    publish(&mut feed, to_trades(&new, "n")).await;
+    assert!(applied(&candles, new.len() as u64).await);
+    let verifier = Verifier {
+        store: mesh.candles.as_ref().unwrap().store.clone(),
+        history: Some(store.clone() as Arc<dyn CandleStore>),
+        flush_repairs: true,
+        late_window_ns: 60_000_000_000,
+        updates_max_len: 1000,
+    };
+    let report = verifier.verify_symbol(&info(), true).await.unwrap();
+    assert_eq!(report.log_first, 1);
+    assert!(
+        report.ranges.is_empty() && report.inconsistent.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.unresolved(), 0);
+    // Covered as if trimmed (the 41 trades are all the sample): every final
+    // candle is checked against its tiles, old and new: 3m 4 + 4, 5m 2 + 2,
+    // 15m and 30m one each (from 0:00).
+    assert!(
+        matches!(report.coverage, Some(Coverage::OpeningAfter(_))),
+        "{report:?}"
+    );
+    assert_eq!(report.checked, 8 + 4 + 1 + 1, "{report:?}");
+    mesh.stop().await.unwrap();
 }

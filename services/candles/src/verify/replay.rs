@@ -12,6 +12,16 @@ use crate::book::{BookConfig, SymbolBook};
 use crate::candle::{Candle, Tick};
 use crate::directory::InstrumentInfo;
 
+/// Which candles a replay can recompute exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coverage {
+    /// The log starts at sequence 1: candles closing after this.
+    ClosingAfter(i64),
+    /// Trimmed: candles opening after this (the newest event time of the
+    /// first [`COVER_SAMPLE`] replayed trades plus the late window).
+    OpeningAfter(i64),
+}
+
 /// Replayed trades whose event times bound what the trimmed part of the log
 /// could still contribute.
 pub const COVER_SAMPLE: usize = 100;
@@ -98,6 +108,8 @@ pub struct Replay {
     from_start: bool,
     sampled: usize,
     sample_max_ns: i64,
+    /// Event time of the first trade replayed.
+    first_ns: i64,
     /// The next sequence to apply.
     pub next_sequence: u64,
     /// Trades replayed.
@@ -131,6 +143,7 @@ impl Replay {
             from_start: from_start && first_sequence <= 1,
             sampled: 0,
             sample_max_ns: i64::MIN,
+            first_ns: i64::MIN,
             next_sequence: first_sequence.max(1),
             replayed: 0,
             last: None,
@@ -143,6 +156,9 @@ impl Replay {
         for t in trades {
             if t.sequence < self.next_sequence {
                 continue;
+            }
+            if self.sampled == 0 {
+                self.first_ns = t.time_ns;
             }
             if self.sampled < COVER_SAMPLE {
                 self.sampled += 1;
@@ -180,15 +196,43 @@ impl Replay {
         self.book.newest_ns
     }
 
-    /// Candles opening after this are covered; `None` before the coverage is known.
-    pub fn covered_after(&self) -> Option<i64> {
-        if self.from_start {
-            Some(i64::MIN)
-        } else if self.sampled == 0 {
+    /// Which candles the replay covers; `None` before the coverage is known.
+    pub fn coverage(&self) -> Option<Coverage> {
+        if self.sampled == 0 {
             None
+        } else if self.from_start {
+            // No applied trade is older than the first one less the late
+            // window; a candle that ended before holds none of this log's
+            // trades (e.g. history from before Redis lost everything).
+            Some(Coverage::ClosingAfter(
+                self.first_ns.saturating_sub(self.late_window_ns),
+            ))
         } else {
-            Some(self.sample_max_ns.saturating_add(self.late_window_ns))
+            Some(Coverage::OpeningAfter(
+                self.sample_max_ns.saturating_add(self.late_window_ns),
+            ))
         }
+    }
+
+    /// The first covered open time of `STORED[i]` (`i64::MAX`: none yet).
+    pub fn covered_from(&self, i: usize, tz: chrono_tz::Tz) -> i64 {
+        match self.coverage() {
+            None => i64::MAX,
+            Some(Coverage::ClosingAfter(t)) => STORED[i].bucket(t, tz).open_ns,
+            Some(Coverage::OpeningAfter(t)) => t.saturating_add(1),
+        }
+    }
+
+    /// Whether the coverage rests on the log starting at sequence 1.
+    pub fn from_start(&self) -> bool {
+        self.from_start
+    }
+
+    /// The log starts at sequence 1, but candles exist that end before any
+    /// of its trades: the sequences started over (Redis lost everything),
+    /// so the log is not the symbol's whole history. Cover as if trimmed.
+    pub fn distrust_start(&mut self) {
+        self.from_start = false;
     }
 
     /// Whether the coverage bound can no longer move (enough trades sampled).
@@ -232,7 +276,7 @@ mod tests {
     #[test]
     fn coverage_is_the_newest_of_the_first_sampled_trades_plus_the_late_window() {
         let mut r = Replay::new(&info(), MIN, 500, false);
-        assert_eq!(r.covered_after(), None, "nothing replayed yet");
+        assert_eq!(r.coverage(), None, "nothing replayed yet");
         // A late trade first, then in order; the sample is the first 100.
         let mut trades = vec![trade(500, 10 * MIN, "1")];
         for k in 1..150 {
@@ -242,16 +286,22 @@ mod tests {
         assert!(!r.coverage_settled());
         r.apply(&trades[50..]);
         assert!(r.coverage_settled());
+        let bound = 20 * MIN + 99 * 1_000_000_000 + MIN;
         assert_eq!(
-            r.covered_after(),
-            Some(20 * MIN + 99 * 1_000_000_000 + MIN),
+            r.coverage(),
+            Some(Coverage::OpeningAfter(bound)),
             "trade 100 is the newest of the sample; later ones do not move it"
         );
+        assert_eq!(r.covered_from(0, chrono_tz::Tz::UTC), bound + 1);
         assert_eq!(r.next_sequence, 650);
-        let from_start = Replay::new(&info(), MIN, 1, true);
-        assert_eq!(from_start.covered_after(), Some(i64::MIN));
+        // From sequence 1: whatever closes after the first trade less the
+        // late window (the 1m candle of 9:00 still may hold a late trade).
+        let mut from_start = Replay::new(&info(), MIN, 1, true);
+        from_start.apply(&trades[..1]);
+        assert_eq!(from_start.coverage(), Some(Coverage::ClosingAfter(9 * MIN)));
+        assert_eq!(from_start.covered_from(0, chrono_tz::Tz::UTC), 9 * MIN);
         let not_one = Replay::new(&info(), MIN, 1, false);
-        assert_eq!(not_one.covered_after(), None, "an empty log covers nothing");
+        assert_eq!(not_one.coverage(), None, "an empty log covers nothing");
     }
 
     #[test]
