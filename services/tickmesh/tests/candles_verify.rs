@@ -1080,3 +1080,115 @@ async fn history_from_before_redis_was_emptied_is_not_taken_for_extra_candles() 
     assert_eq!(report.checked, 8 + 4 + 1 + 1, "{report:?}");
     mesh.stop().await.unwrap();
 }
+
+/// While trades stream in (late ones within and beyond the late window) and
+/// the flusher moves candles, the background check must find nothing: it
+/// only compares candles the aggregator can no longer change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_check_finds_nothing_while_trades_stream_in() {
+    let redis = redis().await;
+    let mut config = verify_config(&redis.url());
+    config.candles.late_window = Duration::from_secs(5);
+    config.candles.verify_interval = Duration::from_millis(100);
+    let mesh = start(config).await;
+    let mut feed = client(&mesh).await;
+    let symbols = ["LIVEA", "LIVEB", "LIVEC"];
+    for s in symbols {
+        register(&mut feed, s, 2, 0).await;
+    }
+    let candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let base = base();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let per_symbol = 3_000i64;
+    let mut sent = 0u64;
+    for chunk in 0..(per_symbol / 100) {
+        let mut batch = Vec::new();
+        for s in symbols {
+            for k in 0..100 {
+                let i = chunk * 100 + k;
+                // One trade a second of event time; some late within the
+                // window, a few beyond it (dropped by both the aggregator
+                // and the check).
+                let late = match next(20) {
+                    0 => 10_000_000_000,
+                    1 | 2 => next(4_000) as i64 * 1_000_000,
+                    _ => 0,
+                };
+                batch.push(trade_at(
+                    s,
+                    &format!("{s}-{i}"),
+                    &format!("{}.{:02}", 100 + next(20), next(100)),
+                    &(1 + next(5)).to_string(),
+                    base + i * 1_000_000_000 - late,
+                ));
+            }
+        }
+        sent += batch.len() as u64 / symbols.len() as u64;
+        publish(&mut feed, batch).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for s in symbols {
+        let ok = eventually(Duration::from_secs(30), || {
+            let mut c = candles.clone();
+            async move {
+                c.get_aggregation_status(GetAggregationStatusRequest {
+                    symbols: vec![s.into()],
+                })
+                .await
+                .map(|r| r.into_inner().statuses[0].applied_sequence >= sent)
+                .unwrap_or(false)
+            }
+        })
+        .await;
+        assert!(ok, "{s} applied");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut conn = redis_conn(&redis.url()).await;
+    let status = |conn: &mut Conn, s: &str, f: &str| {
+        let mut conn = conn.clone();
+        let (s, f) = (s.to_string(), f.to_string());
+        async move {
+            redis::cmd("HGET")
+                .arg(format!("tm:{{{s}}}:cstat"))
+                .arg(f)
+                .query_async::<Option<u64>>(&mut conn)
+                .await
+                .unwrap()
+                .unwrap_or(0)
+        }
+    };
+    for s in symbols {
+        assert!(
+            status(&mut conn, s, "verify_checked").await > 50 * 14 / 10,
+            "{s}: the check ran over the stream"
+        );
+        assert_eq!(status(&mut conn, s, "verify_mismatches").await, 0, "{s}");
+        assert_eq!(status(&mut conn, s, "verify_repaired").await, 0, "{s}");
+        let late: u64 = status(&mut conn, s, "late_dropped").await;
+        assert!(late > 0, "{s}: some trades were beyond the late window");
+    }
+    // And a full check of everything agrees.
+    let verifier = Verifier {
+        store: mesh.candles.as_ref().unwrap().store.clone(),
+        history: None,
+        flush_repairs: true,
+        late_window_ns: 5_000_000_000,
+        updates_max_len: 100_000,
+    };
+    for s in symbols {
+        let mut i = info();
+        i.symbol = s.into();
+        let r = verifier.verify_symbol(&i, false).await.unwrap();
+        assert_eq!((r.mismatched, r.unresolved()), (0, 0), "{r:?}");
+        assert!(r.checked > 50, "{r:?}");
+    }
+    mesh.stop().await.unwrap();
+}
