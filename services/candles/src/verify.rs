@@ -308,7 +308,7 @@ impl Verifier {
             let Some(head) = page.first() else { break };
             if head.sequence != p.replay.next_sequence && p.replay.replayed > 0 {
                 *progress = None;
-                return Err(Error::Unavailable(format!(
+                return Err(Error::FailedPrecondition(format!(
                     "the tick log of {symbol} was trimmed past the verifier (at sequence {}); starting over",
                     head.sequence
                 )));

@@ -75,6 +75,11 @@ impl VerifyTask {
                     Err(e) => {
                         // Start this symbol over next pass.
                         *state = None;
+                        if matches!(e, tickmesh_core::Error::Unavailable(_)) {
+                            // Redis or the store is down: once per pass, not per symbol.
+                            tracing::warn!(symbol, error = %e, "candle self-check pass stopped; retrying next pass");
+                            break;
+                        }
                         tracing::warn!(symbol, error = %e, "candle self-check failed; retrying next pass");
                     }
                 }
