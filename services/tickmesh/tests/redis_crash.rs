@@ -14,8 +14,12 @@
 //! ```text
 //! TICKMESH_TEST_FAULT_SWEEP=1 cargo test -p tickmesh --test redis_crash -- --nocapture full_fault_sweep
 //! ```
-
-mod common;
+//!
+//! `TICKMESH_TEST_FAULT_BIN=<path>` runs the cases against another tickmesh
+//! binary (e.g. a build of an older commit, to see them fail);
+//! `TICKMESH_TEST_FAULT_KEEP=1` keeps each case's Redis data, history store
+//! and tickmesh logs in the temp dir also when it passes (a failing case
+//! always keeps them and names the directory).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
