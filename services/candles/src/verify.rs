@@ -751,3 +751,68 @@ fn chunk_ns(interval: Interval) -> i64 {
 fn ceil_s(ns: i64) -> i64 {
     ns.div_euclid(NS) + i64::from(ns.rem_euclid(NS) != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::candle::Tick;
+
+    #[test]
+    fn consecutive_candles_with_the_same_difference_make_one_range() {
+        let m1 = Interval::parse("1m").unwrap();
+        let tz = Tz::UTC;
+        let mut ranges = Vec::new();
+        for (minute, what) in [
+            (0, "missing"),
+            (1, "missing"),
+            (2, "redis: high"),
+            (4, "missing"),
+        ] {
+            let b = m1.bucket(minute * 60_000_000_000, tz);
+            push_range(&mut ranges, m1, b, tz, what.into(), false);
+        }
+        let got: Vec<(i64, i64, u64, &str)> = ranges
+            .iter()
+            .map(|r| {
+                (
+                    r.first_open_ns / 60_000_000_000,
+                    r.last_open_ns / 60_000_000_000,
+                    r.candles,
+                    r.what.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 1, 2, "missing"),
+                (2, 2, 1, "redis: high"),
+                (4, 4, 1, "missing")
+            ],
+            "a gap or another difference starts a new range"
+        );
+    }
+
+    #[test]
+    fn differences_name_the_fields_and_ignore_revisions() {
+        let m1 = Interval::parse("1m").unwrap();
+        let b = m1.bucket(0, Tz::UTC);
+        let tick = Tick {
+            time_ns: 1,
+            sequence: 1,
+            price: 100,
+            quantity: 2,
+        };
+        let mut e = Candle::new(m1, b, tick, 2, 0);
+        e.closed = true;
+        let mut a = e.clone();
+        a.revision = 9;
+        a.updated_ns = 5;
+        assert!(differences(&e, &a, true).is_empty());
+        a.high = 101;
+        a.volume = 3;
+        a.closed = false;
+        assert_eq!(differences(&e, &a, true), vec!["high", "volume", "closed"]);
+        assert_eq!(differences(&e, &a, false), vec!["high", "volume"]);
+    }
+}
