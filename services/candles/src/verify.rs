@@ -46,6 +46,10 @@ mod tiling;
 use replay::read_log;
 pub use replay::{COVER_SAMPLE, Coverage, LogTrade, Replay, log_first, tick_log_key};
 
+/// Most trades back a bounded check starts from (an instance that starts
+/// or takes a symbol over does not replay the whole log at once; candles
+/// that began before are checked by tiling).
+pub const FIRST_PASS_TRADES: u64 = 20_000;
 /// Tick log entries per XRANGE.
 const LOG_PAGE: usize = 5_000;
 /// Most candles of one interval read from each tier at a time.
@@ -227,9 +231,10 @@ impl Verifier {
         self.pass(info, &mut progress, repair, u64::MAX, true).await
     }
 
-    /// Continues checking a symbol from `progress` (`None`: start): replays
-    /// at most `budget` newly applied trades and checks the candles that
-    /// became final. `everything`: on the first pass, also check every
+    /// Continues checking a symbol from `progress` (`None`: start, at most
+    /// [`FIRST_PASS_TRADES`] back unless `budget` is unbounded): replays at
+    /// most `budget` newly applied trades and checks the candles that became
+    /// final. `everything`: on the first pass, also check every
     /// stored candle older than the replay covers (otherwise only those from
     /// the candle that contains the coverage bound on).
     pub async fn pass(
@@ -282,7 +287,9 @@ impl Verifier {
         }
         let p = progress.get_or_insert_with(|| {
             let start = match first {
-                Some(f) if budget != u64::MAX => f.max(applied.saturating_sub(budget) + 1),
+                Some(f) if budget != u64::MAX => {
+                    f.max(applied.saturating_sub(budget.min(FIRST_PASS_TRADES)) + 1)
+                }
                 Some(f) => f,
                 None => applied + 1,
             };

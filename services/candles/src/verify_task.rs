@@ -6,7 +6,9 @@
 //! Larger candles that began before the replay did are checked against the
 //! smaller candles tiling them once final. A pass therefore costs about one
 //! XRANGE of the new trades plus a few range reads per interval with newly
-//! final candles; each candle is compared once. `tickmesh candles verify`
+//! final candles; each candle is compared once. A symbol's first pass (at
+//! start, or when the symbol changes hands) starts at most
+//! [`crate::verify::FIRST_PASS_TRADES`] back. `tickmesh candles verify`
 //! checks everything again on demand.
 
 use std::collections::{BTreeSet, HashMap};
