@@ -13,7 +13,11 @@
 //!    which Enter runs too, so no one can enter ahead of the pre-queue);
 //! 2. drops active sessions whose expiry has passed (`active` is scored by
 //!    expiry) and waiters whose last heartbeat is older than the room's
-//!    position expiry (at most 1,000 per pass);
+//!    position expiry (at most 1,000 per pass) — except within a position
+//!    expiry after an outage: when no pass ran for over two thirds of it
+//!    (Redis or every instance was down, so no heartbeat could be recorded
+//!    either), the pass notes `resume_ms` and expires no place until a full
+//!    position expiry later, instead of emptying the line;
 //! 3. refills the room's token bucket at `admissions_per_second` (it holds
 //!    at most one second's worth, at least one admission), starting at the
 //!    opening time, never while the linked campaign is sold out;
@@ -60,13 +64,24 @@ const PASS: &str = r#"
 local room, wait, seen, active, pre, chg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = tonumber(ARGV[1])
 local batch = tonumber(ARGV[2])
-local r = redis.call('HMGET', room, 'cap', 'rate_m', 'sess_ms', 'exp_ms', 'opens_ms', 'tok', 'tok_ms', 'sold', 'ewma_m', 'ewma_ms', 'ewma_n')
+local r = redis.call('HMGET', room, 'cap', 'rate_m', 'sess_ms', 'exp_ms', 'opens_ms', 'tok', 'tok_ms', 'sold', 'ewma_m', 'ewma_ms', 'ewma_n', 'resume_ms')
 if not r[1] then return {-1, 0, 0, 0} end
 local cap, rate, sess, exp, opens = tonumber(r[1]), tonumber(r[2]), tonumber(r[3]), tonumber(r[4]), tonumber(r[5])
 open_if_due(room, wait, seen, pre, now)
 
 local ended = redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
-local stale = redis.call('ZRANGEBYSCORE', seen, '-inf', '(' .. (now - exp), 'LIMIT', 0, 1000)
+-- No pass for over two thirds of the position expiry: Redis (or every
+-- instance) was down, and heartbeats could not be recorded either. Places
+-- only expire again a full position expiry after service resumed.
+local resume = tonumber(r[12])
+if r[7] and now - tonumber(r[7]) > exp * 2 / 3 then
+  resume = now
+  redis.call('HSET', room, 'resume_ms', now)
+end
+local stale = {}
+if not resume or now - resume >= exp then
+  stale = redis.call('ZRANGEBYSCORE', seen, '-inf', '(' .. (now - exp), 'LIMIT', 0, 1000)
+end
 if #stale > 0 then
   redis.call('ZREM', wait, unpack(stale))
   redis.call('ZREM', seen, unpack(stale))

@@ -5,7 +5,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `<p>:queue:rooms` | set | every room id (what the scheduler visits) |
-//! | `<p>:queue:{R}:room` | hash | settings (`def` JSON and the fields scripts read), ticket counter `tick`, token bucket `tok`/`tok_ms`, serving counter `served`, `sold`, measured rate `ewma_m` |
+//! | `<p>:queue:{R}:room` | hash | settings (`def` JSON and the fields scripts read), ticket counter `tick`, token bucket `tok`/`tok_ms` (`tok_ms`: the last pass), serving counter `served`, `sold`, measured rate `ewma_m`, `resume_ms` (the first pass after an outage) |
 //! | `<p>:queue:{R}:wait` | sorted set | waiting user → ticket (FIFO order; `ZRANK` = people ahead) |
 //! | `<p>:queue:{R}:seen` | sorted set | waiting user → last heartbeat (ms) |
 //! | `<p>:queue:{R}:pre` | sorted set | random pre-queue user → random draw, until the opening |

@@ -574,3 +574,74 @@ async fn bad_input_writes_nothing() {
     ));
     assert_eq!(dbsize().await, before);
 }
+
+/// Redis is down (or no instance runs) for longer than the position expiry,
+/// then comes back with all its data: nobody could heartbeat meanwhile, so
+/// the waiters are not abandoned — the first pass must not expire the whole
+/// line. Their places expire again, for those who do not heartbeat, a full
+/// position expiry after service resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_position_expiry_does_not_empty_the_line() {
+    let dir =
+        std::env::temp_dir().join(format!("tickmesh-queue-test-{}-outage", std::process::id()));
+    let mut redis =
+        RedisServer::start_with(&dir, Some(tickmesh_runtime::redis_server::Fsync::Always))
+            .await
+            .unwrap();
+    let clock = ManualClock::new(T0);
+    let q = queue_with(&redis.url(), clock.clone(), None);
+    let mut r = room("outage", 10, 10.0); // position expiry 30 s
+    r.open_time_ms = Some(Ok(T0 + 3_600_000)); // nobody is admitted yet
+    q.create_room(r).await.unwrap();
+    let mut tokens = Vec::new();
+    for u in 0..5 {
+        tokens.push(q.enter("outage", &format!("u{u}")).await.unwrap().0);
+    }
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(q.admit("outage").await.unwrap().unwrap().places_expired, 0);
+
+    redis.kill().await;
+    clock.advance(Duration::from_secs(300));
+    assert!(
+        q.heartbeat(&tokens[0]).await.is_err(),
+        "no heartbeat reaches a stopped redis"
+    );
+    redis.restart().await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    let mut pass = None;
+    for _ in 0..100 {
+        if let Ok(p) = q.admit("outage").await {
+            pass = p;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pass.expect("redis did not come back").places_expired, 0);
+    for (u, t) in tokens.iter().enumerate() {
+        assert_eq!(
+            position(&q.position(t).await.unwrap().standing),
+            u as u64 + 1
+        );
+    }
+
+    // Service resumed: u4 never heartbeats again, the others do.
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(10));
+        for t in &tokens[..4] {
+            q.heartbeat(t).await.unwrap();
+        }
+        q.admit("outage").await.unwrap();
+    }
+    assert_eq!(
+        q.position(&tokens[4]).await.unwrap().standing,
+        Standing::NotInQueue
+    );
+    for (u, t) in tokens[..4].iter().enumerate() {
+        assert_eq!(
+            position(&q.position(t).await.unwrap().standing),
+            u as u64 + 1
+        );
+    }
+    drop(redis);
+    let _ = std::fs::remove_dir_all(dir);
+}
