@@ -15,8 +15,8 @@
 //!    expiry) and waiters whose last heartbeat is older than the room's
 //!    position expiry (at most 1,000 per pass) — except within a position
 //!    expiry after an outage: when no pass ran for over two thirds of it
-//!    (Redis or every instance was down, so no heartbeat could be recorded
-//!    either), the pass notes `resume_ms` and expires no place until a full
+//!    and three admission intervals (Redis or every instance was down, so
+//!    no heartbeat could be recorded either), the pass notes `resume_ms` and expires no place until a full
 //!    position expiry later, instead of emptying the line;
 //! 3. refills the room's token bucket at `admissions_per_second` (it holds
 //!    at most one second's worth, at least one admission), starting at the
@@ -70,11 +70,12 @@ local cap, rate, sess, exp, opens = tonumber(r[1]), tonumber(r[2]), tonumber(r[3
 open_if_due(room, wait, seen, pre, now)
 
 local ended = redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
--- No pass for over two thirds of the position expiry: Redis (or every
--- instance) was down, and heartbeats could not be recorded either. Places
--- only expire again a full position expiry after service resumed.
+-- No pass for over two thirds of the position expiry (and three admission
+-- intervals): Redis (or every instance) was down, and heartbeats could not
+-- be recorded either. Places only expire again a full position expiry
+-- after service resumed.
 local resume = tonumber(r[12])
-if r[7] and now - tonumber(r[7]) > exp * 2 / 3 then
+if r[7] and now - tonumber(r[7]) > math.max(exp * 2 / 3, 3 * tonumber(ARGV[4])) then
   resume = now
   redis.call('HSET', room, 'resume_ms', now)
 end
@@ -139,16 +140,26 @@ pub struct Admitter {
     keys: Keys,
     batch: u64,
     changes_max_len: u64,
+    /// How often passes run (`queue.admission_interval`), in ms: a longer
+    /// gap between two passes of a room is an outage.
+    interval_ms: u64,
     pass: redis::Script,
 }
 
 impl Admitter {
-    pub fn new(redis: RedisHandle, keys: Keys, batch: u64, changes_max_len: u64) -> Self {
+    pub fn new(
+        redis: RedisHandle,
+        keys: Keys,
+        batch: u64,
+        changes_max_len: u64,
+        interval: std::time::Duration,
+    ) -> Self {
         Self {
             redis,
             keys,
             batch,
             changes_max_len,
+            interval_ms: interval.as_millis() as u64,
             pass: redis::Script::new(&format!("{OPEN_IF_DUE}\n{PASS}")),
         }
     }
@@ -167,6 +178,7 @@ impl Admitter {
             .arg(now_ms)
             .arg(self.batch)
             .arg(self.changes_max_len)
+            .arg(self.interval_ms)
             .invoke_async(&mut self.redis.conn())
             .await
             .map_err(unavailable)?;

@@ -94,6 +94,7 @@ impl Queue {
                 keys.clone(),
                 config.admission_batch,
                 config.changes_max_len,
+                config.admission_interval,
             ),
             config,
             redis,
