@@ -95,6 +95,10 @@ async fn campaigns_do_not_see_each_others_records(store: &dyn IssuanceStore) {
     assert_eq!(store.issuances("c-a2").await.unwrap().len(), 1);
     assert_eq!(store.issuances("c-b").await.unwrap()[0].seq, 7);
     assert!(store.issuances("nope").await.unwrap().is_empty());
+    assert_eq!(store.last_seq("c-a").await.unwrap(), 4);
+    assert_eq!(store.last_seq("c-a2").await.unwrap(), 1);
+    assert_eq!(store.last_seq("c-b").await.unwrap(), 7);
+    assert_eq!(store.last_seq("nope").await.unwrap(), 0);
 }
 
 async fn a_sequence_repeated_in_one_call_is_decided_in_order(store: &dyn IssuanceStore) {

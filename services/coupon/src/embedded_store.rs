@@ -166,6 +166,23 @@ impl IssuanceStore for EmbeddedIssuanceStore {
         .await
     }
 
+    async fn last_seq(&self, campaign_id: &str) -> Result<u64, StoreError> {
+        let id = campaign_id.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let table = tx.open_table(ISSUANCES).map_err(unavailable)?;
+            let last = table
+                .range((id.as_str(), 0u64)..=(id.as_str(), u64::MAX))
+                .map_err(unavailable)?
+                .next_back();
+            match last {
+                Some(row) => Ok(row.map_err(unavailable)?.0.value().1),
+                None => Ok(0),
+            }
+        })
+        .await
+    }
+
     async fn issuances(&self, campaign_id: &str) -> Result<Vec<Issuance>, StoreError> {
         let id = campaign_id.to_string();
         self.blocking(move |db| {

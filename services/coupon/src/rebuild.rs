@@ -162,7 +162,7 @@ impl Rebuilder {
             return Ok(false);
         }
         if status == 1 {
-            let durable = self.store.issuances(id).await?.last().map_or(0, |r| r.seq);
+            let durable = self.store.last_seq(id).await?;
             let state_seq: u64 = seq
                 .parse()
                 .map_err(|_| Error::Internal(format!("campaign {id:?} state has seq {seq:?}")))?;

@@ -64,4 +64,14 @@ pub trait IssuanceStore: Send + Sync + 'static {
     async fn put_issuances(&self, records: &[Issuance]) -> Result<PutOutcome, StoreError>;
     /// Every record of a campaign in sequence order.
     async fn issuances(&self, campaign_id: &str) -> Result<Vec<Issuance>, StoreError>;
+    /// The highest sequence stored for a campaign (0 with none): what a
+    /// Redis state is confirmed against after a restart. The default reads
+    /// every record; a store that can find the last one directly should.
+    async fn last_seq(&self, campaign_id: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .issuances(campaign_id)
+            .await?
+            .last()
+            .map_or(0, |r| r.seq))
+    }
 }
