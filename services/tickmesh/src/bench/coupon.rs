@@ -92,6 +92,19 @@ pub async fn coupon(options: CouponBenchOptions) -> anyhow::Result<CouponReport>
         .query_async(&mut conn)
         .await?;
     anyhow::ensure!(sha == coupons.issue_script_sha(), "script hash mismatch");
+    // ARGV[3] of the issue script: the run id of the server that runs it (the
+    // service passes its connection's; a state not confirmed in that run is
+    // answered "missing").
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await?;
+    let run = info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
 
     let (mut grpc, mut raw, mut lock) = (Vec::new(), Vec::new(), Vec::new());
     let mut grpc_lat = Vec::new();
@@ -116,7 +129,13 @@ pub async fn coupon(options: CouponBenchOptions) -> anyhow::Result<CouponReport>
         let now_ms = (now_nanos() / 1_000_000).to_string();
         let mut args: Vec<&str> = vec!["-r", "100000000", "EVALSHA", &sha, "4"];
         args.extend(keys.iter().map(String::as_str));
-        args.extend([&now_ms, &raw_id, "user:__rand_int__", "req:__rand_int__"]);
+        args.extend([
+            &now_ms,
+            &raw_id,
+            &run,
+            "user:__rand_int__",
+            "req:__rand_int__",
+        ]);
         let figures =
             redis_benchmark(&host, port, options.concurrency, options.calls, &args).await?;
 
