@@ -16,10 +16,15 @@ pub struct DevOptions {
     pub demo_feed: bool,
     /// Demo trades per second per symbol.
     pub rate: u32,
+    /// With dev mode's own redis-server: `marketfeed.durable_acks` on, that
+    /// server with `appendfsync always` (off: `everysec`). With a Redis of
+    /// the user's (`redis.url`), the config decides.
+    pub durable_acks: bool,
 }
 
 /// Runs until `shutdown` is cancelled. `config` is already loaded (file, env,
-/// flags); dev mode turns on instrument auto-registration.
+/// flags); dev mode turns on instrument auto-registration, and durable acks
+/// on its own redis-server unless `--no-durable-acks`.
 pub async fn run(
     mut config: Config,
     options: DevOptions,
@@ -36,6 +41,7 @@ pub async fn run(
         let dir = options.data_dir.join("redis");
         // Durable acks on the Redis 7.0 of Debian 12 (no WAITAOF) need the
         // AOF fsynced before each reply.
+        config.marketfeed.durable_acks = options.durable_acks;
         let fsync = if config.marketfeed.durable_acks {
             Fsync::Always
         } else {
@@ -96,6 +102,14 @@ fn print_banner(mesh: &Mesh, config: &Config, feed: bool) {
             "demo random walk of BTCUSDT, ETHUSDT, 005930.KS"
         } else {
             "none"
+        }
+    );
+    println!(
+        "  acks:     {}",
+        if config.marketfeed.durable_acks {
+            "durable (after Redis fsynced the trades; marketfeed.durable_acks)"
+        } else {
+            "before fsync (a Redis crash can lose the last second or two of acknowledged trades)"
         }
     );
     println!(

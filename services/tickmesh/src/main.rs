@@ -55,6 +55,12 @@ enum Command {
         /// Demo trades per second per symbol.
         #[arg(long, default_value_t = 20)]
         rate: u32,
+        /// With dev mode's own redis-server: acknowledge trades before Redis
+        /// has fsynced them (appendfsync everysec) instead of after
+        /// (marketfeed.durable_acks with appendfsync always, the default).
+        /// With your own Redis (redis.url), marketfeed.durable_acks decides.
+        #[arg(long)]
+        no_durable_acks: bool,
     },
     /// Publish a file of trades to a running mesh.
     Replay {
@@ -325,6 +331,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             feed,
             rate,
+            no_durable_acks,
         } => {
             let demo_feed = match feed.as_str() {
                 "demo" => true,
@@ -341,6 +348,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     data_dir,
                     demo_feed,
                     rate,
+                    durable_acks: !no_durable_acks,
                 },
                 token,
             )

@@ -542,3 +542,104 @@ async fn wait_acknowledges_what_a_replica_holds_and_times_out_without_it() {
     );
     mesh.abort();
 }
+
+/// `tickmesh dev` as a user runs it: its redis-server and the acks it gives.
+async fn dev_mode(extra: &[&str]) -> (String, Vec<String>) {
+    use tokio::io::AsyncBufReadExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = temp_path("dev");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickmesh"))
+        .args([
+            "dev",
+            "--feed",
+            "none",
+            "--listen",
+            &listen,
+            "--data-dir",
+            &data,
+        ])
+        .args(extra)
+        .env("TICKMESH_TELEMETRY_LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tickmesh dev");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.starts_with("Stop with Ctrl-C");
+            banner.push(line);
+            if done {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "tickmesh dev did not start: {banner:?}");
+    let redis_url = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("started redis-server on "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no redis line in {banner:?}"))
+        .to_string();
+    let appendfsync = {
+        let client = redis::Client::open(redis_url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let reply: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendfsync")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        reply[1].clone()
+    };
+    // Trades are acknowledged in either mode (auto-registered symbols).
+    let mut c =
+        tickmesh_api::marketfeed::market_feed_service_client::MarketFeedServiceClient::connect(
+            format!("http://{listen}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        publish(&mut c, batches("d", 1, 20).remove(0))
+            .await
+            .accepted,
+        20
+    );
+    // Stopped gracefully, dev mode stops its redis-server too.
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    (appendfsync, banner)
+}
+
+#[tokio::test]
+async fn dev_mode_acknowledges_durably_unless_told_not_to() {
+    let (fsync, banner) = dev_mode(&[]).await;
+    assert_eq!(fsync, "always");
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains("acks:") && l.contains("durable")),
+        "{banner:?}"
+    );
+    let (fsync, banner) = dev_mode(&["--no-durable-acks"]).await;
+    assert_eq!(fsync, "everysec");
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains("acks:") && l.contains("before fsync")),
+        "{banner:?}"
+    );
+}

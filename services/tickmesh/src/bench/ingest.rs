@@ -217,8 +217,9 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
     Ok(report)
 }
 
-/// Durable acks off and on, round by round on two redis-servers of its own
-/// with AOF in a temporary directory: off on `appendfsync everysec`, on on
+/// Durable acks off and on, round by round (MarketFeed only, no candle
+/// aggregator) on two redis-servers of its own with AOF in a temporary
+/// directory: off on `appendfsync everysec`, on on
 /// `appendfsync always` (Redis before 7.2 has no WAITAOF; on 7.2+ the mesh
 /// would use WAITAOF on the same server).
 async fn durable_comparison(options: &IngestOptions) -> anyhow::Result<DurableReport> {
@@ -227,11 +228,15 @@ async fn durable_comparison(options: &IngestOptions) -> anyhow::Result<DurableRe
     let everysec = RedisServer::start_with(&dir.join("everysec"), Some(Fsync::EverySec)).await?;
     let always = RedisServer::start_with(&dir.join("always"), Some(Fsync::Always)).await?;
     let batch = options.batch.max(1000);
+    // MarketFeed alone: the other mesh's candle aggregator catching up on
+    // its last round would otherwise take CPU from this one's round.
     let (_, _, off) = super::bench_mesh(Some(everysec.url()), "bench-off", |c| {
+        c.services.enabled = vec!["marketfeed".into()];
         c.marketfeed.max_batch_trades = batch;
     })
     .await?;
     let (_, _, on) = super::bench_mesh(Some(always.url()), "bench-on", |c| {
+        c.services.enabled = vec!["marketfeed".into()];
         c.marketfeed.max_batch_trades = batch;
         c.marketfeed.durable_acks = true;
     })
@@ -262,8 +267,15 @@ async fn durable_comparison(options: &IngestOptions) -> anyhow::Result<DurableRe
                 (&on, &mut on_rates, &mut on_latencies)
             };
             let trades = make_trades(options.trades, options.symbols, 2000 + round);
-            let (rate, mut lat) =
-                mesh_round(&mesh.endpoint(), trades, options, 2000 + round, None).await?;
+            let (rate, mut lat) = mesh_round(&mesh.endpoint(), trades, options, 2000 + round, None)
+                .await
+                .with_context(|| {
+                    format!(
+                        "durable acks {}, round {}",
+                        if first_off { "off" } else { "on" },
+                        round + 1
+                    )
+                })?;
             rates.push(rate);
             latencies.append(&mut lat);
         }
@@ -359,11 +371,23 @@ async fn mesh_round(
     let sent = sent_at.clone();
     let reader = tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(total);
+        let mut ended = String::new();
         while latencies.len() < total {
             let message =
                 match tokio::time::timeout(Duration::from_secs(60), stream.message()).await {
                     Ok(Ok(Some(m))) => m,
-                    _ => break,
+                    Ok(Ok(None)) => {
+                        ended = "the stream ended".into();
+                        break;
+                    }
+                    Ok(Err(status)) => {
+                        ended = format!("the stream failed: {status}");
+                        break;
+                    }
+                    Err(_) => {
+                        ended = "no trade for 60 s".into();
+                        break;
+                    }
                 };
             let now = Instant::now();
             for t in message.trades {
@@ -379,7 +403,7 @@ async fn mesh_round(
                 }
             }
         }
-        latencies
+        (latencies, ended)
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -425,10 +449,10 @@ async fn mesh_round(
         accepted as usize == total,
         "accepted {accepted} of {total} trades"
     );
-    let latencies = reader.await?;
+    let (latencies, ended) = reader.await?;
     anyhow::ensure!(
         latencies.len() == total,
-        "StreamTrades delivered {} of {total} trades",
+        "StreamTrades delivered {} of {total} trades ({ended})",
         latencies.len()
     );
     Ok((total as f64 / elapsed.as_secs_f64(), latencies))
