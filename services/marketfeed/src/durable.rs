@@ -40,6 +40,9 @@ pub const MAX_WAITING_WRITES: usize = 64;
 /// How often the server's run_id is compared with the one the mode was
 /// detected on.
 const RUN_ID_CHECK: Duration = Duration::from_secs(1);
+/// While the server offers no durable mode every publish asks it again; the
+/// error is logged at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What makes an acknowledged write durable on the server tickmesh talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,6 +389,7 @@ pub struct DurableAcks {
     detecting: Mutex<()>,
     idle: std::sync::Mutex<Vec<MultiplexedConnection>>,
     permits: Arc<Semaphore>,
+    refusal_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// A connection held by one durable write.
@@ -404,6 +408,7 @@ impl DurableAcks {
             detecting: Mutex::new(()),
             idle: std::sync::Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(MAX_WAITING_WRITES)),
+            refusal_logged: std::sync::Mutex::new(None),
         })
     }
 
@@ -431,9 +436,18 @@ impl DurableAcks {
 
     async fn detect(&self) -> Result<Detected> {
         let mut conn = self.redis.conn();
-        let facts = read_facts(&mut conn).await.map_err(unavailable)?;
+        let facts = read_facts(&mut conn).await.map_err(|e| {
+            if e.code() == Some("NOPERM") {
+                Error::FailedPrecondition(format!(
+                    "marketfeed.durable_acks is on but tickmesh may not read the server's INFO ({e}): allow INFO for its Redis user, or set marketfeed.durable_acks = false"
+                ))
+            } else {
+                unavailable(e)
+            }
+        })?;
         match choose_mode(&facts, self.replicas) {
             Ok(mode) => {
+                *self.refusal_logged.lock().expect("refusal log") = None;
                 tracing::info!(
                     redis_version = %facts.version_text,
                     run_id = %facts.run_id,
@@ -461,7 +475,11 @@ impl DurableAcks {
                 })
             }
             Err(reason) => {
-                tracing::error!(redis_version = %facts.version_text, %reason, "durable acks: no durable mode");
+                let mut logged = self.refusal_logged.lock().expect("refusal log");
+                if logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+                    *logged = Some(std::time::Instant::now());
+                    tracing::error!(redis_version = %facts.version_text, %reason, "durable acks: no durable mode, publishes fail until the server offers one");
+                }
                 Err(Error::FailedPrecondition(reason))
             }
         }

@@ -643,3 +643,37 @@ async fn dev_mode_acknowledges_durably_unless_told_not_to() {
         "{banner:?}"
     );
 }
+
+#[tokio::test]
+async fn a_redis_user_without_info_is_told_what_to_allow() {
+    let redis = RedisServer::start_with(&data_dir("redis"), Some(Fsync::Always))
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("feed")
+        .arg("on")
+        .arg(">feed-password")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-info")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let url = format!("redis://feed:feed-password@127.0.0.1:{}", redis.port());
+    let mut config = config(&url);
+    config.marketfeed.durable_acks = true;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = match Mesh::start_on(config, listener).await {
+        Ok(_) => panic!("started without knowing the server"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("marketfeed.durable_acks") && e.contains("allow INFO"),
+        "{e}"
+    );
+    assert!(!e.contains("feed-password"), "the password stays out: {e}");
+}
