@@ -252,6 +252,14 @@ async fn resend_everything(mesh: &Mesh, url: &str, all: &[Vec<Trade>]) {
 #[tokio::test]
 async fn acknowledged_trades_survive_a_redis_sigkill_with_appendfsync_always() {
     let (all, acks, held, redis, mesh) = publish_through_a_crash(Fsync::Always, true).await;
+    let expected = if redis_version(&redis.url()).await >= (7, 2, 0) {
+        AckMode::WaitAof {
+            local: true,
+            replicas: 0,
+        }
+    } else {
+        AckMode::FsyncAlways { replicas: 0 }
+    };
     assert_eq!(
         mesh.marketfeed
             .as_ref()
@@ -259,7 +267,7 @@ async fn acknowledged_trades_survive_a_redis_sigkill_with_appendfsync_always() {
             .durable_ack_mode()
             .await
             .unwrap(),
-        Some(AckMode::FsyncAlways { replicas: 0 })
+        Some(expected)
     );
     let mut missing = 0;
     for &b in &acks.acked {
@@ -425,9 +433,12 @@ async fn wait_acknowledges_what_a_replica_holds_and_times_out_without_it() {
     let mut primary = RedisServer::start_with(&data_dir("primary"), None)
         .await
         .unwrap();
-    let mut replica = RedisServer::start_replica(&data_dir("replica"), None, primary.port())
-        .await
-        .unwrap();
+    // With its own AOF fsynced per write, so that Redis 7.2+ (WAITAOF, which
+    // counts replicas that fsynced) confirms as fast as WAIT does on 7.0.
+    let mut replica =
+        RedisServer::start_replica(&data_dir("replica"), Some(Fsync::Always), primary.port())
+            .await
+            .unwrap();
     primary
         .wait_for_replicas(1, Duration::from_secs(20))
         .await
