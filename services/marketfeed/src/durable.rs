@@ -97,6 +97,9 @@ pub struct ServerFacts {
     /// `CONFIG GET appendfsync`; `None` where CONFIG is not allowed (some
     /// managed Redis services rename or disable it).
     pub appendfsync: Option<String>,
+    /// `CONFIG GET no-appendfsync-on-rewrite`: "yes" skips the fsync (even
+    /// under `always`) while a rewrite or save child runs.
+    pub no_fsync_on_rewrite: Option<String>,
     pub connected_replicas: u32,
 }
 
@@ -119,7 +122,8 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
 
 impl ServerFacts {
     /// From the replies to `INFO server`, `INFO persistence`, `INFO
-    /// replication` and `CONFIG GET appendfsync`.
+    /// replication` and `CONFIG GET appendfsync` (`no_fsync_on_rewrite` is
+    /// left unknown).
     pub fn from_info(
         server: &str,
         persistence: &str,
@@ -142,6 +146,7 @@ impl ServerFacts {
             role: replication.get("role").unwrap_or(&"master").to_string(),
             aof_enabled: persistence.get("aof_enabled") == Some(&"1"),
             appendfsync,
+            no_fsync_on_rewrite: None,
             connected_replicas: replication
                 .get("connected_slaves")
                 .and_then(|n| n.parse().ok())
@@ -161,10 +166,15 @@ pub fn choose_mode(facts: &ServerFacts, replicas: u32) -> std::result::Result<Ac
         ));
     }
     let fsync = facts.appendfsync.as_deref();
+    let skips_on_rewrite = facts.no_fsync_on_rewrite.as_deref() != Some("no");
     let local_state = if !facts.aof_enabled {
         "appendonly no".to_string()
     } else {
         match fsync {
+            Some("always") if skips_on_rewrite => format!(
+                "appendonly yes with appendfsync always but no-appendfsync-on-rewrite {} (no fsync while a rewrite runs; set it to no)",
+                facts.no_fsync_on_rewrite.as_deref().unwrap_or("unknown")
+            ),
             Some(f) => format!("appendonly yes with appendfsync {f}"),
             None => "appendonly yes, appendfsync unknown (CONFIG GET is not allowed)".to_string(),
         }
@@ -180,7 +190,7 @@ pub fn choose_mode(facts: &ServerFacts, replicas: u32) -> std::result::Result<Ac
         }
         return Ok(AckMode::WaitAof { local, replicas });
     }
-    if facts.aof_enabled && fsync == Some("always") {
+    if facts.aof_enabled && fsync == Some("always") && !skips_on_rewrite {
         return Ok(AckMode::FsyncAlways { replicas });
     }
     if replicas > 0 {
@@ -217,8 +227,19 @@ pub async fn read_facts(
             None
         }
     };
-    ServerFacts::from_info(&server, &persistence, &replication, appendfsync)
-        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Parse, "unexpected INFO reply", e)))
+    let mut facts = ServerFacts::from_info(&server, &persistence, &replication, appendfsync)
+        .map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Parse, "unexpected INFO reply", e))
+        })?;
+    if facts.appendfsync.is_some() {
+        let v: Value = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("no-appendfsync-on-rewrite")
+            .query_async(conn)
+            .await?;
+        facts.no_fsync_on_rewrite = config_values(&v).remove("no-appendfsync-on-rewrite");
+    }
+    Ok(facts)
 }
 
 /// `CONFIG GET` replies as name → value (RESP2 flat array or RESP3 map).
@@ -266,6 +287,9 @@ pub fn append_confirmation(pipe: &mut redis::Pipeline, mode: AckMode, timeout: D
         AckMode::FsyncAlways { replicas } => {
             pipe.cmd("CONFIG").arg("GET").arg("appendonly");
             pipe.cmd("CONFIG").arg("GET").arg("appendfsync");
+            pipe.cmd("CONFIG")
+                .arg("GET")
+                .arg("no-appendfsync-on-rewrite");
             if replicas > 0 {
                 pipe.cmd("WAIT").arg(replicas).arg(ms);
             }
@@ -280,7 +304,7 @@ pub fn append_confirmation(pipe: &mut redis::Pipeline, mode: AckMode, timeout: D
 pub fn confirmation_replies(mode: AckMode) -> usize {
     match mode {
         AckMode::WaitAof { .. } | AckMode::WaitReplicas { .. } => 1,
-        AckMode::FsyncAlways { replicas } => 2 + usize::from(replicas > 0),
+        AckMode::FsyncAlways { replicas } => 3 + usize::from(replicas > 0),
     }
 }
 
@@ -327,21 +351,26 @@ pub fn check_confirmation(
             Ok(())
         }
         AckMode::FsyncAlways { replicas } => {
-            let (Some(aof), Some(fsync)) = (replies.first(), replies.get(1)) else {
+            let [aof, fsync, on_rewrite, ..] = replies else {
                 return Err(unexpected("CONFIG GET"));
             };
             let aof = config_values(aof).remove("appendonly");
             let fsync = config_values(fsync).remove("appendfsync");
-            if aof.as_deref() != Some("yes") || fsync.as_deref() != Some("always") {
+            let on_rewrite = config_values(on_rewrite).remove("no-appendfsync-on-rewrite");
+            if aof.as_deref() != Some("yes")
+                || fsync.as_deref() != Some("always")
+                || on_rewrite.as_deref() != Some("no")
+            {
                 return Err(NotConfirmed::ModeChanged(format!(
-                    "redis now runs appendonly {} with appendfsync {}",
+                    "redis now runs appendonly {} with appendfsync {} and no-appendfsync-on-rewrite {}",
                     aof.as_deref().unwrap_or("?"),
-                    fsync.as_deref().unwrap_or("?")
+                    fsync.as_deref().unwrap_or("?"),
+                    on_rewrite.as_deref().unwrap_or("?")
                 )));
             }
             if replicas > 0 {
                 let got = replies
-                    .get(2)
+                    .get(3)
                     .and_then(int)
                     .ok_or_else(|| unexpected("WAIT"))?;
                 if got < i64::from(replicas) {
@@ -560,14 +589,39 @@ impl DurableAcks {
 mod tests {
     use super::*;
 
+    /// As [`read_facts`] sees them (the default no-appendfsync-on-rewrite no
+    /// whenever CONFIG GET is allowed).
     fn facts(version: &str, aof: bool, fsync: Option<&str>) -> ServerFacts {
-        ServerFacts::from_info(
+        let mut f = ServerFacts::from_info(
             &format!("# Server\r\nredis_version:{version}\r\nrun_id:abc\r\n"),
             &format!("# Persistence\r\naof_enabled:{}\r\n", u8::from(aof)),
             "# Replication\r\nrole:master\r\nconnected_slaves:1\r\n",
             fsync.map(str::to_string),
         )
-        .unwrap()
+        .unwrap();
+        f.no_fsync_on_rewrite = fsync.map(|_| "no".to_string());
+        f
+    }
+
+    #[test]
+    fn fsync_always_that_skips_rewrites_is_not_durable() {
+        let mut f = facts("7.0.15", true, Some("always"));
+        f.no_fsync_on_rewrite = Some("yes".into());
+        let e = choose_mode(&f, 0).unwrap_err();
+        assert!(e.contains("no-appendfsync-on-rewrite yes"), "{e}");
+        assert_eq!(
+            choose_mode(&f, 1),
+            Ok(AckMode::WaitReplicas { replicas: 1 })
+        );
+        // WAITAOF counts real fsyncs only, so 7.2+ is not concerned.
+        f.version = (7, 2, 4);
+        assert_eq!(
+            choose_mode(&f, 0),
+            Ok(AckMode::WaitAof {
+                local: true,
+                replicas: 0
+            })
+        );
     }
 
     #[test]
@@ -709,27 +763,47 @@ mod tests {
         assert!(!always.blocks());
         let mut pipe = redis::pipe();
         append_confirmation(&mut pipe, always, timeout);
-        assert_eq!(confirmation_replies(always), 2);
+        assert_eq!(confirmation_replies(always), 3);
+        assert_eq!(pipe.len(), 3);
         let yes = config_reply("appendonly", "yes");
+        let no = config_reply("no-appendfsync-on-rewrite", "no");
+        let fsync = config_reply("appendfsync", "always");
         assert_eq!(
-            check_confirmation(
-                always,
-                &[yes.clone(), config_reply("appendfsync", "always")]
-            ),
+            check_confirmation(always, &[yes.clone(), fsync.clone(), no.clone()]),
             Ok(())
         );
-        assert!(matches!(
-            check_confirmation(always, &[yes.clone(), config_reply("appendfsync", "everysec")]),
-            Err(NotConfirmed::ModeChanged(m)) if m.contains("everysec")
-        ));
-        assert!(matches!(
-            check_confirmation(
-                always,
-                &[
-                    config_reply("appendonly", "no"),
-                    config_reply("appendfsync", "always")
-                ]
+        for (replies, what) in [
+            (
+                [
+                    yes.clone(),
+                    config_reply("appendfsync", "everysec"),
+                    no.clone(),
+                ],
+                "everysec",
             ),
+            (
+                [config_reply("appendonly", "no"), fsync.clone(), no.clone()],
+                "appendonly no",
+            ),
+            (
+                [
+                    yes.clone(),
+                    fsync.clone(),
+                    config_reply("no-appendfsync-on-rewrite", "yes"),
+                ],
+                "no-appendfsync-on-rewrite yes",
+            ),
+        ] {
+            assert!(
+                matches!(
+                    check_confirmation(always, &replies),
+                    Err(NotConfirmed::ModeChanged(ref m)) if m.contains(what)
+                ),
+                "{what}"
+            );
+        }
+        assert!(matches!(
+            check_confirmation(always, &[yes.clone(), fsync.clone()]),
             Err(NotConfirmed::ModeChanged(_))
         ));
         // RESP3 answers CONFIG GET with a map.
@@ -737,21 +811,23 @@ mod tests {
             Value::BulkString(b"appendfsync".to_vec()),
             Value::BulkString(b"always".to_vec()),
         )]);
-        assert_eq!(check_confirmation(always, &[yes.clone(), map]), Ok(()));
+        assert_eq!(
+            check_confirmation(always, &[yes.clone(), map, no.clone()]),
+            Ok(())
+        );
 
         let always_and_wait = AckMode::FsyncAlways { replicas: 2 };
         assert!(always_and_wait.blocks());
-        assert_eq!(confirmation_replies(always_and_wait), 3);
-        let fsync = config_reply("appendfsync", "always");
+        assert_eq!(confirmation_replies(always_and_wait), 4);
         assert_eq!(
             check_confirmation(
                 always_and_wait,
-                &[yes.clone(), fsync.clone(), Value::Int(2)]
+                &[yes.clone(), fsync.clone(), no.clone(), Value::Int(2)]
             ),
             Ok(())
         );
         assert!(matches!(
-            check_confirmation(always_and_wait, &[yes, fsync, Value::Int(1)]),
+            check_confirmation(always_and_wait, &[yes, fsync, no, Value::Int(1)]),
             Err(NotConfirmed::Timeout(_))
         ));
 

@@ -343,6 +343,19 @@ async fn a_redis_without_a_durable_mode_refuses_the_start() {
         let mesh = start(common::config(&redis.url())).await;
         mesh.stop().await.unwrap();
     }
+    // appendfsync always that skips the fsync while a rewrite runs.
+    let redis = RedisServer::start_with(&data_dir("redis"), Some(Fsync::Always))
+        .await
+        .unwrap();
+    config_set(&redis.url(), "no-appendfsync-on-rewrite", "yes").await;
+    let mut config = config(&redis.url());
+    config.marketfeed.durable_acks = true;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = match Mesh::start_on(config, listener).await {
+        Ok(_) => panic!("started on a server that skips fsyncs during rewrites"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("no-appendfsync-on-rewrite yes"), "{e}");
 }
 
 async fn redis_version(url: &str) -> (u32, u32, u32) {
@@ -417,7 +430,23 @@ async fn a_server_switched_to_everysec_at_run_time_stops_the_acks() {
         "{status:?}"
     );
 
+    // Skipping fsyncs during rewrites is caught the same way.
     config_set(&redis.url(), "appendfsync", "always").await;
+    config_set(&redis.url(), "no-appendfsync-on-rewrite", "yes").await;
+    let status = c
+        .publish_trades(PublishTradesRequest {
+            trades: all[1].clone(),
+            all_or_nothing: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("no-appendfsync-on-rewrite yes"),
+        "{status:?}"
+    );
+
+    config_set(&redis.url(), "no-appendfsync-on-rewrite", "no").await;
     let r = publish(&mut c, all[1].clone()).await;
     assert_eq!(
         (r.accepted, r.duplicate),
