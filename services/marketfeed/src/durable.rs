@@ -6,10 +6,12 @@
 //!
 //! - Redis 7.2+: `WAITAOF <1 if the local AOF fsyncs, else 0> <replicas>
 //!   <timeout>` right after the ingest scripts, in the same pipeline.
-//! - An older Redis with `appendonly yes` and `appendfsync always`: the reply
-//!   itself means the write is on the local disk (Redis fsyncs before it
-//!   answers). Each write re-reads both settings in its pipeline, so a server
-//!   switched to `everysec` at run time is caught on the first write after.
+//! - An older Redis with `appendonly yes`, `appendfsync always` and
+//!   `no-appendfsync-on-rewrite no`: the reply itself means the write is on
+//!   the local disk (Redis fsyncs before it answers). Each write re-reads the
+//!   three settings in its pipeline, so a server switched to `everysec` at run
+//!   time fails the first write after (UNAVAILABLE: may or may not be stored)
+//!   and the next ones (FAILED_PRECONDITION).
 //! - Replicas wanted (`marketfeed.durable_replicas`) on an older Redis:
 //!   `WAIT <replicas> <timeout>` after the scripts.
 //!
