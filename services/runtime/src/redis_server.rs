@@ -158,6 +158,14 @@ impl RedisServer {
         self.spawn().await
     }
 
+    /// Starts it again on the same port and data directory with another
+    /// persistence setting (as an operator who changed redis.conf would).
+    pub async fn restart_with(&mut self, fsync: Option<Fsync>) -> anyhow::Result<()> {
+        self.kill().await;
+        self.fsync = fsync;
+        self.spawn().await
+    }
+
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let binary = which_redis().context(
             "redis-server is not installed: run `apt-get install -y redis-server` (./deploy/dev.sh and ./deploy/test.sh do this)",

@@ -717,3 +717,53 @@ async fn a_redis_user_without_info_is_told_what_to_allow() {
     );
     assert!(!e.contains("feed-password"), "the password stays out: {e}");
 }
+
+#[tokio::test]
+async fn a_redis_restarted_with_other_settings_is_detected_again_before_a_write() {
+    let mut redis = RedisServer::start_with(&data_dir("redis"), Some(Fsync::Always))
+        .await
+        .unwrap();
+    if redis_version(&redis.url()).await >= (7, 2, 0) {
+        eprintln!("skipped: WAITAOF mode does not depend on appendfsync");
+        return;
+    }
+    let mut config = config(&redis.url());
+    config.marketfeed.durable_acks = true;
+    let mesh = start(config).await;
+    let mut c = registered_client(&mesh).await;
+    let all = batches("r", 2, 10);
+    assert_eq!(publish(&mut c, all[0].clone()).await.accepted, 10);
+
+    // Same port and data, now everysec; no publish fails in between.
+    redis.restart_with(Some(Fsync::EverySec)).await.unwrap();
+    let feed = mesh.marketfeed.clone().unwrap();
+    // The run_id watcher sees another server and asks it again.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let feed = feed.clone();
+            async move {
+                matches!(
+                    feed.durable_ack_mode().await,
+                    Err(tickmesh_core::Error::FailedPrecondition(_))
+                )
+            }
+        })
+        .await,
+        "the mode was not detected again after the restart"
+    );
+    // So the first publish is refused before anything is written.
+    let status = c
+        .publish_trades(PublishTradesRequest {
+            trades: all[1].clone(),
+            all_or_nothing: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("appendfsync everysec"),
+        "{status:?}"
+    );
+    assert_eq!(stored(&redis.url()).await.len(), 10, "nothing written");
+    mesh.stop().await.unwrap();
+}
