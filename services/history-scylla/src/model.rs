@@ -505,12 +505,21 @@ mod tests {
         // A correction replaces by open time; the last of duplicates wins.
         let mut fix = k_candles[2].clone();
         fix.high += 10;
+        fix.revision += 1;
         let mut fix2 = fix.clone();
         fix2.high += 1;
         let plan2 = plan_block_update(plan.write.clone(), &[&fix, &fix2]);
         assert_eq!(plan2.write.len(), 1);
         assert_eq!(plan2.write[0].candles.len(), 5);
         assert_eq!(plan2.write[0].candles[2], to_block_candle(&fix2));
+        // Other values at a revision not above the stored one (rebuilt after
+        // Redis lost writes) are stored one revision above it.
+        let mut rebuilt = k_candles[3].clone();
+        rebuilt.low -= 1;
+        let plan3 = plan_block_update(plan2.write.clone(), &[&rebuilt]);
+        let mut expected = to_block_candle(&rebuilt);
+        expected.revision = k_candles[3].revision + 1;
+        assert_eq!(plan3.write[0].candles[3], expected);
         // The same candle at other scales moves rows; an emptied row is deleted.
         let only: Vec<&StoredCandle> = vec![&k_candles[0]];
         let one = plan_block_update(Vec::new(), &only);
