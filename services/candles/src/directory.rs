@@ -74,7 +74,14 @@ fn parse_hhmm(text: &str) -> Option<u16> {
 
 fn from_status(status: tonic::Status) -> Error {
     match status.code() {
-        tonic::Code::NotFound => Error::NotFound(status.message().to_string()),
+        // MarketFeed's message already says "… not found"; `NotFound` adds it.
+        tonic::Code::NotFound => Error::NotFound(
+            status
+                .message()
+                .strip_suffix(" not found")
+                .unwrap_or(status.message())
+                .to_string(),
+        ),
         _ => Error::Unavailable(format!("marketfeed: {}", status.message())),
     }
 }
@@ -149,5 +156,19 @@ impl Directory {
             .expect("directory lock")
             .insert(symbol.to_string(), instrument.clone());
         Ok(instrument)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symbol_marketfeed_does_not_know_is_not_found_once() {
+        let from_marketfeed =
+            tickmesh_runtime::status::to_status(Error::NotFound("instrument \"NOPE\"".into()));
+        let ours = tickmesh_runtime::status::to_status(from_status(from_marketfeed));
+        assert_eq!(ours.code(), tonic::Code::NotFound);
+        assert_eq!(ours.message(), "instrument \"NOPE\" not found");
     }
 }
