@@ -185,7 +185,8 @@ pub struct MarketFeedConfig {
     /// Most trades in one PublishTrades call or Publish message.
     pub max_batch_trades: usize,
     /// Register unknown symbols on first trade (scales 8/8, UTC). For
-    /// development; `tickmesh dev` turns it on.
+    /// development; on by default in `tickmesh dev` (a file or the environment
+    /// can still turn it off there).
     pub auto_register_instruments: bool,
     /// Default age past which GetQuotes flags a quote as stale.
     #[serde(with = "serde_human")]
@@ -614,7 +615,19 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: impl FnOnce(&mut Config) -> Result<(), ConfigError>,
     ) -> Result<Config, ConfigError> {
-        let defaults = toml::Value::try_from(Config::default())
+        Self::load_over(Config::default(), file, env, overrides)
+    }
+
+    /// Like [`Config::load_with`], with `base` in place of the built-in
+    /// defaults: a mode's own defaults (dev mode's), which the file and the
+    /// environment still override.
+    pub fn load_over(
+        base: Config,
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: impl FnOnce(&mut Config) -> Result<(), ConfigError>,
+    ) -> Result<Config, ConfigError> {
+        let defaults = toml::Value::try_from(base)
             .map_err(|e| err(format!("internal: defaults do not serialize: {e}")))?;
         let mut merged = defaults.clone();
         let mut sources: BTreeMap<String, String> = BTreeMap::new();
@@ -1113,6 +1126,28 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_modes_defaults_sit_under_the_file_and_the_environment() {
+        let mut dev = Config::default();
+        dev.marketfeed.auto_register_instruments = true;
+        let c = Config::load_over(dev.clone(), None, env(&[]), |_| Ok(())).unwrap();
+        assert!(c.marketfeed.auto_register_instruments, "the mode's default");
+        let c = Config::load_over(
+            dev.clone(),
+            None,
+            env(&[("TICKMESH_MARKETFEED_AUTO_REGISTER_INSTRUMENTS", "false")]),
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert!(
+            !c.marketfeed.auto_register_instruments,
+            "the environment wins"
+        );
+        let file = write("[marketfeed]\nauto_register_instruments = false\n");
+        let c = Config::load_over(dev, Some(&file.0), env(&[]), |_| Ok(())).unwrap();
+        assert!(!c.marketfeed.auto_register_instruments, "the file wins");
     }
 
     fn write(text: &str) -> tempfile_path::TempPath {

@@ -22,15 +22,22 @@ pub struct DevOptions {
     pub durable_acks: bool,
 }
 
-/// Runs until `shutdown` is cancelled. `config` is already loaded (file, env,
-/// flags); dev mode turns on instrument auto-registration, and durable acks
-/// on its own redis-server unless `--no-durable-acks`.
+/// Dev mode's defaults, which the file and the environment override:
+/// instrument auto-registration on.
+pub fn defaults() -> Config {
+    let mut config = Config::default();
+    config.marketfeed.auto_register_instruments = true;
+    config
+}
+
+/// Runs until `shutdown` is cancelled. `config` is already loaded (dev
+/// mode's [`defaults`], file, env, flags); dev mode turns on durable acks on
+/// its own redis-server unless `--no-durable-acks`.
 pub async fn run(
     mut config: Config,
     options: DevOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    config.marketfeed.auto_register_instruments = true;
     if config.history.embedded_path
         == tickmesh_runtime::config::HistoryConfig::default().embedded_path
     {

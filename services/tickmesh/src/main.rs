@@ -273,7 +273,16 @@ enum ConfigAction {
 }
 
 fn load(args: &ConfigArgs) -> Result<Config, ConfigError> {
-    Config::load_with(args.config.as_deref(), std::env::vars(), |c| {
+    load_over(Config::default(), args)
+}
+
+/// Dev mode's defaults, under the file, the environment and the flags.
+fn load_dev(args: &ConfigArgs) -> Result<Config, ConfigError> {
+    load_over(dev::defaults(), args)
+}
+
+fn load_over(base: Config, args: &ConfigArgs) -> Result<Config, ConfigError> {
+    Config::load_over(base, args.config.as_deref(), std::env::vars(), |c| {
         if let Some(listen) = &args.listen {
             c.server.listen = listen.clone();
         }
@@ -338,7 +347,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "none" => false,
                 other => anyhow::bail!("--feed {other:?}: use \"demo\" or \"none\""),
             };
-            let config = load(&config)?;
+            let config = load_dev(&config)?;
             let _telemetry = telemetry::init(&config.telemetry)?;
             let token = CancellationToken::new();
             shutdown::cancel_on_signal(token.clone());

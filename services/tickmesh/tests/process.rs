@@ -534,3 +534,54 @@ fn bench_history_takes_its_candles_from_a_binance_trade_file() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `tickmesh dev` registers unknown symbols on their first trade by default,
+/// but an explicit setting (file or environment) wins over the mode's default.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_mode_auto_registration_is_a_default_not_an_override() {
+    for (setting, accepted) in [(None, 1), (Some("false"), 0)] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args([
+            "dev",
+            "--feed",
+            "none",
+            "--no-durable-acks",
+            "--listen",
+            &listen,
+        ])
+        .arg("--data-dir")
+        .arg(temp_path("dev-auto"))
+        .env("TICKMESH_TELEMETRY_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+        if let Some(v) = setting {
+            cmd.env("TICKMESH_MARKETFEED_AUTO_REGISTER_INSTRUMENTS", v);
+        }
+        let mut child = cmd.spawn().expect("spawn tickmesh dev");
+        let endpoint = format!("http://{listen}");
+        assert!(
+            eventually(Duration::from_secs(60), || {
+                let endpoint = endpoint.clone();
+                async move { MarketFeedServiceClient::connect(endpoint).await.is_ok() }
+            })
+            .await,
+            "tickmesh dev did not come up"
+        );
+        let mut c = MarketFeedServiceClient::connect(endpoint).await.unwrap();
+        let r = publish(&mut c, trades("NEWSYM", "t", 1)).await;
+        assert_eq!(
+            (r.accepted, r.rejected),
+            (accepted, 1 - accepted),
+            "setting {setting:?}: {r:?}"
+        );
+        // Gracefully, so dev mode stops its redis-server too.
+        let pid = child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    }
+}
