@@ -53,7 +53,20 @@ struct Owned {
     /// False after a Redis error: the book may be ahead of Redis and must be
     /// read back before it takes another trade.
     confirmed: bool,
+    /// Checks in a row that found the tick log ahead of the book while the
+    /// book did not move (see [`STALL_CHECKS`]).
+    stalled_checks: u32,
+    applied_at_last_check: u64,
 }
+
+/// Balance checks (every `lease_ttl / 3`) in a row in which a symbol's tick
+/// log is ahead of its book and the book did not move, before the trade
+/// stream is taken for stalled and reopened from what Redis holds.
+const STALL_CHECKS: u32 = 5;
+
+/// Longest wait for MarketFeed to answer a call that opens a trade stream or
+/// lists instruments: a call that hangs must not stall aggregation.
+const MARKETFEED_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Next {
     /// The set of owned symbols changed: reopen the trade stream.
@@ -129,6 +142,7 @@ impl Aggregator {
         book.carry_revisions_from(old);
         owned.book = book;
         owned.confirmed = true;
+        owned.stalled_checks = 0;
         Ok(())
     }
 
@@ -149,21 +163,49 @@ impl Aggregator {
         if owned.is_empty() {
             return Ok(());
         }
-        let symbols: Vec<&str> = owned.keys().map(String::as_str).collect();
-        let counts = self.store.writes(&symbols).await?;
-        let diverged: Vec<String> = symbols
-            .iter()
-            .zip(counts)
-            .filter(|(s, n)| owned.get(**s).is_some_and(|o| o.book.writes != *n))
-            .map(|(s, _)| s.to_string())
-            .collect();
-        if diverged.is_empty() {
-            return Ok(());
+        let symbols: Vec<String> = owned.keys().cloned().collect();
+        let refs: Vec<&str> = symbols.iter().map(String::as_str).collect();
+        let progress = self.store.progress(&refs).await?;
+        let mut diverged = Vec::new();
+        let mut stalled = Vec::new();
+        for (symbol, (writes, tick_log)) in symbols.iter().zip(progress) {
+            let Some(o) = owned.get_mut(symbol) else {
+                continue;
+            };
+            if o.book.writes != writes {
+                diverged.push(symbol.as_str());
+            }
+            let applied = o.book.applied_sequence;
+            if tick_log > applied && applied == o.applied_at_last_check {
+                o.stalled_checks += 1;
+            } else {
+                o.stalled_checks = 0;
+            }
+            o.applied_at_last_check = applied;
+            if o.stalled_checks >= STALL_CHECKS {
+                tracing::warn!(
+                    symbol,
+                    applied,
+                    tick_log,
+                    checks = o.stalled_checks,
+                    "aggregation of the symbol does not move while its tick log is ahead; reopening the trade stream"
+                );
+                stalled.push(symbol.as_str());
+            }
         }
-        Err(Error::Unavailable(format!(
-            "redis holds other candle writes than this aggregator made for {} (it lost writes in a crash or failover)",
-            diverged.join(", ")
-        )))
+        if !diverged.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "redis holds other candle writes than this aggregator made for {} (it lost writes in a crash or failover)",
+                diverged.join(", ")
+            )));
+        }
+        if !stalled.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "the trade stream of {} stalled",
+                stalled.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     fn publish_owned(&self, owned: &HashMap<String, Owned>) {
@@ -180,7 +222,9 @@ impl Aggregator {
     async fn rebalance(&self, owned: &mut HashMap<String, Owned>) -> Result<bool> {
         let live = self.leases.heartbeat().await?;
         self.check_writes(owned).await?;
-        let symbols = self.directory.refresh().await?;
+        let symbols = tokio::time::timeout(MARKETFEED_CALL_TIMEOUT, self.directory.refresh())
+            .await
+            .map_err(|_| Error::Unavailable("marketfeed ListInstruments timed out".into()))??;
         let held: Vec<(String, String)> = owned
             .iter()
             .map(|(s, o)| (s.clone(), o.lease.clone()))
@@ -227,6 +271,8 @@ impl Aggregator {
                             lease,
                             book,
                             confirmed: true,
+                            stalled_checks: 0,
+                            applied_at_last_check: 0,
                         },
                     );
                     changed = true;
@@ -271,13 +317,13 @@ impl Aggregator {
                 })
                 .collect(),
         };
-        let mut stream = self
-            .directory
-            .client()
-            .stream_trades(request)
-            .await
-            .map_err(|s| Error::Unavailable(format!("marketfeed StreamTrades: {s}")))?
-            .into_inner();
+        let mut client = self.directory.client();
+        let mut stream =
+            tokio::time::timeout(MARKETFEED_CALL_TIMEOUT, client.stream_trades(request))
+                .await
+                .map_err(|_| Error::Unavailable("marketfeed StreamTrades timed out".into()))?
+                .map_err(|s| Error::Unavailable(format!("marketfeed StreamTrades: {s}")))?
+                .into_inner();
         loop {
             tokio::select! {
                 message = stream.message() => {

@@ -233,18 +233,22 @@ impl CandleStore {
         Ok(())
     }
 
-    /// The number of candle writes Redis holds for each of `symbols` (see the
-    /// write script's DIVERGED check).
-    pub async fn writes(&self, symbols: &[&str]) -> Result<Vec<u64>> {
+    /// For each of `symbols`: the number of candle writes Redis holds (see
+    /// the write script's DIVERGED check) and the last sequence of its tick log.
+    pub async fn progress(&self, symbols: &[&str]) -> Result<Vec<(u64, u64)>> {
         let mut pipe = redis::pipe();
         for symbol in symbols {
             pipe.cmd("HGET").arg(self.keys.status(symbol)).arg("writes");
+            pipe.cmd("GET").arg(self.keys.tick_sequence(symbol));
         }
-        let counts: Vec<Option<u64>> = pipe
+        let values: Vec<Option<u64>> = pipe
             .query_async(&mut self.redis.conn())
             .await
             .map_err(unavailable)?;
-        Ok(counts.into_iter().map(|c| c.unwrap_or(0)).collect())
+        Ok(values
+            .chunks(2)
+            .map(|p| (p[0].unwrap_or(0), p.get(1).copied().flatten().unwrap_or(0)))
+            .collect())
     }
 
     /// Up to `limit` candles of a stored interval with scores in `[min, max]`
