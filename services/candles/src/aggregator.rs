@@ -159,9 +159,11 @@ impl Aggregator {
     /// Checks that Redis still holds the writes each book was built on; a
     /// Redis that lost some (with no error seen here, e.g. it restarted while
     /// this aggregator was idle) makes every book reload.
-    async fn check_writes(&self, owned: &mut HashMap<String, Owned>) -> Result<()> {
+    /// Also tells whether a symbol's trade stream looks stalled (true: the
+    /// stream should be reopened).
+    async fn check_writes(&self, owned: &mut HashMap<String, Owned>) -> Result<bool> {
         if owned.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let symbols: Vec<String> = owned.keys().cloned().collect();
         let refs: Vec<&str> = symbols.iter().map(String::as_str).collect();
@@ -190,6 +192,7 @@ impl Aggregator {
                     checks = o.stalled_checks,
                     "aggregation of the symbol does not move while its tick log is ahead; reopening the trade stream"
                 );
+                o.stalled_checks = 0;
                 stalled.push(symbol.as_str());
             }
         }
@@ -199,13 +202,8 @@ impl Aggregator {
                 diverged.join(", ")
             )));
         }
-        if !stalled.is_empty() {
-            return Err(Error::Unavailable(format!(
-                "the trade stream of {} stalled",
-                stalled.join(", ")
-            )));
-        }
-        Ok(())
+        // The books are confirmed: only the stream is reopened.
+        Ok(!stalled.is_empty())
     }
 
     fn publish_owned(&self, owned: &HashMap<String, Owned>) {
@@ -221,7 +219,7 @@ impl Aggregator {
 
     async fn rebalance(&self, owned: &mut HashMap<String, Owned>) -> Result<bool> {
         let live = self.leases.heartbeat().await?;
-        self.check_writes(owned).await?;
+        let stalled = self.check_writes(owned).await?;
         let symbols = tokio::time::timeout(MARKETFEED_CALL_TIMEOUT, self.directory.refresh())
             .await
             .map_err(|_| Error::Unavailable("marketfeed ListInstruments timed out".into()))??;
@@ -230,7 +228,7 @@ impl Aggregator {
             .map(|(s, o)| (s.clone(), o.lease.clone()))
             .collect();
         let still = self.leases.renew(&held).await?;
-        let mut changed = false;
+        let mut changed = stalled;
         for ((symbol, _), ok) in held.iter().zip(still) {
             if !ok {
                 tracing::warn!(symbol, "aggregator lease lost");
