@@ -52,18 +52,7 @@ impl RedisServer {
     /// Starts a server on a free loopback port in `dir`, with an append-only
     /// file fsynced as `fsync` says (`None`: no persistence).
     pub async fn start_with(dir: &Path, fsync: Option<Fsync>) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let port = free_port()?;
-        let mut server = Self {
-            child: None,
-            port,
-            dir: dir.to_path_buf(),
-            fsync,
-            remove_dir: false,
-            replica_of: None,
-        };
-        server.spawn().await?;
-        Ok(server)
+        Self::start(dir, fsync, None).await
     }
 
     /// Starts a replica of the loopback server on `primary_port`, in `dir`
@@ -74,6 +63,14 @@ impl RedisServer {
         fsync: Option<Fsync>,
         primary_port: u16,
     ) -> anyhow::Result<Self> {
+        Self::start(dir, fsync, Some(primary_port)).await
+    }
+
+    async fn start(
+        dir: &Path,
+        fsync: Option<Fsync>,
+        replica_of: Option<u16>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let port = free_port()?;
         let mut server = Self {
@@ -82,7 +79,7 @@ impl RedisServer {
             dir: dir.to_path_buf(),
             fsync,
             remove_dir: false,
-            replica_of: Some(primary_port),
+            replica_of,
         };
         server.spawn().await?;
         Ok(server)
