@@ -1,0 +1,1 @@
+//! Fake venue (being written).

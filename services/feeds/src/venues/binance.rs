@@ -1,0 +1,1 @@
+//! binance (being written).

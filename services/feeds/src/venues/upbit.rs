@@ -1,0 +1,1 @@
+//! upbit (being written).
