@@ -1,8 +1,50 @@
 //! Feeds: the mesh's own connections to venues. Each venue is one file under
-//! [`venues`] behind the [`venue::Venue`] trait; the connection runner,
-//! ownership leases and gap backfill are shared.
+//! [`venues`] behind the [`venue::Venue`] trait; the connection runner
+//! ([`connection`]), ownership leases ([`ownership`]) and the feed that
+//! reconnects, rotates and backfills ([`feed`]) are shared.
 
+pub mod connection;
 pub mod decimal_text;
+pub mod feed;
 pub mod http;
+pub mod ownership;
+pub mod status;
 pub mod venue;
 pub mod venues;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use feed::{Feed, FeedSpec};
+pub use status::SymbolStatus;
+
+/// The feeds one process runs.
+#[derive(Clone, Default)]
+pub struct Feeds {
+    feeds: Vec<Arc<Feed>>,
+}
+
+impl Feeds {
+    /// Starts every feed; each runs until `shutdown`.
+    pub fn start(
+        specs: Vec<FeedSpec>,
+        marketfeed: Arc<tickmesh_marketfeed::MarketFeed>,
+        instance: &str,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let feeds: Vec<Arc<Feed>> = specs
+            .into_iter()
+            .map(|spec| Feed::new(spec, marketfeed.clone(), instance.to_string()))
+            .collect();
+        for feed in &feeds {
+            tokio::spawn(feed.clone().run(shutdown.clone()));
+        }
+        Self { feeds }
+    }
+
+    /// Every symbol of every feed, as this instance sees it.
+    pub fn status(&self) -> Vec<SymbolStatus> {
+        self.feeds.iter().flat_map(|f| f.status()).collect()
+    }
+}

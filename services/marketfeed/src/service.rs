@@ -140,6 +140,11 @@ impl MarketFeed {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The Redis this service stores in (feeds keep their leases there).
+    pub fn redis(&self) -> &RedisHandle {
+        &self.redis
+    }
+
     pub fn config(&self) -> &MarketFeedConfig {
         &self.config
     }
@@ -245,6 +250,13 @@ impl MarketFeed {
             rejections,
             last_sequences: written.last_sequences,
         })
+    }
+
+    /// The newest trade of `symbol` in its tick log (what a feed that takes
+    /// the symbol over resumes after).
+    pub async fn last_trade(&self, symbol: &str) -> Result<Option<crate::model::TradeRecord>> {
+        let symbol: Arc<str> = Arc::from(symbol);
+        crate::tick_log::last_trade(&mut self.redis.conn(), &self.keys, &symbol).await
     }
 
     /// Starts streaming trades; the receiver yields messages until the client

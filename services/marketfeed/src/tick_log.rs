@@ -34,6 +34,24 @@ pub async fn read_range<C: redis::aio::ConnectionLike>(
     parse_entries(symbol, reply)
 }
 
+/// The newest trade in `symbol`'s tick log, if any (a feed resumes after it).
+pub async fn last_trade<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    symbol: &Arc<str>,
+) -> Result<Option<TradeRecord>> {
+    let reply: Value = redis::cmd("XREVRANGE")
+        .arg(keys.tick_log(symbol))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(parse_entries(symbol, reply)?.pop())
+}
+
 /// The last sequence given to `symbol` (0 when it never traded).
 pub async fn last_sequence<C: redis::aio::ConnectionLike>(
     conn: &mut C,
