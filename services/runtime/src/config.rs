@@ -38,6 +38,9 @@ pub struct Config {
     pub ranking: RankingConfig,
     pub coupon: CouponConfig,
     pub queue: QueueConfig,
+    /// `[[feeds]]`: venue connections this process runs (see
+    /// [`crate::feeds_config`]); empty by default.
+    pub feeds: Vec<crate::feeds_config::FeedConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -638,6 +641,20 @@ impl Config {
             let table: toml::Table = toml::from_str(&text)
                 .map_err(|e| err(format!("config file {}: {e}", path.display())))?;
             for (section, value) in table {
+                if section == "feeds" {
+                    let toml::Value::Array(_) = value else {
+                        return Err(err(format!(
+                            "config file {}: `feeds` must be [[feeds]] tables",
+                            path.display()
+                        )));
+                    };
+                    sources.insert("feeds".into(), format!("file {}", path.display()));
+                    merged
+                        .as_table_mut()
+                        .expect("config is a table")
+                        .insert(section, value);
+                    continue;
+                }
                 let toml::Value::Table(keys) = value else {
                     return Err(err(format!(
                         "config file {}: `{section}` must be a [section]",
@@ -674,6 +691,21 @@ impl Config {
                 || name.starts_with(ENV_TEST_PREFIX)
                 || ENV_NOT_SETTINGS.contains(&name.as_str())
             {
+                continue;
+            }
+            if name == "TICKMESH_FEEDS" {
+                let feeds = crate::feeds_config::parse_feed_list(&raw).map_err(|e| {
+                    err(format!(
+                        "invalid setting in environment variable {name}: {e}"
+                    ))
+                })?;
+                let value = toml::Value::try_from(feeds)
+                    .map_err(|e| err(format!("internal: feeds do not serialize: {e}")))?;
+                sources.insert("feeds".into(), format!("environment variable {name}"));
+                merged
+                    .as_table_mut()
+                    .expect("config is a table")
+                    .insert("feeds".into(), value);
                 continue;
             }
             let (section, key) = env_key(&name, &defaults)?;
@@ -1013,6 +1045,21 @@ impl Config {
                 "must be 0s (off) or at least 100ms".into(),
             );
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, feed) in self.feeds.iter().enumerate() {
+            if let Some((key, reason)) = feed.violation() {
+                return bad(&format!("feeds[{i}].{key}"), reason);
+            }
+            if !names.insert(feed.resolved_name()) {
+                return bad(
+                    &format!("feeds[{i}].name"),
+                    format!(
+                        "{:?} names two feeds; give each its own `name`",
+                        feed.resolved_name()
+                    ),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -1190,6 +1237,38 @@ mod tests {
             Config::default(),
             "the example documents the defaults"
         );
+    }
+
+    #[test]
+    fn feeds_from_the_file_and_the_environment() {
+        let file = write(
+            "[[feeds]]\nvenue = \"binance\"\nsymbols = [\"BTCUSDT\", \"ETHUSDT\"]\nstall_timeout = \"10s\"\n\n[[feeds]]\nvenue = \"bybit\"\ncategory = \"linear\"\nsymbols = [\"BTCUSDT\"]\nsymbol_prefix = \"bybit:\"\n",
+        );
+        let config = Config::load(Some(&file.0), env(&[])).unwrap();
+        assert_eq!(config.feeds.len(), 2);
+        assert_eq!(config.feeds[0].stall_timeout, Duration::from_secs(10));
+        assert_eq!(config.feeds[1].resolved_name(), "bybit-linear");
+        assert_eq!(config.feeds[1].symbol_prefix, "bybit:");
+        // The environment replaces the file's list.
+        let config = Config::load(
+            Some(&file.0),
+            env(&[("TICKMESH_FEEDS", "upbit:KRW-BTC,KRW-ETH")]),
+        )
+        .unwrap();
+        assert_eq!(config.feeds.len(), 1);
+        assert_eq!(config.feeds[0].venue, "upbit");
+        let e = Config::load(None, env(&[("TICKMESH_FEEDS", "kraken:XBTUSD")])).unwrap_err();
+        assert!(
+            e.0.contains("feeds[0].venue") && e.0.contains("kraken"),
+            "{}",
+            e.0
+        );
+        let e = Config::load(
+            None,
+            env(&[("TICKMESH_FEEDS", "binance:BTCUSDT;binance:ETHUSDT")]),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("feeds[1].name"), "{}", e.0);
     }
 
     #[test]

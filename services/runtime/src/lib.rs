@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod feeds_config;
 pub mod health;
 pub mod proto_time;
 pub mod redis_conn;
