@@ -12,7 +12,11 @@ pub enum HttpError {
     RateLimited { status: u16, retry_after: Duration },
     /// Any other non-success answer.
     #[error("HTTP {status} from {url}: {body}")]
-    Status { status: u16, url: String, body: String },
+    Status {
+        status: u16,
+        url: String,
+        body: String,
+    },
     /// Connection, timeout, or a body that is not what the venue documents.
     #[error("{0}")]
     Transport(String),
