@@ -31,10 +31,16 @@ pub mod tickmesh {
             tonic::include_proto!("tickmesh.coupon.v1");
         }
     }
+    pub mod feeds {
+        pub mod v1 {
+            tonic::include_proto!("tickmesh.feeds.v1");
+        }
+    }
 }
 
 pub use tickmesh::candles::v1 as candles;
 pub use tickmesh::coupon::v1 as coupon;
+pub use tickmesh::feeds::v1 as feeds;
 pub use tickmesh::marketfeed::v1 as marketfeed;
 pub use tickmesh::queue::v1 as queue;
 pub use tickmesh::ranking::v1 as ranking;

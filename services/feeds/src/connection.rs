@@ -86,8 +86,15 @@ impl Connection {
             Heartbeat::ClientText { text, every } => (every, Some(Message::text(text))),
             Heartbeat::ClientPing { every } => (every, Some(Message::Ping(Vec::new().into()))),
         };
+        // Beat well inside the stall timeout, so a quiet but healthy socket
+        // answers before it is given up on.
+        let beat_every = beat_every
+            .min(self.stall_timeout / 2)
+            .max(Duration::from_millis(10));
         let mut beats = tokio::time::interval_at(Instant::now() + beat_every, beat_every);
         beats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Only what the venue sends moves this; our own heartbeats do not.
+        let mut heard = Instant::now();
         loop {
             let next = tokio::select! {
                 _ = beats.tick() => {
@@ -98,8 +105,9 @@ impl Connection {
                     }
                     continue;
                 }
-                next = tokio::time::timeout(self.stall_timeout, stream.next()) => next,
+                next = tokio::time::timeout_at(heard + self.stall_timeout, stream.next()) => next,
             };
+            heard = Instant::now();
             let message = match next {
                 Err(_) => return Ended::Stalled,
                 Ok(None) => return Ended::Closed("the venue closed the socket".into()),

@@ -48,9 +48,30 @@ pub fn plain_decimal(text: &str) -> Option<String> {
     })
 }
 
+/// Decimal places a venue's tick or lot size asks for: "0.01000000" → 2,
+/// "1.00000000" → 0, "0.0001" → 4, "1e-8" → 8. `None` when it is not a
+/// decimal.
+pub fn scale_of_step(step: &str) -> Option<u32> {
+    let plain = plain_decimal(step)?;
+    Some(match plain.split_once('.') {
+        Some((_, frac)) => frac.trim_end_matches('0').len() as u32,
+        None => 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::plain_decimal;
+    use super::{plain_decimal, scale_of_step};
+
+    #[test]
+    fn steps_give_scales() {
+        assert_eq!(scale_of_step("0.01000000"), Some(2));
+        assert_eq!(scale_of_step("1.00000000"), Some(0));
+        assert_eq!(scale_of_step("0.0001"), Some(4));
+        assert_eq!(scale_of_step("1e-8"), Some(8));
+        assert_eq!(scale_of_step("1000"), Some(0));
+        assert_eq!(scale_of_step("x"), None);
+    }
 
     #[test]
     fn numbers_keep_their_digits() {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{Connection, Ended, Event};
 use crate::http::{Http, HttpError};
 use crate::ownership::FeedLeases;
-use crate::status::{ConnectionState, SymbolStatus};
+use crate::status::{ConnectionState, StatusBoard, SymbolStatus};
 use crate::venue::{IdOrder, LastSeen, TakerSide, Venue, VenueTrade};
 
 /// What a feed is, resolved from config.
@@ -65,6 +65,7 @@ pub struct Feed {
     http: Http,
     leases: FeedLeases,
     status: Arc<Mutex<BTreeMap<String, SymbolStatus>>>,
+    board: StatusBoard,
 }
 
 impl Feed {
@@ -85,12 +86,14 @@ impl Feed {
                 )
             })
             .collect();
+        let board = StatusBoard::new(marketfeed.redis().clone());
         Arc::new(Self {
             spec,
             marketfeed,
             http: Http::default(),
             leases,
             status: Arc::new(Mutex::new(status)),
+            board,
         })
     }
 
@@ -102,6 +105,12 @@ impl Feed {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// The mesh's view of this feed's symbols: each owner's latest report.
+    pub async fn mesh_status(&self) -> tickmesh_core::Result<Vec<SymbolStatus>> {
+        let fresh_ms = 3 * self.spec.lease_ttl.as_millis() as i64;
+        self.board.merged(self.status(), fresh_ms).await
     }
 
     fn update(&self, symbol: &str, f: impl FnOnce(&mut SymbolStatus)) {
@@ -163,6 +172,10 @@ impl Feed {
                         s.state = ConnectionState::NotOwned;
                     }
                 });
+            }
+            let owned: Vec<SymbolStatus> = self.status().into_iter().filter(|s| s.owned).collect();
+            if let Err(e) = self.board.report(&owned).await {
+                tracing::debug!(feed = %self.spec.name, error = %e, "writing the feed status");
             }
             let now: Vec<String> = held.keys().cloned().collect();
             if now != before {

@@ -6,6 +6,8 @@
 pub mod connection;
 pub mod decimal_text;
 pub mod feed;
+pub mod from_config;
+pub mod grpc;
 pub mod http;
 pub mod ownership;
 pub mod status;
@@ -41,6 +43,23 @@ impl Feeds {
             tokio::spawn(feed.clone().run(shutdown.clone()));
         }
         Self { feeds }
+    }
+
+    /// The mesh's view of every symbol of the feeds (or of the one named
+    /// `only`), in feed then symbol order; NOT_FOUND for an unknown feed.
+    pub async fn mesh_status(&self, only: &str) -> tickmesh_core::Result<Vec<SymbolStatus>> {
+        let mut out = Vec::new();
+        let mut found = only.is_empty();
+        for feed in &self.feeds {
+            if only.is_empty() || feed.spec.name == only {
+                found = true;
+                out.extend(feed.mesh_status().await?);
+            }
+        }
+        if !found {
+            return Err(tickmesh_core::Error::NotFound(format!("feed {only:?}")));
+        }
+        Ok(out)
     }
 
     /// Every symbol of every feed, as this instance sees it.

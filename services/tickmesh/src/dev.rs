@@ -4,16 +4,48 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use tickmesh_fake_venue::{FakeVenue, VenueKind};
 use tickmesh_runtime::config::{Config, RedisConfig};
+use tickmesh_runtime::feeds_config::{FeedConfig, parse_feed_list};
 use tickmesh_runtime::redis_server::{Fsync, RedisServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::mesh::Mesh;
 
+/// What feeds dev mode's trades.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DevFeed {
+    /// A deterministic random walk published through MarketFeed.
+    Demo,
+    /// Nothing: trades come from your own publishers.
+    None,
+    /// The fake venue of `tickmesh-fake-venue` on 127.0.0.1 (Binance, Bybit
+    /// and Upbit formats), through the real venue connectors: no internet.
+    Fake,
+    /// Real venues, added to `[[feeds]]` (`--feed binance:BTCUSDT,ETHUSDT`).
+    Venues(Vec<FeedConfig>),
+}
+
+impl DevFeed {
+    /// Reads `--feed`: "demo", "none", "fake" or `venue[/option]:SYM,...;...`.
+    pub fn parse(text: &str) -> anyhow::Result<DevFeed> {
+        Ok(match text {
+            "demo" => DevFeed::Demo,
+            "none" => DevFeed::None,
+            "fake" => DevFeed::Fake,
+            list => DevFeed::Venues(parse_feed_list(list).map_err(|e| {
+                anyhow::anyhow!(
+                    "--feed {list:?}: {e}; use \"demo\", \"none\", \"fake\" or venue:SYMBOL,SYMBOL (venues: binance, bybit, upbit)"
+                )
+            })?),
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DevOptions {
     pub data_dir: PathBuf,
-    pub demo_feed: bool,
+    pub feed: DevFeed,
     /// Demo trades per second per symbol.
     pub rate: u32,
     /// With dev mode's own redis-server: `marketfeed.durable_acks` on, that
@@ -70,19 +102,40 @@ pub async fn run(
         own_redis = Some(server);
     }
 
+    let mut fake = None;
+    match &options.feed {
+        DevFeed::Venues(feeds) => config.feeds.extend(feeds.iter().cloned()),
+        DevFeed::Fake => {
+            let venue = FakeVenue::start()
+                .await
+                .context("starting the fake venue on 127.0.0.1")?;
+            config.feeds.extend(fake_feeds(&venue));
+            fake = Some(venue);
+        }
+        DevFeed::Demo | DevFeed::None => {}
+    }
+    config
+        .validate()
+        .map_err(|(key, reason)| anyhow::anyhow!("invalid setting `{key}`: {reason}"))?;
+
     let mesh = Mesh::start(config.clone()).await?;
     let endpoint = mesh.endpoint();
     crate::demo_feed::register(&endpoint, &config.auth.admin_token)
         .await
         .context("registering demo instruments")?;
-    if options.demo_feed {
+    if options.feed == DevFeed::Demo {
         tokio::spawn(crate::demo_feed::run(
             endpoint.clone(),
             options.rate,
             shutdown.clone(),
         ));
     }
-    print_banner(&mesh, &config, options.demo_feed);
+    if let Some(venue) = &fake {
+        for kind in [VenueKind::Binance, VenueKind::Bybit, VenueKind::Upbit] {
+            venue.generate(kind, options.rate, shutdown.clone());
+        }
+    }
+    print_banner(&mesh, &config, &options.feed);
 
     let stop = mesh.shutdown.clone();
     let waiter = tokio::spawn(async move {
@@ -91,24 +144,62 @@ pub async fn run(
     });
     mesh.wait().await?;
     waiter.abort();
+    if let Some(venue) = fake {
+        venue.shutdown();
+    }
     if let Some(mut server) = own_redis {
         server.kill().await;
     }
     Ok(())
 }
 
-fn print_banner(mesh: &Mesh, config: &Config, feed: bool) {
+/// The fake venue's symbols, as dev mode's `[[feeds]]`: Binance BTCUSDT and
+/// ETHUSDT, Bybit BTCUSDT as `bybit:BTCUSDT`, Upbit KRW-BTC.
+pub fn fake_feeds(venue: &FakeVenue) -> Vec<FeedConfig> {
+    let feed = |kind, name: &str, symbols: &[&str], prefix: &str| FeedConfig {
+        venue: name.to_string(),
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        symbol_prefix: prefix.to_string(),
+        ws_url: venue.ws_base(kind),
+        rest_url: venue.rest_base(kind),
+        ..FeedConfig::default()
+    };
+    venue.add_symbol(VenueKind::Binance, "BTCUSDT", "0.01", "0.00001", "67000.00");
+    venue.add_symbol(VenueKind::Binance, "ETHUSDT", "0.01", "0.0001", "3500.00");
+    venue.add_symbol(VenueKind::Bybit, "BTCUSDT", "0.1", "0.000001", "67010.0");
+    venue.add_symbol(
+        VenueKind::Upbit,
+        "KRW-BTC",
+        "1000",
+        "0.00000001",
+        "95000000",
+    );
+    vec![
+        feed(VenueKind::Binance, "binance", &["BTCUSDT", "ETHUSDT"], ""),
+        feed(VenueKind::Bybit, "bybit", &["BTCUSDT"], "bybit:"),
+        feed(VenueKind::Upbit, "upbit", &["KRW-BTC"], ""),
+    ]
+}
+
+fn print_banner(mesh: &Mesh, config: &Config, feed: &DevFeed) {
     let addr = mesh.addr;
     println!();
     println!("tickmesh dev is running on {addr}");
     println!("  services: {}", config.services.resolved().join(", "));
     println!("  redis:    {}", crate::mesh::redact(&config.redis.url));
+    let venues = config
+        .feeds
+        .iter()
+        .map(|f| format!("{} {}", f.resolved_name(), f.symbols.join(",")))
+        .collect::<Vec<_>>()
+        .join("; ");
     println!(
         "  feed:     {}",
-        if feed {
-            "demo random walk of BTCUSDT, ETHUSDT, 005930.KS"
-        } else {
-            "none"
+        match feed {
+            DevFeed::Demo => "demo random walk of BTCUSDT, ETHUSDT, 005930.KS".to_string(),
+            DevFeed::None => "none".to_string(),
+            DevFeed::Fake => format!("fake venue on 127.0.0.1 through the connectors: {venues}"),
+            DevFeed::Venues(_) => format!("venues: {venues}"),
         }
     );
     println!(

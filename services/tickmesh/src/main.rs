@@ -49,7 +49,9 @@ enum Command {
         /// Where dev mode keeps its Redis data.
         #[arg(long, default_value = ".data")]
         data_dir: PathBuf,
-        /// "demo" (a deterministic random walk) or "none".
+        /// "demo" (a deterministic random walk), "none", "fake" (a fake
+        /// Binance/Bybit/Upbit on 127.0.0.1 through the real connectors) or
+        /// venues to connect to: "binance:BTCUSDT,ETHUSDT;bybit/linear:BTCUSDT;upbit:KRW-BTC".
         #[arg(long, default_value = "demo")]
         feed: String,
         /// Demo trades per second per symbol.
@@ -342,11 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rate,
             no_durable_acks,
         } => {
-            let demo_feed = match feed.as_str() {
-                "demo" => true,
-                "none" => false,
-                other => anyhow::bail!("--feed {other:?}: use \"demo\" or \"none\""),
-            };
+            let feed = dev::DevFeed::parse(&feed)?;
             let config = load_dev(&config)?;
             let _telemetry = telemetry::init(&config.telemetry)?;
             let token = CancellationToken::new();
@@ -355,7 +353,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config,
                 dev::DevOptions {
                     data_dir,
-                    demo_feed,
+                    feed,
                     rate,
                     durable_acks: !no_durable_acks,
                 },

@@ -29,6 +29,8 @@ pub struct Mesh {
     pub ranking: Option<Arc<Ranking>>,
     pub coupon: Option<Arc<Coupons>>,
     pub queue: Option<Arc<Queue>>,
+    /// The venue feeds this process runs (`[[feeds]]`), when any.
+    pub feeds: Option<tickmesh_feeds::Feeds>,
     /// This process's aggregator, when it runs one.
     pub aggregator: Option<JoinHandle<()>>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -94,6 +96,33 @@ impl Mesh {
             ));
             names.push(tickmesh_marketfeed::SERVICE_NAME);
             marketfeed = Some(feed);
+        }
+        let mut feeds = None;
+        if !config.feeds.is_empty() {
+            let Some(marketfeed) = &marketfeed else {
+                shutdown.cancel();
+                anyhow::bail!(
+                    "[[feeds]] are configured but the marketfeed service is not enabled in this process (services.enabled): feeds publish through it"
+                );
+            };
+            let specs = config
+                .feeds
+                .iter()
+                .map(tickmesh_feeds::from_config::spec)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let running = tickmesh_feeds::Feeds::start(
+                specs,
+                marketfeed.clone(),
+                &instance_id(addr),
+                shutdown.clone(),
+            );
+            routes.add_service(tickmesh_feeds::grpc::server(
+                running.clone(),
+                config.server.max_message_bytes,
+            ));
+            names.push(tickmesh_feeds::grpc::SERVICE_NAME);
+            feeds = Some(running);
         }
         let mut candles = None;
         let mut aggregator = None;
@@ -227,6 +256,7 @@ impl Mesh {
             ranking,
             coupon,
             queue,
+            feeds,
             aggregator,
             task,
         })
