@@ -131,6 +131,15 @@ impl Streamer {
                             return Err(rewound(&state.symbol, last, state.next));
                         }
                     }
+                    if batch.items.is_empty() && after >= state.next {
+                        // The hub's announcement that it started following
+                        // the log after `after`: entries up to it (written
+                        // after this client read the log) never come live,
+                        // so read them now. Without this a trade published
+                        // between the catch-up and the tailer's start waited
+                        // for the next trade of the symbol, or forever.
+                        self.catch_up(&mut conn, state, Some(after), tx).await?;
+                    }
                     let Some(first) = batch.items.first().map(|t| t.sequence) else {
                         continue;
                     };

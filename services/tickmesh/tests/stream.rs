@@ -397,3 +397,44 @@ async fn a_tick_log_that_went_back_ends_streams_past_its_end() {
             .collect::<Vec<_>>()
     );
 }
+
+/// A trade published while a new stream is between its catch-up from the
+/// tick log and the moment the live tailer starts following the symbol is
+/// still delivered, without waiting for a later trade (it used to wait for
+/// the symbol's next trade, or forever on a quiet symbol). The window is
+/// short, so many fresh symbols each race a publish against a stream start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trade_published_while_a_stream_starts_is_not_held_back() {
+    let redis = redis().await;
+    let mesh = start(config(&redis.url())).await;
+    let mut c = client(&mesh).await;
+    let mut late = Vec::new();
+    for k in 0..40 {
+        let symbol = format!("RACE{k}");
+        register(&mut c, &symbol, 2, 5).await;
+        publish(&mut c, trades(&symbol, "a", 1)).await;
+        let mut publisher = c.clone();
+        let (sym, delay) = (symbol.clone(), Duration::from_micros(250 * (k % 8)));
+        let racing = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            publish(&mut publisher, trades(&sym, "b", 2)).await;
+        });
+        let mut s = c
+            .stream_trades(request(&[&symbol], Some(1)))
+            .await
+            .unwrap()
+            .into_inner();
+        racing.await.unwrap();
+        let (got, gaps) = collect(&mut s, 3, Duration::from_secs(3)).await;
+        assert!(gaps.is_empty(), "{symbol}: {gaps:?}");
+        let sequences: Vec<u64> = got.iter().map(|t| t.sequence).collect();
+        if sequences != [1, 2, 3] {
+            late.push((symbol, sequences));
+        }
+    }
+    assert!(
+        late.is_empty(),
+        "streams that did not deliver all 3 trades within 3 s: {late:?}"
+    );
+    mesh.stop().await.unwrap();
+}
