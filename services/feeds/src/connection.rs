@@ -82,7 +82,15 @@ impl Connection {
             return Ended::Cancelled;
         }
         let (beat_every, beat) = match self.venue.heartbeat() {
-            Heartbeat::ServerPings => (Duration::from_secs(3600), None),
+            // The venue pings (answered below); a ping of ours on a quiet
+            // socket makes its pong prove the socket alive well inside the
+            // stall timeout, whatever the venue's ping interval (RFC 6455
+            // peers answer pings; Binance counts one toward its 5 messages a
+            // second, so once per half stall timeout is nothing).
+            Heartbeat::ServerPings => (
+                Duration::from_secs(3600),
+                Some(Message::Ping(Vec::new().into())),
+            ),
             Heartbeat::ClientText { text, every } => (every, Some(Message::text(text))),
             Heartbeat::ClientPing { every } => (every, Some(Message::Ping(Vec::new().into()))),
         };

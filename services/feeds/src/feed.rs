@@ -6,7 +6,7 @@
 //! fills the hole from the venue's REST history. Every trade goes through
 //! MarketFeed's publish path, so one received twice is counted once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -264,6 +264,9 @@ impl Feed {
         let mut attempt = 0u32;
         let mut backfills = JoinSet::new();
         let mut replacement: Option<(u64, CancellationToken)> = None;
+        // Symbols whose first live trade since the last connect has not come
+        // yet: the hole up to it is filled when it does (see `first_live`).
+        let mut awaiting_first: HashSet<String> = HashSet::new();
         let start = |id: u64| {
             let token = cancel.child_token();
             let connection = Connection {
@@ -343,12 +346,16 @@ impl Feed {
                             continue;
                         }
                         attempt = 0;
+                        awaiting_first.extend(symbols.iter().cloned());
                         for s in &symbols {
                             self.update(s, |st| st.state = ConnectionState::Backfilling);
                             backfills.spawn(self.clone().backfill_after_tick_log(s.clone(), None, cancel.clone()));
                         }
                     }
                     Event::Trades { trades, .. } => {
+                        if !awaiting_first.is_empty() {
+                            self.first_live(&trades, &mut awaiting_first, &mut last_ordinal, &mut backfills, &cancel).await;
+                        }
                         if self.spec.venue.id_order() == IdOrder::Contiguous {
                             for t in &trades {
                                 let Some(ordinal) = t.ordinal else { continue };
@@ -389,6 +396,61 @@ impl Feed {
             t.cancel();
         }
         backfills.shutdown().await;
+    }
+
+    /// The first live trades since a connect. A venue starts streaming a
+    /// moment after the socket opens, so the backfill made at connect may end
+    /// before the first trade the socket brings: whatever traded in between
+    /// is filled now, up to that first trade, from the last trade stored
+    /// (read before this batch is published). Venues with contiguous ids
+    /// seed the jump check with the stored id, so a hole shows as a jump;
+    /// the others fetch the hole by time.
+    async fn first_live(
+        self: &Arc<Self>,
+        trades: &[VenueTrade],
+        awaiting: &mut HashSet<String>,
+        last_ordinal: &mut HashMap<String, u64>,
+        backfills: &mut JoinSet<()>,
+        cancel: &CancellationToken,
+    ) {
+        let mut firsts: BTreeMap<&str, &VenueTrade> = BTreeMap::new();
+        for t in trades {
+            if awaiting.contains(&t.symbol) {
+                firsts.entry(t.symbol.as_str()).or_insert(t);
+            }
+        }
+        for (symbol, first) in firsts {
+            awaiting.remove(symbol);
+            let stored = match self
+                .marketfeed
+                .last_trade(&self.spec.mesh_symbol(symbol))
+                .await
+            {
+                Ok(Some(last)) => LastSeen {
+                    ordinal: last.trade_id.parse().ok(),
+                    trade_id: last.trade_id,
+                    time_ms: last.time_ns / 1_000_000,
+                },
+                // Nothing stored: a new symbol starts from its first trade.
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(feed = %self.spec.name, symbol, error = %e, "reading the tick log's last trade; the connect-time backfill stands alone");
+                    continue;
+                }
+            };
+            if self.spec.venue.id_order() == IdOrder::Contiguous {
+                if let Some(ordinal) = stored.ordinal {
+                    last_ordinal.insert(symbol.to_string(), ordinal);
+                }
+            } else if stored.trade_id != first.trade_id {
+                backfills.spawn(self.clone().backfill(
+                    symbol.to_string(),
+                    stored,
+                    Some(first.clone()),
+                    cancel.clone(),
+                ));
+            }
+        }
     }
 
     /// Backfills `symbol` from the last trade the tick log holds (a
