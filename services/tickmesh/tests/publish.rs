@@ -741,3 +741,58 @@ async fn client_deadlines_are_honoured() {
     assert!(started.elapsed() < Duration::from_secs(3));
     mesh.stop().await.unwrap();
 }
+
+/// NOT_FOUND messages name the thing once: `instrument "NOPE" not found`.
+#[tokio::test]
+async fn unknown_symbols_are_not_found_and_said_once() {
+    use tickmesh_api::candles::candle_query_service_client::CandleQueryServiceClient;
+    use tickmesh_api::candles::{GetCandlesRequest, SubscribeCandlesRequest};
+    use tickmesh_api::marketfeed::{GetInstrumentRequest, StreamTradesRequest};
+    let redis = redis().await;
+    let mut cfg = config(&redis.url());
+    cfg.marketfeed.auto_register_instruments = false;
+    let mesh = start(cfg).await;
+    let mut c = client(&mesh).await;
+    let mut candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let want = "instrument \"NOPE\" not found";
+    let e = c
+        .get_instrument(GetInstrumentRequest {
+            symbol: "NOPE".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (tonic::Code::NotFound, want));
+    let e = c
+        .stream_trades(StreamTradesRequest {
+            symbols: vec!["NOPE".into()],
+            from_sequence: None,
+            cursors: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (tonic::Code::NotFound, want));
+    let e = candles
+        .get_candles(GetCandlesRequest {
+            symbol: "NOPE".into(),
+            interval: "1m".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (tonic::Code::NotFound, want));
+    let e = match candles
+        .subscribe_candles(SubscribeCandlesRequest {
+            symbol: "NOPE".into(),
+            intervals: vec!["1m".into()],
+            ..Default::default()
+        })
+        .await
+    {
+        Err(e) => e,
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!((e.code(), e.message()), (tonic::Code::NotFound, want));
+    mesh.stop().await.unwrap();
+}
