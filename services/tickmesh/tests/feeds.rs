@@ -399,3 +399,45 @@ async fn a_quiet_socket_is_kept_and_a_stalled_one_replaced() {
     mesh.stop().await.unwrap();
     venue.shutdown();
 }
+
+/// While trades flow: connections are rotated before the venue's forced
+/// disconnect (here every 1.2 s), the venue closes them itself (Binance's
+/// 24 h close frame), sends messages out of order, and rate-limits the REST
+/// history (429 with Retry-After) when a backfill needs it. Every trade is
+/// still in the tick log exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_forced_closes_reordering_and_rate_limits_lose_nothing() {
+    logs();
+    let redis = redis().await;
+    let venue = FakeVenue::start().await.expect("fake venue");
+    venue.add_symbol(VenueKind::Binance, "BTCUSDT", "0.01", "0.00001", "67000.00");
+    let mut binance = feed(&venue, VenueKind::Binance, "binance", &["BTCUSDT"]);
+    binance.rotate_after = Duration::from_millis(1200);
+    let mesh = start(with_feeds(&redis.url(), vec![binance])).await;
+    let mut client = client(&mesh).await;
+    subscribed(&venue, VenueKind::Binance, "BTCUSDT").await;
+    let flowing = tokio_util::sync::CancellationToken::new();
+    venue.generate(VenueKind::Binance, 300, flowing.clone());
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    venue.reorder_next(VenueKind::Binance, 20);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    venue.rate_limit_rest(VenueKind::Binance, 2);
+    venue.force_close(VenueKind::Binance);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    flowing.cancel();
+    // Let the last generated batch land before reading what was produced.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let produced = venue.produced(VenueKind::Binance, "BTCUSDT");
+    assert!(produced.len() > 500, "{} trades generated", produced.len());
+    let logged = tick_log(&mut client, "BTCUSDT", produced.len()).await;
+    assert_exactly_once("BTCUSDT", &produced, &logged);
+    // The rotation opened extra connections; the forced close one more.
+    assert!(venue.connects(VenueKind::Binance) >= 3);
+    let status = feed_status(&mesh, "binance").await;
+    assert_eq!(status[0].unrecoverable, 0, "{status:?}");
+    assert!(status[0].last_error.contains("closed"), "{status:?}");
+    mesh.stop().await.unwrap();
+    venue.shutdown();
+}
