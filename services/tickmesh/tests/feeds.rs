@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
+use tickmesh_api::candles::candle_query_service_client::CandleQueryServiceClient;
+use tickmesh_api::candles::{CandleOrder, GetCandlesRequest};
 use tickmesh_api::feeds::feed_service_client::FeedServiceClient;
 use tickmesh_api::feeds::{ConnectionState, GetFeedStatusRequest};
 use tickmesh_api::marketfeed::{StreamTradesRequest, Trade};
@@ -130,6 +132,60 @@ fn assert_exactly_once(mesh_symbol: &str, produced: &[FakeTrade], logged: &[Trad
     assert_eq!(sequences, (1..=logged.len() as u64).collect::<Vec<_>>());
 }
 
+/// An exact decimal as an integer of 10^-12 units.
+fn units(text: &str) -> i128 {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let frac = format!("{frac:0<12}");
+    int.parse::<i128>().unwrap() * 10i128.pow(12) + frac[..12].parse::<i128>().unwrap()
+}
+
+/// The 1m candles of `symbol` count every produced trade once: trade counts,
+/// volumes, highs and lows add up to the venue's trades exactly.
+async fn assert_candles_count_each_once(
+    mesh: &tickmesh::mesh::Mesh,
+    symbol: &str,
+    produced: &[FakeTrade],
+) {
+    let candles = CandleQueryServiceClient::connect(mesh.endpoint())
+        .await
+        .unwrap();
+    let want_volume: i128 = produced.iter().map(|t| units(&t.quantity)).sum();
+    let want_high = produced.iter().map(|t| units(&t.price)).max().unwrap();
+    let want_low = produced.iter().map(|t| units(&t.price)).min().unwrap();
+    let last = std::cell::Cell::new((0, 0, 0, 0));
+    let ok = eventually(WAIT, || {
+        let mut candles = candles.clone();
+        let last = &last;
+        async move {
+            let Ok(page) = candles
+                .get_candles(GetCandlesRequest {
+                    symbol: symbol.into(),
+                    interval: "1m".into(),
+                    order: CandleOrder::OldestFirst as i32,
+                    ..Default::default()
+                })
+                .await
+            else {
+                return false;
+            };
+            let page = page.into_inner().candles;
+            let count: u64 = page.iter().map(|c| c.trade_count).sum();
+            let volume: i128 = page.iter().map(|c| units(&c.volume)).sum();
+            let high = page.iter().map(|c| units(&c.high)).max().unwrap_or(0);
+            let low = page.iter().map(|c| units(&c.low)).min().unwrap_or(0);
+            last.set((count, volume, high, low));
+            last.get() == (produced.len() as u64, want_volume, want_high, want_low)
+        }
+    })
+    .await;
+    assert!(
+        ok,
+        "{symbol} candles (count, volume, high, low) {:?}, want {:?}",
+        last.get(),
+        (produced.len(), want_volume, want_high, want_low)
+    );
+}
+
 async fn subscribed(venue: &FakeVenue, kind: VenueKind, symbol: &str) {
     assert!(
         venue.wait_subscribed(kind, symbol, WAIT).await,
@@ -205,6 +261,7 @@ async fn binance_trades_arrive_once_through_drops_gaps_and_duplicates() {
         let produced = venue.produced(VenueKind::Binance, symbol);
         let logged = tick_log(&mut client, symbol, produced.len()).await;
         assert_exactly_once(symbol, &produced, &logged);
+        assert_candles_count_each_once(&mesh, symbol, &produced).await;
     }
 
     // The status shows the owner, the reconnect and the backfill.
