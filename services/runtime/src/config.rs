@@ -1046,9 +1046,22 @@ impl Config {
             );
         }
         let mut names = std::collections::HashSet::new();
+        let mut fed: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         for (i, feed) in self.feeds.iter().enumerate() {
             if let Some((key, reason)) = feed.violation() {
                 return bad(&format!("feeds[{i}].{key}"), reason);
+            }
+            for symbol in &feed.symbols {
+                let mesh_symbol = format!("{}{symbol}", feed.symbol_prefix);
+                if let Some(other) = fed.insert(mesh_symbol.clone(), feed.resolved_name()) {
+                    return bad(
+                        &format!("feeds[{i}].symbols"),
+                        format!(
+                            "{symbol:?} would be the mesh symbol {mesh_symbol:?}, which feed {other:?} already feeds (two venues' trades in one symbol's candles); name it once, or give one feed a `symbol_prefix` such as \"{}:\" (in the config file's [[feeds]])",
+                            feed.venue
+                        ),
+                    );
+                }
             }
             if !names.insert(feed.resolved_name()) {
                 return bad(
@@ -1269,6 +1282,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("feeds[1].name"), "{}", e.0);
+        // Two venues' BTCUSDT would mix in one symbol's candles.
+        let e = Config::load(
+            None,
+            env(&[("TICKMESH_FEEDS", "binance:BTCUSDT;bybit:ETHUSDT,BTCUSDT")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("feeds[1].symbols") && e.0.contains("symbol_prefix"),
+            "{}",
+            e.0
+        );
+        let e =
+            Config::load(None, env(&[("TICKMESH_FEEDS", "upbit:KRW-BTC,KRW-BTC")])).unwrap_err();
+        assert!(e.0.contains("feeds[0].symbols"), "{}", e.0);
+        let file = write(
+            "[[feeds]]\nvenue = \"binance\"\nsymbols = [\"BTCUSDT\"]\n[[feeds]]\nvenue = \"bybit\"\nsymbols = [\"BTCUSDT\"]\nsymbol_prefix = \"bybit:\"\n",
+        );
+        let config = Config::load(Some(&file.0), env(&[])).unwrap();
+        assert_eq!(config.feeds.len(), 2);
     }
 
     #[test]

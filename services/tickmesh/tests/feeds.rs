@@ -426,7 +426,7 @@ async fn a_quiet_socket_is_kept_and_a_stalled_one_replaced() {
     venue.add_symbol(VenueKind::Binance, "BTCUSDT", "0.01", "0.00001", "67000.00");
     venue.set_ping_interval(VenueKind::Binance, None);
     let mut binance = feed(&venue, VenueKind::Binance, "binance", &["BTCUSDT"]);
-    binance.stall_timeout = Duration::from_millis(800);
+    binance.stall_timeout = Duration::from_secs(1);
     let mesh = start(with_feeds(&redis.url(), vec![binance])).await;
     let mut client = client(&mesh).await;
     subscribed(&venue, VenueKind::Binance, "BTCUSDT").await;

@@ -158,3 +158,42 @@ fn every_workload_starts_with_the_cluster_config() {
     }
     assert_eq!(workloads, 6, "five services and the schema Job");
 }
+
+/// Each overlay's venue feeds (the `tickmesh-feeds` ConfigMap, read by the
+/// marketfeed pods as TICKMESH_FEEDS) load with the real config loader; the
+/// base runs none.
+#[test]
+fn every_overlays_feeds_load() {
+    let literal = |path: &str| {
+        std::fs::read_to_string(k8s(path))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("- TICKMESH_FEEDS=").map(String::from))
+            .unwrap_or_else(|| panic!("{path}: no TICKMESH_FEEDS literal"))
+    };
+    let load = |feeds: String| {
+        Config::load(
+            Some(&k8s("base/tickmesh.toml")),
+            vec![
+                (
+                    "TICKMESH_SERVICES_ENABLED".to_string(),
+                    "marketfeed".to_string(),
+                ),
+                ("TICKMESH_FEEDS".to_string(), feeds),
+            ],
+        )
+    };
+    assert!(
+        load(literal("base/kustomization.yaml"))
+            .unwrap()
+            .feeds
+            .is_empty()
+    );
+    for overlay in ["dev", "prod"] {
+        let path = format!("overlays/{overlay}/kustomization.yaml");
+        let config = load(literal(&path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(!config.feeds.is_empty(), "{path}: no feeds");
+    }
+    let marketfeed = std::fs::read_to_string(k8s("base/marketfeed.yaml")).unwrap();
+    assert!(marketfeed.contains("name: tickmesh-feeds\n                  key: TICKMESH_FEEDS"));
+}
