@@ -37,6 +37,7 @@
 
 mod binance;
 mod book;
+pub mod broker;
 mod bybit;
 mod faults;
 mod upbit;
