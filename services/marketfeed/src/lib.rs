@@ -10,6 +10,7 @@
 //! - [`live`]: one tailer per instance fanning new trades out to local streams.
 //! - [`subscription`]: a StreamTrades client's cursor, catch-up and gap filling.
 //! - [`quotes`]: latest prices for thousands of symbols in one round trip.
+//! - [`polled_quotes`]: writing quotes polled from request/response upstreams.
 //! - [`service`]: the domain facade; [`grpc`]: the thin tonic adapter.
 
 pub mod durable;
@@ -19,6 +20,7 @@ pub mod instruments;
 pub mod keys;
 pub mod live;
 pub mod model;
+pub mod polled_quotes;
 pub mod quotes;
 pub mod service;
 pub mod subscription;

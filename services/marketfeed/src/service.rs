@@ -252,6 +252,25 @@ impl MarketFeed {
         })
     }
 
+    /// Stores quotes polled from a request/response upstream as the symbols'
+    /// latest quotes (sequence 0, no trade id), each only if it is newer than
+    /// the stored one; one outcome per quote, in order.
+    pub async fn put_quotes(
+        &self,
+        quotes: Vec<crate::polled_quotes::PolledQuote>,
+    ) -> Result<Vec<crate::polled_quotes::PutQuoteOutcome>> {
+        let skew = i64::try_from(self.config.max_future_skew.as_nanos()).unwrap_or(i64::MAX);
+        crate::polled_quotes::put(
+            &self.redis,
+            &self.keys,
+            &self.instruments,
+            quotes,
+            now_nanos(),
+            skew,
+        )
+        .await
+    }
+
     /// The newest trade of `symbol` in its tick log (what a feed that takes
     /// the symbol over resumes after).
     pub async fn last_trade(&self, symbol: &str) -> Result<Option<crate::model::TradeRecord>> {
