@@ -1,1 +1,54 @@
-//! Quote poller (being written).
+//! `tickmesh-poller`: quotes from request/response upstreams, such as a broker's current-price
+//! REST API (modelled on Korea Investment & Securities' "KIS Developers" `inquire-price`), into
+//! MarketFeed's quote hash, within the upstream's rate limit for the whole mesh.
+//!
+//! - [`spec`]: what a poller is ([`PollerSpec`]) and its validation.
+//! - [`upstream`]: the REST client: token, one-code and batch requests, rate-limit answers.
+//! - [`rate_limit`]: one GCRA limit per app key in Redis, shared by every instance, with a
+//!   mesh-wide pause after a rate-limit answer.
+//! - [`refresh_cursor`]: the full refresh as one cursor in Redis, split among instances.
+//! - [`market_hours`]: open or closed from the instrument's sessions and the holidays.
+//! - [`schedule`]: what the next request asks for (retries, hot codes, the full refresh).
+//! - [`single_flight`]: one upstream request for many concurrent askers of a symbol.
+//! - [`poller`]: the running instance ([`Poller`]); [`status`]: its counters.
+//! - [`bench`]: full-refresh time against the fake broker, next to its floor.
+//!
+//! ```no_run
+//! # async fn demo(feed: std::sync::Arc<tickmesh_marketfeed::MarketFeed>) -> tickmesh_core::Result<()> {
+//! use std::time::Duration;
+//! use tickmesh_poller::{Poller, PollerSpec};
+//! let mut spec = PollerSpec::new(
+//!     "kis",
+//!     "https://openapi.koreainvestment.com:9443",
+//!     "<app key>",
+//!     "<app secret>",
+//!     vec!["005930".into(), "000660".into()],
+//! );
+//! spec.symbol_prefix = "krx:".into();
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let poller = Poller::start(spec, feed, "instance-1", shutdown)?;
+//! poller.touch("krx:005930"); // a client read it: refresh it first
+//! let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+//! match poller.fetch_now("krx:005930", deadline).await {
+//!     Some(fresh) => println!("{} at {}", fresh.price, fresh.time_ns),
+//!     None => { /* serve the stored quote with its age */ }
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod bench;
+pub mod market_hours;
+pub mod poller;
+pub mod rate_limit;
+pub mod refresh_cursor;
+pub mod schedule;
+pub mod single_flight;
+pub mod spec;
+pub mod status;
+pub mod upstream;
+
+pub use bench::{BenchConfig, BenchReport, bench_full_refresh};
+pub use poller::Poller;
+pub use spec::PollerSpec;
+pub use status::PollerStatus;
+pub use tickmesh_marketfeed::polled_quotes::PolledQuote;
