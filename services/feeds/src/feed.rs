@@ -286,7 +286,7 @@ impl Feed {
         let mut current: Option<(u64, CancellationToken)> = Some((next_id, start(next_id)));
         let rotation = self.spec.rotation();
         let mut rotate_at = rotation.map(|r| tokio::time::Instant::now() + r);
-        loop {
+        'run: loop {
             let rotate = async {
                 match rotate_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -332,7 +332,7 @@ impl Feed {
                     current = Some((next_id, start(next_id)));
                     rotate_at = rotation.map(|r| tokio::time::Instant::now() + r);
                 }
-                Some(event) = rx.recv() => match event {
+                Some(first) = rx.recv() => for event in coalesce(first, &mut rx) { match event {
                     Event::Connected { connection } => {
                         if replacement.as_ref().is_some_and(|(r, _)| *r == connection) {
                             // Let both deliver for a moment (ingest drops the
@@ -372,7 +372,7 @@ impl Feed {
                             }
                         }
                         if !self.publish(&trades, &cancel).await {
-                            break;
+                            break 'run;
                         }
                         for t in &trades {
                             self.update(&t.symbol, |st| {
@@ -385,7 +385,7 @@ impl Feed {
                             });
                         }
                     }
-                },
+                } },
                 Some(_) = backfills.join_next(), if !backfills.is_empty() => {}
             }
         }
@@ -603,6 +603,42 @@ impl Feed {
     }
 }
 
+/// Trades published in one MarketFeed call at most.
+const PUBLISH_BATCH: usize = 2_000;
+
+/// `first` and whatever else is already queued, with runs of trade events
+/// merged into batches of up to [`PUBLISH_BATCH`] (in order), so a busy
+/// socket costs one Redis round trip per batch instead of one per message.
+fn coalesce(first: Event, rx: &mut mpsc::Receiver<Event>) -> Vec<Event> {
+    let mut out: Vec<Event> = vec![first];
+    let mut taken = 0;
+    // Bounded by the channel's own capacity, so this never spins.
+    while taken < 256 {
+        let Ok(next) = rx.try_recv() else { break };
+        taken += 1;
+        match (out.last_mut(), next) {
+            (
+                Some(Event::Trades { trades, .. }),
+                Event::Trades {
+                    trades: more,
+                    connection,
+                },
+            ) => {
+                if trades.len() + more.len() <= PUBLISH_BATCH {
+                    trades.extend(more);
+                } else {
+                    out.push(Event::Trades {
+                        connection,
+                        trades: more,
+                    });
+                }
+            }
+            (_, next) => out.push(next),
+        }
+    }
+    out
+}
+
 /// Exponential backoff with full jitter: a random wait in
 /// `[min, min(max, min·2^attempt)]`.
 pub fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
@@ -620,8 +656,67 @@ pub fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::backoff;
+    use super::{Event, PUBLISH_BATCH, backoff, coalesce};
+    use crate::venue::{TakerSide, VenueTrade};
     use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    fn trades(ids: std::ops::Range<u64>) -> Event {
+        Event::Trades {
+            connection: 0,
+            trades: ids
+                .map(|i| VenueTrade {
+                    symbol: "BTCUSDT".into(),
+                    trade_id: i.to_string(),
+                    ordinal: Some(i),
+                    price: "1".into(),
+                    quantity: "1".into(),
+                    time_ms: 0,
+                    side: TakerSide::Buy,
+                })
+                .collect(),
+        }
+    }
+
+    fn shape(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Connected { .. } => "connected".to_string(),
+                Event::Trades { trades, .. } => {
+                    format!(
+                        "{}..{}",
+                        trades[0].trade_id,
+                        trades.last().unwrap().trade_id
+                    )
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn queued_trade_messages_merge_in_order_up_to_a_batch() {
+        let (tx, mut rx) = mpsc::channel(64);
+        tx.send(trades(3..5)).await.unwrap();
+        tx.send(Event::Connected { connection: 1 }).await.unwrap();
+        tx.send(trades(5..6)).await.unwrap();
+        tx.send(trades(6..(PUBLISH_BATCH as u64 + 4)))
+            .await
+            .unwrap();
+        tx.send(trades(7000..7002)).await.unwrap();
+        let got = coalesce(trades(0..3), &mut rx);
+        assert_eq!(
+            shape(&got),
+            [
+                "0..4".to_string(),
+                "connected".into(),
+                format!("5..{}", PUBLISH_BATCH + 3),
+                "7000..7001".into()
+            ]
+        );
+        // Nothing queued: just the first.
+        assert_eq!(shape(&coalesce(trades(9..10), &mut rx)), ["9..9"]);
+    }
 
     #[test]
     fn backoff_grows_within_bounds() {

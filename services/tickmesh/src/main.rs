@@ -230,6 +230,26 @@ enum BenchCommand {
         #[arg(long)]
         redis_url: Option<String>,
     },
+    /// Venue connectors against the fake venue: WebSocket frames → StreamTrades throughput (against PublishTrades in the same run) and latency.
+    Feeds {
+        /// Venue symbols on the one Binance connection set.
+        #[arg(long, default_value_t = 10)]
+        symbols: usize,
+        /// Trades per round.
+        #[arg(long, default_value_t = 200_000)]
+        trades: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Trades per second of the paced latency phase.
+        #[arg(long, default_value_t = 2_000)]
+        paced_rate: u32,
+        /// Seconds of the paced latency phase.
+        #[arg(long, default_value_t = 3)]
+        paced_seconds: u64,
+        /// Use this Redis instead of starting one.
+        #[arg(long)]
+        redis_url: Option<String>,
+    },
     /// Ingest throughput and publish→stream latency against one XADD per trade.
     Ingest {
         #[arg(long, default_value_t = 200_000)]
@@ -531,6 +551,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     redis_url,
                 })
                 .await
+            }
+            BenchCommand::Feeds {
+                symbols,
+                trades,
+                rounds,
+                paced_rate,
+                paced_seconds,
+                redis_url,
+            } => {
+                anyhow::ensure!(
+                    symbols >= 1 && trades >= symbols && rounds >= 1 && paced_rate >= 1,
+                    "--symbols, --rounds and --paced-rate must be at least 1 and --trades at least --symbols"
+                );
+                bench::feeds::feeds(bench::feeds::FeedsBenchOptions {
+                    symbols,
+                    trades,
+                    rounds,
+                    paced_rate,
+                    paced_seconds,
+                    redis_url,
+                })
+                .await?;
+                Ok(())
             }
             BenchCommand::Ingest {
                 trades,

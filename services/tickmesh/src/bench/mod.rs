@@ -4,6 +4,7 @@
 
 pub mod candles;
 pub mod coupon;
+pub mod feeds;
 pub mod history;
 pub mod ingest;
 pub mod queue;
