@@ -179,8 +179,9 @@ struct Inner {
     listings: Mutex<BTreeMap<String, Listing>>,
     /// Arrivals of the last second, for the broker's own limit.
     recent: Mutex<VecDeque<Instant>>,
-    /// Every quote request's arrival since start (or the last reset).
-    arrivals: Mutex<Vec<Instant>>,
+    /// Every quote request's arrival since start (or the last reset), and whether it was
+    /// refused for the rate limit.
+    arrivals: Mutex<Vec<(Instant, bool)>>,
     started: Mutex<Instant>,
     requests: AtomicU64,
     rate_limited: AtomicU64,
@@ -376,8 +377,8 @@ impl FakeBroker {
         let arrivals = lock(&self.inner.arrivals);
         let mut best = 0;
         let mut first = 0;
-        for (last, t) in arrivals.iter().enumerate() {
-            while t.duration_since(arrivals[first]) >= window {
+        for (last, (t, _)) in arrivals.iter().enumerate() {
+            while t.duration_since(arrivals[first].0) >= window {
                 first += 1;
             }
             best = best.max(last + 1 - first);
@@ -390,7 +391,7 @@ impl FakeBroker {
         let started = *lock(&self.inner.started);
         let arrivals = lock(&self.inner.arrivals);
         let mut out: Vec<usize> = Vec::new();
-        for t in arrivals.iter() {
+        for (t, _) in arrivals.iter() {
             let second = t.duration_since(started).as_secs() as usize;
             if out.len() <= second {
                 out.resize(second + 1, 0);
@@ -398,6 +399,16 @@ impl FakeBroker {
             out[second] += 1;
         }
         out
+    }
+
+    /// Every quote request's arrival as time since start (or the last reset), with true for
+    /// the ones refused for the rate limit.
+    pub fn arrivals(&self) -> Vec<(Duration, bool)> {
+        let started = *lock(&self.inner.started);
+        lock(&self.inner.arrivals)
+            .iter()
+            .map(|(t, limited)| (t.saturating_duration_since(started), *limited))
+            .collect()
     }
 
     /// Forgets the recorded arrivals and zeroes the counters (not the listings or the limit's
@@ -460,7 +471,6 @@ async fn issue_token(State(inner): State<Arc<Inner>>, body: String) -> Response 
 async fn admit(inner: &Inner, headers: &HeaderMap, tr_id: Option<&str>) -> Result<(), Response> {
     let now = Instant::now();
     inner.requests.fetch_add(1, Ordering::SeqCst);
-    lock(&inner.arrivals).push(now);
     let (limit, latency, key, secret) = {
         let c = lock(&inner.config);
         (
@@ -480,6 +490,7 @@ async fn admit(inner: &Inner, headers: &HeaderMap, tr_id: Option<&str>) -> Resul
         }
         let over = limit.is_some_and(|l| recent.len() >= l as usize);
         recent.push_back(now);
+        lock(&inner.arrivals).push((now, over));
         over
     };
     if over {
@@ -750,6 +761,8 @@ mod tests {
         assert_eq!(limited["msg_cd"], RATE_LIMITED_MSG_CD);
         assert_eq!(broker.rate_limited(), 1);
         assert_eq!(broker.max_in_any_window(Duration::from_secs(1)), 4);
+        let refused: Vec<bool> = broker.arrivals().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(refused, [false, false, false, true]);
         tokio::time::sleep(Duration::from_millis(1050)).await;
         let (status, ok) = get(&broker, &single("005930"), INQUIRE_PRICE_TR_ID, &token).await;
         assert_eq!(status, 200, "{ok}");

@@ -94,6 +94,7 @@ impl Poller {
             requests_per_second: spec.requests_per_second,
             burst: spec.burst,
             jitter_margin: spec.jitter_margin,
+            recovery: spec.recovery,
         };
         let poller = Arc::new(Poller {
             mesh_symbols: spec.symbols.iter().map(|c| spec.mesh_symbol(c)).collect(),
@@ -382,11 +383,12 @@ impl Poller {
                     UpstreamError::RateLimited { .. } => {
                         self.status.update(|s| s.rate_limited += 1);
                         match self.limiter.penalize().await {
-                            Ok(pause) => tracing::warn!(
+                            Ok(slowdown) => tracing::warn!(
                                 poller = %self.spec.name,
-                                pause_ms = pause.as_millis() as u64,
+                                pause_ms = slowdown.pause.as_millis() as u64,
+                                rate_permille = slowdown.rate_permille,
                                 error = %e,
-                                "upstream rate limit hit; the mesh pauses"
+                                "upstream rate limit hit; the mesh pauses and slows down"
                             ),
                             Err(redis) => {
                                 self.note_error(&redis.to_string());

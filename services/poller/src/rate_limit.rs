@@ -12,9 +12,12 @@
 //! requests, so the upstream's count over any one second stays within `rps` even when a
 //! request reaches it up to `margin` later or earlier than the slot it was given.
 //!
-//! After a rate-limit answer the caller [`MeshRateLimiter::penalize`]s the key: the next slot
-//! of the whole mesh moves past a pause that doubles with each answer in quick succession
-//! (`backoff_min` … `backoff_max`), so no instance retries into a refusing upstream.
+//! After a rate-limit answer the caller [`MeshRateLimiter::penalize`]s the key, and the whole
+//! mesh slows down: the next slot moves past a pause (`backoff_min`, doubled for each further
+//! answer within four `backoff_min`s of the last, up to `backoff_max`), and the rate is halved
+//! (down to a sixteenth), then climbs back by half the nominal rate per `recovery` without
+//! further answers (additive increase, multiplicative decrease). So a limit that is lower than
+//! configured is found rather than hammered, and no instance retries into a refusing upstream.
 
 use std::time::Duration;
 
@@ -22,16 +25,30 @@ use tickmesh_core::Result;
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::redis_conn::unavailable;
 
-/// KEYS: tat. ARGV: interval µs, tolerance µs, max wait µs.
-/// Returns {1, wait µs} with the slot booked, or {0, wait µs} when the next slot is further
-/// than max wait. The theoretical arrival time (TAT) is µs on Redis's clock (exact in a Lua
-/// double until the year 2255).
+/// The current rate factor in permille of the nominal rate, shared by both scripts:
+/// `factor` was set at `since` (µs) and climbs by 500 per `recovery` µs up to 1000.
+const FACTOR_LUA: &str = r#"
+local function current_factor(factor, since, now, recovery)
+  if not factor then return 1000 end
+  local f = tonumber(factor) + (now - tonumber(since)) * 500 / recovery
+  if f > 1000 then f = 1000 end
+  return f
+end
+"#;
+
+/// KEYS: state hash {tat, factor, since}. ARGV: interval µs, tolerance µs, max wait µs,
+/// recovery µs. Returns {1, wait µs} with the slot booked, or {0, wait µs} when the next slot
+/// is further than max wait. The theoretical arrival time (TAT) is µs on Redis's clock (exact
+/// in a Lua double until the year 2255).
 const RESERVE_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local recovery = tonumber(ARGV[4])
+local st = redis.call('HMGET', KEYS[1], 'tat', 'factor', 'since')
+local factor = current_factor(st[2], st[3], now, recovery)
+local interval = math.ceil(tonumber(ARGV[1]) * 1000 / factor)
+local tolerance = math.ceil(tonumber(ARGV[2]) * 1000 / factor)
+local tat = tonumber(st[1] or '0')
 if tat < now then tat = now end
 local at = tat - tolerance
 if at < now then at = now end
@@ -39,17 +56,19 @@ local wait = at - now
 if wait > tonumber(ARGV[3]) then
   return {0, wait}
 end
-local ttl = math.floor((tat + interval - now) / 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%d', tat + interval), 'PX', ttl)
+redis.call('HSET', KEYS[1], 'tat', string.format('%d', tat + interval))
+redis.call('PEXPIRE', KEYS[1], math.floor((tat + interval - now + 2 * recovery) / 1000) + 1000)
 return {1, wait}
 "#;
 
-/// KEYS: tat, strikes. ARGV: min pause µs, max pause µs, strike memory ms.
+/// KEYS: state hash, strikes. ARGV: min pause µs, max pause µs, strike memory ms, recovery µs.
 /// Counts a strike (forgotten after the memory), pushes the next slot to now + pause, where
-/// pause = min × 2^(strikes − 1) up to max. Returns the pause in µs.
+/// pause = min × 2^(strikes − 1) up to max, and halves the rate factor. Returns {pause µs,
+/// new factor permille}.
 const PENALIZE_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local recovery = tonumber(ARGV[4])
 local strikes = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 local pause = tonumber(ARGV[1])
@@ -59,13 +78,15 @@ for _ = 2, strikes do
   if pause >= max then break end
 end
 if pause > max then pause = max end
-local until_at = now + pause
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < until_at then
-  local ttl = math.floor(pause / 1000) + 1000
-  redis.call('SET', KEYS[1], string.format('%d', until_at), 'PX', ttl)
-end
-return pause
+local st = redis.call('HMGET', KEYS[1], 'tat', 'factor', 'since')
+local factor = math.floor(current_factor(st[2], st[3], now, recovery) / 2)
+if factor < 62 then factor = 62 end
+local tat = tonumber(st[1] or '0')
+if tat < now + pause then tat = now + pause end
+redis.call('HSET', KEYS[1], 'tat', string.format('%d', tat), 'factor', string.format('%d', factor),
+  'since', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], math.floor((tat - now + 2 * recovery) / 1000) + 1000)
+return {pause, factor}
 "#;
 
 /// What a reservation got.
@@ -83,6 +104,8 @@ pub struct RateShape {
     pub requests_per_second: u32,
     pub burst: u32,
     pub jitter_margin: Duration,
+    /// After a slowdown, the time to climb back by half the nominal rate.
+    pub recovery: Duration,
 }
 
 impl RateShape {
@@ -102,11 +125,20 @@ impl RateShape {
     }
 }
 
+/// What a rate-limit answer did to the mesh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slowdown {
+    /// Nothing is sent for this long.
+    pub pause: Duration,
+    /// The rate from now on, in permille of the nominal rate (climbing back over time).
+    pub rate_permille: u32,
+}
+
 /// The mesh-wide limiter of one upstream app key.
 #[derive(Clone)]
 pub struct MeshRateLimiter {
     redis: RedisHandle,
-    tat_key: String,
+    state_key: String,
     strikes_key: String,
     shape: RateShape,
     backoff_min: Duration,
@@ -143,14 +175,14 @@ impl MeshRateLimiter {
     ) -> Self {
         let base = format!("{}:poller:{{{limit_id}}}", redis.prefix());
         Self {
-            tat_key: format!("{base}:tat"),
+            state_key: format!("{base}:rate"),
             strikes_key: format!("{base}:strikes"),
             redis,
             shape,
             backoff_min,
             backoff_max,
-            reserve: redis::Script::new(RESERVE_LUA),
-            penalize: redis::Script::new(PENALIZE_LUA),
+            reserve: redis::Script::new(&format!("{FACTOR_LUA}{RESERVE_LUA}")),
+            penalize: redis::Script::new(&format!("{FACTOR_LUA}{PENALIZE_LUA}")),
         }
     }
 
@@ -163,10 +195,11 @@ impl MeshRateLimiter {
         let mut conn = self.redis.conn();
         let (granted, wait_us): (i64, i64) = self
             .reserve
-            .key(&self.tat_key)
+            .key(&self.state_key)
             .arg(self.shape.interval_us())
             .arg(self.shape.tolerance_us())
             .arg(max_wait.as_micros() as u64)
+            .arg(self.recovery_us())
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -191,20 +224,28 @@ impl MeshRateLimiter {
         }
     }
 
-    /// Records a rate-limit answer: the whole mesh pauses. Returns the pause.
-    pub async fn penalize(&self) -> Result<Duration> {
+    fn recovery_us(&self) -> u64 {
+        (self.shape.recovery.as_micros() as u64).max(1)
+    }
+
+    /// Records a rate-limit answer: the whole mesh pauses and slows down.
+    pub async fn penalize(&self) -> Result<Slowdown> {
         let mut conn = self.redis.conn();
-        let pause_us: i64 = self
+        let (pause_us, factor): (i64, i64) = self
             .penalize
-            .key(&self.tat_key)
+            .key(&self.state_key)
             .key(&self.strikes_key)
             .arg(self.backoff_min.as_micros() as u64)
             .arg(self.backoff_max.as_micros() as u64)
-            .arg((self.backoff_max.as_millis() as u64).max(1000) * 2)
+            .arg((self.backoff_min.as_millis() as u64 * 4).max(1))
+            .arg(self.recovery_us())
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(Duration::from_micros(pause_us.max(0) as u64))
+        Ok(Slowdown {
+            pause: Duration::from_micros(pause_us.max(0) as u64),
+            rate_permille: factor.clamp(0, 1000) as u32,
+        })
     }
 }
 
@@ -218,6 +259,7 @@ mod tests {
             requests_per_second: 20,
             burst: 0,
             jitter_margin: Duration::from_millis(20),
+            recovery: Duration::from_secs(60),
         };
         assert_eq!(shape.interval_us(), 51_000);
         let burst = RateShape { burst: 2, ..shape };

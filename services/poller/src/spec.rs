@@ -52,9 +52,13 @@ pub struct PollerSpec {
     pub request_timeout: Duration,
     /// Upstream requests one poller instance keeps in flight at most.
     pub max_in_flight: usize,
-    /// First mesh-wide pause after a rate-limit answer; doubled for each further one.
+    /// First mesh-wide pause after a rate-limit answer; doubled for each further one in quick
+    /// succession. The answer also halves the mesh's rate for this app key.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// After a rate-limit answer halved the rate, the time to climb back by half the nominal
+    /// rate (so from half to full).
+    pub recovery: Duration,
     /// How often instrument definitions (time zone, sessions) are reloaded.
     pub instrument_refresh: Duration,
 }
@@ -90,6 +94,7 @@ impl PollerSpec {
             max_in_flight: 16,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            recovery: Duration::from_secs(60),
             instrument_refresh: Duration::from_secs(30),
         }
     }
@@ -184,6 +189,9 @@ impl PollerSpec {
         }
         if self.request_timeout.is_zero() {
             bad("request_timeout", "must be positive".into());
+        }
+        if self.recovery.is_zero() {
+            bad("recovery", "must be positive".into());
         }
         if self.backoff_min.is_zero() || self.backoff_max < self.backoff_min {
             bad(
