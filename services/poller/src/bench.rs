@@ -52,8 +52,11 @@ pub struct BenchReport {
     pub config: BenchConfig,
     /// `symbols / (batch × rps)`.
     pub floor: Duration,
-    /// Each full refresh measured, in order.
+    /// Each full refresh measured, in order: from its first claim to its last answer.
     pub refreshes: Vec<Duration>,
+    /// Mean time between the ends of successive full refreshes: the steady period, which
+    /// also counts the one slot between a cycle's last request and the next one's first.
+    pub period: Option<Duration>,
     /// Quote requests the broker received, and of those refused for the rate limit.
     pub requests: u64,
     pub rate_limited: u64,
@@ -90,6 +93,14 @@ impl fmt::Display for BenchReport {
                 i + 1,
                 r.as_secs_f64(),
                 self.ratio(*r)
+            )?;
+        }
+        if let Some(p) = self.period {
+            writeln!(
+                f,
+                "  period between refreshes: {:.3} s ({:.3} × floor)",
+                p.as_secs_f64(),
+                self.ratio(p)
             )?;
         }
         write!(
@@ -167,6 +178,7 @@ pub async fn bench_full_refresh(
         tokio::time::Instant::now() + floor * (config.cycles as u32 * 3) + Duration::from_secs(10);
     let mut seen = vec![0u64; pollers.len()];
     let mut refreshes = Vec::new();
+    let mut ended = Vec::new();
     while refreshes.len() < config.cycles {
         if tokio::time::Instant::now() > give_up {
             return Err(Error::Internal(format!(
@@ -182,14 +194,22 @@ pub async fn bench_full_refresh(
             if s.full_refreshes > seen[n] {
                 seen[n] = s.full_refreshes;
                 refreshes.extend(s.last_full_refresh);
+                ended.push(tokio::time::Instant::now());
             }
         }
     }
     shutdown.cancel();
+    let period = match (ended.first(), ended.last()) {
+        (Some(first), Some(last)) if ended.len() > 1 => {
+            Some((*last - *first) / (ended.len() as u32 - 1))
+        }
+        _ => None,
+    };
     Ok(BenchReport {
         config: config.clone(),
         floor,
         refreshes,
+        period,
         requests: broker.requests(),
         rate_limited: broker.rate_limited(),
         max_in_any_second: broker.max_in_any_window(Duration::from_secs(1)),

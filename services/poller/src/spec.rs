@@ -29,7 +29,9 @@ pub struct PollerSpec {
     /// requests in any one-second window, however many pollers share the key.
     pub requests_per_second: u32,
     /// Requests that may go back to back after a quiet spell. They come out of the per-second
-    /// budget: the steady rate is `requests_per_second - burst` per `1 s + jitter_margin`.
+    /// budget: the steady rate is `requests_per_second - burst` per `1 s + jitter_margin`, so
+    /// the default 0 gives the fastest full refresh; a burst helps a mostly idle poller answer
+    /// `fetch_now` without waiting for a slot.
     pub burst: u32,
     /// Slack for the time between the limiter granting a request and the upstream counting
     /// it (scheduling, network): the limiter keeps the budget over `1 s + jitter_margin`.
@@ -82,7 +84,7 @@ impl PollerSpec {
             batch_size: 1,
             // KIS's documented limit for a real-account app key.
             requests_per_second: 20,
-            burst: 1,
+            burst: 0,
             jitter_margin: Duration::from_millis(25),
             refresh_interval: Duration::ZERO,
             holidays: Vec::new(),
