@@ -13,6 +13,13 @@
 //! - [`poller`]: the running instance ([`Poller`]); [`status`]: its counters.
 //! - [`bench`]: full-refresh time against the fake broker, next to its floor.
 //!
+//! Several instances of one poller (the same spec on several mesh processes) share the app
+//! key's rate limit and split each full refresh between them; hot codes and `fetch_now` are
+//! served by the instance the client reached. Not shared between instances: the access token
+//! (each instance fetches its own), and the one poll of a closed code after start or close
+//! (each instance makes its own). The background loop books at most about one slot ahead, so
+//! a `fetch_now` waits for at most a few slots per instance before its own.
+//!
 //! ```no_run
 //! # async fn demo(feed: std::sync::Arc<tickmesh_marketfeed::MarketFeed>) -> tickmesh_core::Result<()> {
 //! use std::time::Duration;

@@ -30,8 +30,8 @@ pub struct PollerStatus {
     pub wasted_slots: u64,
     /// Full refreshes this instance finished (it claimed the cycle's last codes).
     pub full_refreshes: u64,
-    /// How long the last of those took, from the cycle's first claim anywhere in the mesh to
-    /// the answer of its last request here.
+    /// How long the last of those took, from the cycle's first claim anywhere in the mesh
+    /// (Redis's clock) to the answer of its last request here (this host's wall clock).
     pub last_full_refresh: Option<Duration>,
     /// The last failure, for humans.
     pub last_error: Option<String>,
