@@ -587,15 +587,34 @@ async fn serve_conn(
                 Some(Cmd::Close) => { close(&mut ws).await; return; }
                 Some(Cmd::Live(unit)) => {
                     if *stall_rx.borrow() { continue; }
-                    let frames = match &proto {
-                        Proto::Binance(c) => c.render(&unit),
-                        Proto::Bybit(c) => c.render(&unit),
-                        Proto::Upbit(c) => c.render(&unit),
-                    };
-                    for f in frames {
-                        if ws.feed(f).await.is_err() { return; }
+                    // Everything already queued goes out in one flush, as a
+                    // busy venue fills its TCP segments; a Drop or Close queued
+                    // behind it still comes after it.
+                    let mut units = vec![unit];
+                    let mut then = None;
+                    while units.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(Cmd::Live(u)) => units.push(u),
+                            Ok(other) => { then = Some(other); break; }
+                            Err(_) => break,
+                        }
+                    }
+                    for unit in &units {
+                        let frames = match &proto {
+                            Proto::Binance(c) => c.render(unit),
+                            Proto::Bybit(c) => c.render(unit),
+                            Proto::Upbit(c) => c.render(unit),
+                        };
+                        for f in frames {
+                            if ws.feed(f).await.is_err() { return; }
+                        }
                     }
                     if ws.flush().await.is_err() { return; }
+                    match then {
+                        Some(Cmd::Drop) => return,
+                        Some(Cmd::Close) => { close(&mut ws).await; return; }
+                        _ => {}
+                    }
                 }
             },
             _ = async { match ping.as_mut() { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {

@@ -257,7 +257,10 @@ impl Feed {
 
     /// One group of symbols on one connection at a time (two while rotating).
     async fn run_group(self: Arc<Self>, symbols: Vec<String>, cancel: CancellationToken) {
-        let (tx, mut rx) = mpsc::channel::<Event>(64);
+        // Room for a batch's worth of one-trade frames: while a batch is
+        // being published the socket keeps being read, and the next batch
+        // is what queued meanwhile (bounded: the reader waits when full).
+        let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
         let (ended_tx, mut ended_rx) = mpsc::channel::<(u64, Ended)>(4);
         let mut next_id = 0u64;
         let mut last_ordinal: HashMap<String, u64> = HashMap::new();
@@ -374,16 +377,7 @@ impl Feed {
                         if !self.publish(&trades, &cancel).await {
                             break 'run;
                         }
-                        for t in &trades {
-                            self.update(&t.symbol, |st| {
-                                if st.state != ConnectionState::Backfilling {
-                                    st.state = ConnectionState::Live;
-                                }
-                                st.last_trade_id = t.trade_id.clone();
-                                st.last_trade_time_ms = st.last_trade_time_ms.max(t.time_ms);
-                                st.received += 1;
-                            });
-                        }
+                        self.note_received(&trades);
                     }
                 } },
                 Some(_) = backfills.join_next(), if !backfills.is_empty() => {}
@@ -396,6 +390,29 @@ impl Feed {
             t.cancel();
         }
         backfills.shutdown().await;
+    }
+
+    /// Status of live trades: per symbol its count, last id and newest time,
+    /// one status update per symbol and batch.
+    fn note_received(&self, trades: &[VenueTrade]) {
+        let mut per: BTreeMap<&str, (u64, &str, i64)> = BTreeMap::new();
+        for t in trades {
+            let e = per.entry(t.symbol.as_str()).or_insert((0, "", i64::MIN));
+            e.0 += 1;
+            e.1 = &t.trade_id;
+            e.2 = e.2.max(t.time_ms);
+        }
+        let mut status = self.status.lock().expect("status lock");
+        for (symbol, (n, last_id, newest)) in per {
+            if let Some(st) = status.get_mut(symbol) {
+                if st.state != ConnectionState::Backfilling {
+                    st.state = ConnectionState::Live;
+                }
+                st.last_trade_id = last_id.to_string();
+                st.last_trade_time_ms = st.last_trade_time_ms.max(newest);
+                st.received += n;
+            }
+        }
     }
 
     /// The first live trades since a connect. A venue starts streaming a
@@ -557,24 +574,28 @@ impl Feed {
     /// Publishes through MarketFeed, retrying while Redis is unavailable
     /// (nothing received is dropped); false when cancelled first.
     async fn publish(&self, trades: &[VenueTrade], cancel: &CancellationToken) -> bool {
-        let raw: Vec<RawTrade> = trades
-            .iter()
-            .map(|t| RawTrade {
-                symbol: self.spec.mesh_symbol(&t.symbol),
-                trade_id: t.trade_id.clone(),
-                price: t.price.clone(),
-                quantity: t.quantity.clone(),
-                time_ns: Ok(t.time_ms.saturating_mul(1_000_000)),
-                side: match t.side {
-                    TakerSide::Buy => 1,
-                    TakerSide::Sell => 2,
-                    TakerSide::Unknown => 0,
-                },
-            })
-            .collect();
+        let raw = || -> Vec<RawTrade> {
+            trades
+                .iter()
+                .map(|t| RawTrade {
+                    symbol: self.spec.mesh_symbol(&t.symbol),
+                    trade_id: t.trade_id.clone(),
+                    price: t.price.clone(),
+                    quantity: t.quantity.clone(),
+                    time_ns: Ok(t.time_ms.saturating_mul(1_000_000)),
+                    side: match t.side {
+                        TakerSide::Buy => 1,
+                        TakerSide::Sell => 2,
+                        TakerSide::Unknown => 0,
+                    },
+                })
+                .collect()
+        };
         let mut wait = Duration::from_millis(100);
         loop {
-            match self.marketfeed.publish(raw.clone(), false).await {
+            // Built per attempt (a retry is rare), so the common case copies
+            // each trade's text once.
+            match self.marketfeed.publish(raw(), false).await {
                 Ok(outcome) => {
                     for r in &outcome.rejections {
                         tracing::warn!(feed = %self.spec.name, symbol = %r.symbol, trade_id = %r.trade_id, field = %r.field, reason = %r.reason, "venue trade rejected");
@@ -606,6 +627,9 @@ impl Feed {
 /// Trades published in one MarketFeed call at most.
 const PUBLISH_BATCH: usize = 2_000;
 
+/// Socket events queued between a connection and its feed.
+const EVENT_QUEUE: usize = 4_096;
+
 /// `first` and whatever else is already queued, with runs of trade events
 /// merged into batches of up to [`PUBLISH_BATCH`] (in order), so a busy
 /// socket costs one Redis round trip per batch instead of one per message.
@@ -613,7 +637,7 @@ fn coalesce(first: Event, rx: &mut mpsc::Receiver<Event>) -> Vec<Event> {
     let mut out: Vec<Event> = vec![first];
     let mut taken = 0;
     // Bounded by the channel's own capacity, so this never spins.
-    while taken < 256 {
+    while taken < EVENT_QUEUE {
         let Ok(next) = rx.try_recv() else { break };
         taken += 1;
         match (out.last_mut(), next) {

@@ -145,8 +145,37 @@ pub async fn feeds(options: FeedsBenchOptions) -> anyhow::Result<FeedsReport> {
         for s in &symbols {
             venue.trade(VenueKind::Binance, s, per_symbol);
         }
-        read(&mut stream, total, None).await?;
+        let made_in = started.elapsed();
+        if let Err(e) = read(&mut stream, total, None).await {
+            let quotes = client
+                .get_quotes(tickmesh_api::marketfeed::GetQuotesRequest {
+                    symbols: symbols.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let logged: Vec<(String, u64)> = quotes
+                .quotes
+                .iter()
+                .map(|q| (q.symbol.clone(), q.sequence))
+                .collect();
+            let status = mesh.feeds.as_ref().map(|f| f.status()).unwrap_or_default();
+            let received: Vec<(String, u64, String)> = status
+                .iter()
+                .map(|s| (s.symbol.clone(), s.received, format!("{:?}", s.state)))
+                .collect();
+            anyhow::bail!(
+                "{e}: round {}: tick log sequences {logged:?}; feed received {received:?}; expected {} per symbol beyond the warm-up and earlier rounds",
+                round + 1,
+                per_symbol
+            );
+        }
         let feeds_rate = total as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "  round {}: the fake venue made the trades in {:.0} ms (in this process, on the same cores)",
+            round + 1,
+            ms(made_in)
+        );
         drop(stream);
 
         // Baseline: the same number of trades through PublishTrades in
@@ -171,19 +200,48 @@ pub async fn feeds(options: FeedsBenchOptions) -> anyhow::Result<FeedsReport> {
             let mut c = client.clone();
             let part = part.to_vec();
             publishers.spawn(async move {
+                let mut accepted = 0usize;
                 for batch in part.chunks(1000) {
-                    c.publish_trades(PublishTradesRequest {
-                        trades: batch.to_vec(),
-                        ..Default::default()
-                    })
-                    .await?;
+                    let r = c
+                        .publish_trades(PublishTradesRequest {
+                            trades: batch.to_vec(),
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    anyhow::ensure!(
+                        r.rejected == 0,
+                        "PublishTrades rejected {}: {:?}",
+                        r.rejected,
+                        r.rejections.first()
+                    );
+                    accepted += r.accepted as usize;
                 }
-                anyhow::Ok(())
+                anyhow::Ok(accepted)
             });
         }
-        read(&mut stream, total, None).await?;
-        while let Some(r) = publishers.join_next().await {
-            r??;
+        let published = async {
+            let mut accepted = 0;
+            while let Some(r) = publishers.join_next().await {
+                accepted += r.context("publisher")?.context("PublishTrades")?;
+            }
+            anyhow::Ok(accepted)
+        };
+        let (read, accepted) = tokio::join!(read(&mut stream, total, None), published);
+        let accepted = accepted?;
+        if let Err(e) = read {
+            let quotes = client
+                .get_quotes(tickmesh_api::marketfeed::GetQuotesRequest {
+                    symbols: symbols.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let logged: Vec<u64> = quotes.quotes.iter().map(|q| q.sequence).collect();
+            anyhow::bail!(
+                "{e}: round {} PublishTrades: {accepted} of {total} accepted; tick log sequences {logged:?}",
+                round + 1
+            );
         }
         let publish_rate = total as f64 / started.elapsed().as_secs_f64();
         drop(stream);
