@@ -246,6 +246,18 @@ enum BenchCommand {
         /// Seconds of the paced latency phase.
         #[arg(long, default_value_t = 3)]
         paced_seconds: u64,
+        /// Poller: symbols of the full refresh.
+        #[arg(long, default_value_t = 2_500)]
+        poller_symbols: usize,
+        /// Poller: symbols per upstream request.
+        #[arg(long, default_value_t = 50)]
+        poller_batch: usize,
+        /// Poller: the upstream's limit (requests per second, for the whole mesh).
+        #[arg(long, default_value_t = 20)]
+        poller_rps: u32,
+        /// Poller: instances sharing the limit and the refresh.
+        #[arg(long, default_value_t = 3)]
+        poller_instances: usize,
         /// Use this Redis instead of starting one.
         #[arg(long)]
         redis_url: Option<String>,
@@ -558,6 +570,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rounds,
                 paced_rate,
                 paced_seconds,
+                poller_symbols,
+                poller_batch,
+                poller_rps,
+                poller_instances,
                 redis_url,
             } => {
                 anyhow::ensure!(
@@ -571,6 +587,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     paced_rate,
                     paced_seconds,
                     redis_url,
+                    poller: tickmesh_poller::bench::BenchConfig {
+                        symbols: poller_symbols,
+                        batch_size: poller_batch,
+                        requests_per_second: poller_rps,
+                        instances: poller_instances,
+                        ..Default::default()
+                    },
                 })
                 .await?;
                 Ok(())

@@ -31,6 +31,8 @@ pub struct FeedsBenchOptions {
     /// Seconds of the paced latency phase.
     pub paced_seconds: u64,
     pub redis_url: Option<String>,
+    /// The quote poller's full refresh against the fake broker.
+    pub poller: tickmesh_poller::bench::BenchConfig,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -322,6 +324,15 @@ pub async fn feeds(options: FeedsBenchOptions) -> anyhow::Result<FeedsReport> {
         ms(report.latency_median),
         ms(report.latency_p99)
     );
+    println!();
+    let p = &options.poller;
+    println!(
+        "poller full refresh: {} symbols, {} per request, {} requests/s, {} instance(s), fake broker on 127.0.0.1 enforcing the limit:",
+        p.symbols, p.batch_size, p.requests_per_second, p.instances
+    );
+    let feed = mesh.marketfeed.clone().context("marketfeed")?;
+    let poller = tickmesh_poller::bench::bench_full_refresh(feed, p).await?;
+    println!("{poller}");
     mesh.stop().await?;
     venue.shutdown();
     Ok(report)
