@@ -237,6 +237,7 @@ impl MarketFeedService for MarketFeedGrpc {
                     stale: v.stale,
                     trade_id: v.quote.trade_id,
                     side: v.quote.side,
+                    from_last_session: v.from_last_session,
                 })
                 .collect(),
             missing_symbols: outcome.missing,

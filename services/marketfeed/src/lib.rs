@@ -21,6 +21,7 @@ pub mod keys;
 pub mod live;
 pub mod model;
 pub mod polled_quotes;
+pub mod quote_source;
 pub mod quotes;
 pub mod service;
 pub mod subscription;

@@ -36,6 +36,8 @@ pub struct MarketFeed {
     durable: Option<Arc<DurableAcks>>,
     streamer: Arc<Streamer>,
     shutdown: CancellationToken,
+    /// Quote pollers of this process (set once at start by the mesh).
+    quote_sources: std::sync::OnceLock<Vec<Arc<dyn crate::quote_source::QuoteSource>>>,
 }
 
 /// A refused trade.
@@ -65,6 +67,10 @@ pub struct QuoteView {
     pub quote: QuoteRecord,
     pub age_ns: i64,
     pub stale: bool,
+    /// The symbol's market is closed now (a polled symbol outside its
+    /// sessions or on a holiday): the quote is the last session's, and not
+    /// stale for being old.
+    pub from_last_session: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -125,6 +131,7 @@ impl MarketFeed {
             instruments,
             streamer,
             shutdown,
+            quote_sources: std::sync::OnceLock::new(),
         })
     }
 
@@ -374,22 +381,83 @@ impl MarketFeed {
         let stale_after = stale_after.unwrap_or(self.config.quote_stale_after);
         let stale_ns = i64::try_from(stale_after.as_nanos()).unwrap_or(i64::MAX);
         let mut conn = self.redis.conn();
-        let rows = read_quotes(&mut conn, &self.keys, &symbols).await?;
+        let mut rows = read_quotes(&mut conn, &self.keys, &symbols).await?;
+        let sources: &[Arc<dyn crate::quote_source::QuoteSource>] =
+            self.quote_sources.get().map(Vec::as_slice).unwrap_or(&[]);
+        if !sources.is_empty() {
+            self.refresh_from_sources(sources, &symbols, &mut rows)
+                .await?;
+        }
         let now = now_nanos();
         let mut out = QuotesOutcome::default();
         for (symbol, row) in symbols.into_iter().zip(rows) {
             match row {
                 Some(quote) => {
                     let age_ns = (now - quote.time_ns).max(0);
+                    let closed = sources
+                        .iter()
+                        .find_map(|s| s.market_open(&symbol))
+                        .is_some_and(|open| !open);
                     out.quotes.push(QuoteView {
                         quote,
                         age_ns,
-                        stale: age_ns > stale_ns,
+                        stale: !closed && age_ns > stale_ns,
+                        from_last_session: closed,
                     });
                 }
                 None => out.missing.push(symbol),
             }
         }
         Ok(out)
+    }
+
+    /// The quote pollers of this process: `GetQuotes` reads refresh them.
+    /// Set once; later calls are ignored.
+    pub fn set_quote_sources(&self, sources: Vec<Arc<dyn crate::quote_source::QuoteSource>>) {
+        let _ = self.quote_sources.set(sources);
+    }
+
+    /// Tells the sources which symbols were read; a symbol with no quote
+    /// that a source polls is fetched now (one upstream call shared by all
+    /// concurrent askers, within the source's rate limit), waited for up to
+    /// the source's `miss_wait`, and read again.
+    async fn refresh_from_sources(
+        &self,
+        sources: &[Arc<dyn crate::quote_source::QuoteSource>],
+        symbols: &[String],
+        rows: &mut [Option<QuoteRecord>],
+    ) -> Result<()> {
+        let mut misses = Vec::new();
+        for (i, symbol) in symbols.iter().enumerate() {
+            if let Some(source) = sources.iter().find(|s| s.touch(symbol))
+                && rows[i].is_none()
+            {
+                misses.push((i, source.clone()));
+            }
+        }
+        if misses.is_empty() {
+            return Ok(());
+        }
+        let fetches = misses.iter().map(|(i, source)| {
+            let deadline = tokio::time::Instant::now() + source.miss_wait();
+            source.fetch_now(&symbols[*i], deadline)
+        });
+        let fetched = futures_util::future::join_all(fetches).await;
+        let again: Vec<String> = misses
+            .iter()
+            .zip(&fetched)
+            .filter(|(_, ok)| **ok)
+            .map(|((i, _), _)| symbols[*i].clone())
+            .collect();
+        if again.is_empty() {
+            return Ok(());
+        }
+        let fresh = read_quotes(&mut self.redis.conn(), &self.keys, &again).await?;
+        for (symbol, quote) in again.iter().zip(fresh) {
+            if let Some(i) = symbols.iter().position(|s| s == symbol) {
+                rows[i] = quote;
+            }
+        }
+        Ok(())
     }
 }

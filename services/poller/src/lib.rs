@@ -44,8 +44,10 @@
 //! ```
 
 pub mod bench;
+pub mod from_config;
 pub mod market_hours;
 pub mod poller;
+pub mod quote_source;
 pub mod rate_limit;
 pub mod refresh_cursor;
 pub mod schedule;

@@ -183,6 +183,13 @@ impl Poller {
         self.status.snapshot()
     }
 
+    /// Whether `symbol`'s market is open now (as of the poller's last look
+    /// at the sessions and holidays); None when this poller does not poll it.
+    pub fn market_open(&self, symbol: &str) -> Option<bool> {
+        let i = self.index_of(symbol)?;
+        Some(lock(&self.schedule).is_open(i))
+    }
+
     fn index_of(&self, symbol: &str) -> Option<usize> {
         let code = symbol.strip_prefix(self.spec.symbol_prefix.as_str())?;
         lock(&self.schedule).index_of(code)

@@ -41,6 +41,9 @@ pub struct Config {
     /// `[[feeds]]`: venue connections this process runs (see
     /// [`crate::feeds_config`]); empty by default.
     pub feeds: Vec<crate::feeds_config::FeedConfig>,
+    /// `[[pollers]]`: quote upstreams this process polls (see
+    /// [`crate::pollers_config`]); empty by default.
+    pub pollers: Vec<crate::pollers_config::PollerConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1044,6 +1047,18 @@ impl Config {
                 "candles.verify_interval",
                 "must be 0s (off) or at least 100ms".into(),
             );
+        }
+        let mut pollers = std::collections::HashSet::new();
+        for (i, poller) in self.pollers.iter().enumerate() {
+            if let Some((key, reason)) = poller.violation() {
+                return bad(&format!("pollers[{i}].{key}"), reason);
+            }
+            if !pollers.insert(poller.name.as_str()) {
+                return bad(
+                    &format!("pollers[{i}].name"),
+                    format!("{:?} names two pollers", poller.name),
+                );
+            }
         }
         let mut names = std::collections::HashSet::new();
         let mut fed: std::collections::HashMap<String, String> = std::collections::HashMap::new();

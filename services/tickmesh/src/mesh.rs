@@ -31,6 +31,8 @@ pub struct Mesh {
     pub queue: Option<Arc<Queue>>,
     /// The venue feeds this process runs (`[[feeds]]`), when any.
     pub feeds: Option<tickmesh_feeds::Feeds>,
+    /// The quote pollers this process runs (`[[pollers]]`).
+    pub pollers: Vec<Arc<tickmesh_poller::Poller>>,
     /// This process's aggregator, when it runs one.
     pub aggregator: Option<JoinHandle<()>>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -123,6 +125,45 @@ impl Mesh {
             ));
             names.push(tickmesh_feeds::grpc::SERVICE_NAME);
             feeds = Some(running);
+        }
+        let mut pollers = Vec::new();
+        if !config.pollers.is_empty() {
+            let Some(marketfeed) = &marketfeed else {
+                shutdown.cancel();
+                anyhow::bail!(
+                    "[[pollers]] are configured but the marketfeed service is not enabled in this process (services.enabled): quotes land in it"
+                );
+            };
+            let mut sources: Vec<Arc<dyn tickmesh_marketfeed::quote_source::QuoteSource>> =
+                Vec::new();
+            for (i, poller) in config.pollers.iter().enumerate() {
+                let spec =
+                    match tickmesh_poller::from_config::spec(poller, |var| std::env::var(var).ok())
+                    {
+                        Ok(spec) => spec,
+                        Err(e) => {
+                            shutdown.cancel();
+                            anyhow::bail!("invalid setting `pollers[{i}].{e}`");
+                        }
+                    };
+                if let Some(v) = spec.violations(&format!("pollers[{i}].")).first() {
+                    shutdown.cancel();
+                    anyhow::bail!("invalid setting `{}`: {}", v.field, v.description);
+                }
+                let running = tickmesh_poller::Poller::start(
+                    spec,
+                    marketfeed.clone(),
+                    &instance_id(addr),
+                    shutdown.clone(),
+                )
+                .map_err(|e| anyhow::anyhow!("starting poller {:?}: {e}", poller.name))?;
+                sources.push(Arc::new(tickmesh_poller::quote_source::PollerQuotes {
+                    poller: running.clone(),
+                    miss_wait: poller.miss_wait,
+                }));
+                pollers.push(running);
+            }
+            marketfeed.set_quote_sources(sources);
         }
         let mut candles = None;
         let mut aggregator = None;
@@ -257,6 +298,7 @@ impl Mesh {
             coupon,
             queue,
             feeds,
+            pollers,
             aggregator,
             task,
         })
