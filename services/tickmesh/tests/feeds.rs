@@ -498,3 +498,96 @@ async fn rotation_forced_closes_reordering_and_rate_limits_lose_nothing() {
     mesh.stop().await.unwrap();
     venue.shutdown();
 }
+
+/// The owner dies (a `tickmesh serve` child, SIGKILLed: no lease released,
+/// sockets closed by the kernel). The in-process instance takes over once
+/// the lease runs out (lease_ttl 1.5 s, checked every 0.5 s), backfills what
+/// the venue traded meanwhile, and the tick log has every trade once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owner_is_replaced_within_the_lease() {
+    logs();
+    let redis = redis().await;
+    let venue = FakeVenue::start().await.expect("fake venue");
+    venue.add_symbol(VenueKind::Binance, "BTCUSDT", "0.01", "0.00001", "67000.00");
+    let dir = std::path::PathBuf::from(temp_path("killed-owner"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tickmesh.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[marketfeed]\nauto_register_instruments = true\n[history]\nembedded_path = {:?}\n\n[[feeds]]\nvenue = \"binance\"\nsymbols = [\"BTCUSDT\"]\nws_url = {:?}\nrest_url = {:?}\nlease_ttl = \"1500ms\"\nstall_timeout = \"3s\"\nreconnect_min = \"50ms\"\nreconnect_max = \"400ms\"\n",
+            dir.join("history.redb").display().to_string(),
+            venue.ws_base(VenueKind::Binance),
+            venue.rest_base(VenueKind::Binance),
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(dir.join("child.log")).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickmesh"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--redis-url", &redis.url(), "--services", "marketfeed"])
+        .env_remove("TICKMESH_CONFIG")
+        .env_remove("TICKMESH_FEEDS")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tickmesh serve");
+    subscribed(&venue, VenueKind::Binance, "BTCUSDT").await;
+    let second = start(with_feeds(
+        &redis.url(),
+        vec![feed(&venue, VenueKind::Binance, "binance", &["BTCUSDT"])],
+    ))
+    .await;
+    let mut client = client(&second).await;
+    venue.trade(VenueKind::Binance, "BTCUSDT", 10);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = feed_status(&second, "binance").await;
+    let child_owner = before[0].owner.clone();
+    assert!(
+        !child_owner.is_empty() && child_owner.ends_with(&format!("-{port}")),
+        "the child should own the symbol: {before:?}"
+    );
+    assert_eq!(
+        venue.connections(VenueKind::Binance),
+        1,
+        "one owner, one socket"
+    );
+
+    child.kill().await.unwrap();
+    let killed = std::time::Instant::now();
+    venue.trade(VenueKind::Binance, "BTCUSDT", 10);
+    assert!(
+        eventually(WAIT, || async {
+            let s = feed_status(&second, "binance").await;
+            s[0].owner != child_owner
+                && !s[0].owner.is_empty()
+                && s[0].state() == ConnectionState::Live
+        })
+        .await,
+        "no takeover: {:?}",
+        feed_status(&second, "binance").await
+    );
+    let takeover = killed.elapsed();
+    // Lease TTL + one check interval, plus slack for a loaded machine.
+    assert!(
+        takeover < Duration::from_millis(1500 + 500 + 2000),
+        "takeover took {takeover:?}"
+    );
+    eprintln!("takeover after the owner was killed: {takeover:?}");
+    subscribed(&venue, VenueKind::Binance, "BTCUSDT").await;
+    venue.trade(VenueKind::Binance, "BTCUSDT", 5);
+    let produced = venue.produced(VenueKind::Binance, "BTCUSDT");
+    let logged = tick_log(&mut client, "BTCUSDT", produced.len()).await;
+    assert_exactly_once("BTCUSDT", &produced, &logged);
+    second.stop().await.unwrap();
+    venue.shutdown();
+}
