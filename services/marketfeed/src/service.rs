@@ -334,7 +334,7 @@ impl MarketFeed {
                 return Err(Error::NotFound(format!("instrument {unknown:?}")));
             }
         }
-        let starts = symbols
+        let starts: Vec<Start> = symbols
             .into_iter()
             .map(|symbol| Start {
                 from: overrides.get(&symbol).copied().or(from_sequence),
@@ -342,6 +342,10 @@ impl MarketFeed {
             })
             .collect();
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        if let Some(sources) = self.quote_sources.get().filter(|s| !s.is_empty()) {
+            let symbols: Vec<String> = starts.iter().map(|s| s.symbol.clone()).collect();
+            tokio::spawn(keep_hot(sources.clone(), symbols, tx.clone()));
+        }
         let streamer = self.streamer.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move { streamer.run(starts, tx, shutdown).await });
@@ -459,5 +463,32 @@ impl MarketFeed {
             }
         }
         Ok(())
+    }
+}
+
+/// How often an open stream tells the quote pollers its symbols are read
+/// (well inside their hot window, 30 s by default).
+const KEEP_HOT_EVERY: Duration = Duration::from_secs(10);
+
+/// While a StreamTrades client stays, the polled symbols it follows stay
+/// hot (refreshed before the others); ends with the stream, or at once when
+/// no source polls any of them.
+async fn keep_hot<T>(
+    sources: Vec<Arc<dyn crate::quote_source::QuoteSource>>,
+    symbols: Vec<String>,
+    stream: mpsc::Sender<T>,
+) {
+    loop {
+        let mut any = false;
+        for symbol in &symbols {
+            any |= sources.iter().any(|s| s.touch(symbol));
+        }
+        if !any {
+            return;
+        }
+        tokio::select! {
+            _ = stream.closed() => return,
+            _ = tokio::time::sleep(KEEP_HOT_EVERY) => {}
+        }
     }
 }

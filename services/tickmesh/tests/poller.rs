@@ -122,8 +122,39 @@ async fn get_quotes_misses_fetch_once_and_reads_refresh_first() {
         "the read symbol was not refreshed: {:?}",
         quotes(&mut c2, &["krx:005930"], 60_000).await
     );
+    // A StreamTrades client keeps the symbols it follows hot too: 100150's
+    // new price is polled within seconds, long before the full refresh
+    // (200 codes at 10/s) reaches it. Read through an instance without
+    // pollers, so the check itself does not make it hot.
+    assert!(broker.set_quote("100150", "51234", 7));
+    let mut streamer = c.clone();
+    let _stream = streamer
+        .stream_trades(tickmesh_api::marketfeed::StreamTradesRequest {
+            symbols: vec!["krx:100150".into()],
+            from_sequence: None,
+            cursors: vec![],
+        })
+        .await
+        .unwrap();
+    let reader = start(config(&redis.url())).await;
+    let r = client(&reader).await;
+    assert!(
+        eventually(Duration::from_secs(6), || {
+            let mut r = r.clone();
+            async move {
+                quotes(&mut r, &["krx:100150"], 60_000)
+                    .await
+                    .quotes
+                    .first()
+                    .is_some_and(|q| q.price == "51234")
+            }
+        })
+        .await,
+        "a streamed symbol was not refreshed first"
+    );
     let status = &mesh.pollers[0].status();
     assert_eq!(status.rate_limited, 0, "{status:?}");
+    reader.stop().await.unwrap();
     mesh.stop().await.unwrap();
     broker.shutdown();
 }
