@@ -138,7 +138,12 @@ impl Streamer {
                         // so read them now. Without this a trade published
                         // between the catch-up and the tailer's start waited
                         // for the next trade of the symbol, or forever.
-                        self.catch_up(&mut conn, state, Some(after), tx).await?;
+                        // Read to the log's end as it is now, not to
+                        // `after`: a Redis that lost writes since the
+                        // announcement has fewer entries, and those missing
+                        // must not become a gap (their sequences will be
+                        // given to new trades, which then come live).
+                        self.catch_up(&mut conn, state, None, tx).await?;
                     }
                     let Some(first) = batch.items.first().map(|t| t.sequence) else {
                         continue;
