@@ -48,6 +48,12 @@ impl Feeds {
     /// The mesh's view of every symbol of the feeds (or of the one named
     /// `only`), in feed then symbol order; NOT_FOUND for an unknown feed.
     pub async fn mesh_status(&self, only: &str) -> tickmesh_core::Result<Vec<SymbolStatus>> {
+        if only.len() > 128 || only.chars().any(char::is_control) {
+            return Err(tickmesh_core::Error::invalid(
+                "feed",
+                "is not a feed name (at most 128 characters, no control characters)",
+            ));
+        }
         let mut out = Vec::new();
         let mut found = only.is_empty();
         for feed in &self.feeds {

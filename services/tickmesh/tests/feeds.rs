@@ -292,6 +292,15 @@ async fn binance_trades_arrive_once_through_drops_gaps_and_duplicates() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert!(err.message().contains("nope"), "{}", err.message());
+    // Nonsense is INVALID_ARGUMENT on the field.
+    let err = feeds
+        .get_feed_status(GetFeedStatusRequest {
+            feed: "x".repeat(500),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("feed"), "{}", err.message());
 
     mesh.stop().await.unwrap();
     venue.shutdown();
