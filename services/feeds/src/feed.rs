@@ -41,6 +41,20 @@ pub struct FeedSpec {
     pub backoff_max: Duration,
     /// Register missing instruments from the venue's metadata at start.
     pub register_instruments: bool,
+    /// Definitions from config, registered (or updated) at start whatever
+    /// `register_instruments` says; the venue's metadata is not asked for them.
+    pub instruments: Vec<ConfiguredInstrument>,
+}
+
+/// A symbol's definition from config (`[[feeds.instruments]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfiguredInstrument {
+    /// The venue's symbol.
+    pub symbol: String,
+    pub price_scale: u32,
+    pub quantity_scale: u32,
+    /// IANA zone; empty: UTC.
+    pub time_zone: String,
 }
 
 impl FeedSpec {
@@ -121,6 +135,7 @@ impl Feed {
 
     /// Runs until `shutdown`: leases, connections, backfills.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        self.register_configured_instruments().await;
         if self.spec.register_instruments {
             self.register_instruments(&shutdown).await;
         }
@@ -200,9 +215,48 @@ impl Feed {
         }
     }
 
+    /// Stores the config's definitions where the mesh's differ (scales or
+    /// zone), so a restart with the same config changes nothing.
+    async fn register_configured_instruments(&self) {
+        for given in &self.spec.instruments {
+            let symbol = self.spec.mesh_symbol(&given.symbol);
+            let time_zone = if given.time_zone.is_empty() {
+                "UTC".to_string()
+            } else {
+                given.time_zone.clone()
+            };
+            let sessions = match self.marketfeed.get_instrument(&symbol).await {
+                Ok(stored)
+                    if stored.price_scale == given.price_scale
+                        && stored.quantity_scale == given.quantity_scale
+                        && stored.time_zone == time_zone =>
+                {
+                    continue;
+                }
+                Ok(stored) => stored.sessions,
+                Err(_) => Vec::new(),
+            };
+            let instrument = Instrument {
+                symbol,
+                venue: self.spec.venue.name().to_string(),
+                price_scale: given.price_scale,
+                quantity_scale: given.quantity_scale,
+                time_zone,
+                sessions,
+                update_time_ns: 0,
+            };
+            if let Err(e) = self.marketfeed.upsert_instrument(instrument).await {
+                tracing::warn!(feed = %self.spec.name, symbol = %given.symbol, error = %e, "registering the configured instrument");
+            }
+        }
+    }
+
     async fn register_instruments(&self, shutdown: &CancellationToken) {
         let mut missing = Vec::new();
         for symbol in &self.spec.symbols {
+            if self.spec.instruments.iter().any(|i| &i.symbol == symbol) {
+                continue;
+            }
             if self
                 .marketfeed
                 .get_instrument(&self.spec.mesh_symbol(symbol))

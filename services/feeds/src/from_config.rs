@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tickmesh_runtime::feeds_config::FeedConfig;
 
-use crate::feed::FeedSpec;
+use crate::feed::{ConfiguredInstrument, FeedSpec};
 use crate::venue::Venue;
 use crate::venues::binance::{BinanceStream, BinanceVenue};
 use crate::venues::bybit::{BybitCategory, BybitVenue};
@@ -54,5 +54,15 @@ pub fn spec(config: &FeedConfig) -> Result<FeedSpec, String> {
         backoff_min: config.reconnect_min,
         backoff_max: config.reconnect_max,
         register_instruments: config.register_instruments,
+        instruments: config
+            .instruments
+            .iter()
+            .map(|i| ConfiguredInstrument {
+                symbol: i.symbol.clone(),
+                price_scale: i.price_scale,
+                quantity_scale: i.quantity_scale,
+                time_zone: i.time_zone.clone(),
+            })
+            .collect(),
     })
 }

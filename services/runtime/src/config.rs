@@ -1316,6 +1316,22 @@ mod tests {
         );
         let config = Config::load(Some(&file.0), env(&[])).unwrap();
         assert_eq!(config.feeds.len(), 2);
+        // `[[feeds.instruments]]` belongs to the feed above it.
+        let file = write(
+            "[[feeds]]\nvenue = \"binance\"\nsymbols = [\"BTCUSDT\"]\n[[feeds.instruments]]\nsymbol = \"BTCUSDT\"\nprice_scale = 2\nquantity_scale = 5\n",
+        );
+        let config = Config::load(Some(&file.0), env(&[])).unwrap();
+        assert_eq!(config.feeds[0].instruments.len(), 1);
+        assert_eq!(config.feeds[0].instruments[0].quantity_scale, 5);
+        let file = write(
+            "[[feeds]]\nvenue = \"binance\"\nsymbols = [\"BTCUSDT\"]\n[[feeds.instruments]]\nsymbol = \"ETHUSDT\"\nprice_scale = 2\nquantity_scale = 5\n",
+        );
+        let e = Config::load(Some(&file.0), env(&[])).unwrap_err();
+        assert!(
+            e.0.contains("feeds[0].instruments") && e.0.contains("ETHUSDT"),
+            "{}",
+            e.0
+        );
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct FeedConfig {
     /// Register symbols the mesh does not know from the venue's metadata
     /// (scales from tick and lot size) when the feed starts.
     pub register_instruments: bool,
+    /// Instrument definitions given here instead of read from the venue
+    /// (`[[feeds.instruments]]`): registered, or updated, when the feed
+    /// starts, whatever `register_instruments` says.
+    pub instruments: Vec<FeedInstrumentConfig>,
     /// A socket that brings nothing (data, ping or pong) for this long is dead.
     #[serde(with = "serde_human")]
     pub stall_timeout: Duration,
@@ -65,6 +69,7 @@ impl Default for FeedConfig {
             ws_url: String::new(),
             rest_url: String::new(),
             register_instruments: true,
+            instruments: Vec::new(),
             stall_timeout: Duration::from_secs(30),
             rotate_after: Duration::ZERO,
             lease_ttl: Duration::from_secs(6),
@@ -72,6 +77,21 @@ impl Default for FeedConfig {
             reconnect_max: Duration::from_secs(30),
         }
     }
+}
+
+/// One `[[feeds.instruments]]` table: a symbol's scales from config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedInstrumentConfig {
+    /// The venue's symbol; must be one of the feed's `symbols`.
+    pub symbol: String,
+    /// Decimal places of prices (the venue's tick size 0.01 is 2).
+    pub price_scale: u32,
+    /// Decimal places of quantities (lot step 0.00001 is 5).
+    pub quantity_scale: u32,
+    /// IANA zone of the candles' day boundaries; default UTC.
+    #[serde(default)]
+    pub time_zone: String,
 }
 
 impl FeedConfig {
@@ -128,6 +148,37 @@ impl FeedConfig {
                     self.stream
                 ),
             ));
+        }
+        let mut given = std::collections::HashSet::new();
+        for (i, instrument) in self.instruments.iter().enumerate() {
+            if !self.symbols.contains(&instrument.symbol) {
+                return Some((
+                    "instruments",
+                    format!(
+                        "[{i}]: {:?} is not one of the feed's symbols",
+                        instrument.symbol
+                    ),
+                ));
+            }
+            if !given.insert(instrument.symbol.as_str()) {
+                return Some((
+                    "instruments",
+                    format!("[{i}]: {:?} is defined twice", instrument.symbol),
+                ));
+            }
+            if let Err(reason) = tickmesh_core::time_zone::parse_time_zone(&instrument.time_zone) {
+                return Some(("instruments", format!("[{i}].time_zone: {reason}")));
+            }
+            let max = tickmesh_core::decimal::MAX_SCALE;
+            if instrument.price_scale > max || instrument.quantity_scale > max {
+                return Some((
+                    "instruments",
+                    format!(
+                        "[{i}]: price_scale and quantity_scale must be at most {max} ({:?})",
+                        instrument.symbol
+                    ),
+                ));
+            }
         }
         if self.stall_timeout < Duration::from_secs(1) {
             return Some(("stall_timeout", "must be at least 1s".into()));
@@ -196,5 +247,42 @@ mod tests {
         assert!(parse_feed_list("upbit/x:KRW-BTC").is_err());
         let bad = parse_feed_list("kraken:XBTUSD").unwrap();
         assert_eq!(bad[0].violation().unwrap().0, "venue");
+    }
+
+    #[test]
+    fn instruments_from_config_must_be_feed_symbols_once_with_sane_scales() {
+        let mut feed = parse_feed_list("binance:BTCUSDT,ETHUSDT")
+            .unwrap()
+            .remove(0);
+        let btc = FeedInstrumentConfig {
+            symbol: "BTCUSDT".into(),
+            price_scale: 2,
+            quantity_scale: 5,
+            time_zone: String::new(),
+        };
+        feed.instruments = vec![btc.clone()];
+        assert!(feed.violation().is_none());
+        feed.instruments = vec![FeedInstrumentConfig {
+            symbol: "SOLUSDT".into(),
+            ..btc.clone()
+        }];
+        let (key, reason) = feed.violation().unwrap();
+        assert_eq!(key, "instruments");
+        assert!(
+            reason.contains("SOLUSDT") && reason.contains("not one of"),
+            "{reason}"
+        );
+        feed.instruments = vec![btc.clone(), btc.clone()];
+        assert!(feed.violation().unwrap().1.contains("twice"));
+        feed.instruments = vec![FeedInstrumentConfig {
+            time_zone: "Mars/Olympus".into(),
+            ..btc.clone()
+        }];
+        assert!(feed.violation().unwrap().1.contains("time_zone"));
+        feed.instruments = vec![FeedInstrumentConfig {
+            price_scale: 40,
+            ..btc
+        }];
+        assert!(feed.violation().unwrap().1.contains("at most"));
     }
 }

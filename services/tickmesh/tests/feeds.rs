@@ -600,3 +600,65 @@ async fn a_killed_owner_is_replaced_within_the_lease() {
     second.stop().await.unwrap();
     venue.shutdown();
 }
+
+/// `[[feeds.instruments]]` defines a symbol's scales and zone instead of the
+/// venue's metadata (which here says otherwise); symbols it does not name
+/// still come from the metadata, and trades are stored at the configured
+/// scales.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instruments_from_config_win_over_the_venues_metadata() {
+    use tickmesh_api::marketfeed::GetInstrumentRequest;
+    use tickmesh_runtime::feeds_config::FeedInstrumentConfig;
+    logs();
+    let redis = redis().await;
+    let venue = FakeVenue::start().await.expect("fake venue");
+    venue.add_symbol(VenueKind::Binance, "BTCUSDT", "0.01", "0.00001", "67000.00");
+    venue.add_symbol(VenueKind::Binance, "ETHUSDT", "0.01", "0.0001", "3500.00");
+    let mut binance = feed(
+        &venue,
+        VenueKind::Binance,
+        "binance",
+        &["BTCUSDT", "ETHUSDT"],
+    );
+    binance.instruments = vec![FeedInstrumentConfig {
+        symbol: "BTCUSDT".into(),
+        price_scale: 4,
+        quantity_scale: 8,
+        time_zone: "Asia/Seoul".into(),
+    }];
+    let mut cfg = with_feeds(&redis.url(), vec![binance]);
+    cfg.marketfeed.auto_register_instruments = false;
+    let mesh = start(cfg).await;
+    let mut client = client(&mesh).await;
+    subscribed(&venue, VenueKind::Binance, "BTCUSDT").await;
+
+    let get = |symbol: &str| GetInstrumentRequest {
+        symbol: symbol.into(),
+    };
+    let btc = client.get_instrument(get("BTCUSDT")).await.unwrap();
+    let btc = btc.into_inner().instrument.unwrap();
+    assert_eq!((btc.price_scale, btc.quantity_scale), (4, 8), "{btc:?}");
+    assert_eq!(btc.time_zone, "Asia/Seoul");
+    assert_eq!(btc.venue, "binance");
+    let eth = client.get_instrument(get("ETHUSDT")).await.unwrap();
+    let eth = eth.into_inner().instrument.unwrap();
+    assert_eq!(
+        (eth.price_scale, eth.quantity_scale),
+        (2, 4),
+        "from metadata: {eth:?}"
+    );
+
+    venue.trade(VenueKind::Binance, "BTCUSDT", 20);
+    let produced = venue.produced(VenueKind::Binance, "BTCUSDT");
+    let logged = tick_log(&mut client, "BTCUSDT", produced.len()).await;
+    assert_exactly_once("BTCUSDT", &produced, &logged);
+    assert!(
+        logged
+            .iter()
+            .all(|t| t.price.split('.').nth(1).map(str::len) == Some(4)),
+        "prices at the configured scale: {:?}",
+        logged.first().map(|t| &t.price)
+    );
+    mesh.stop().await.unwrap();
+    venue.shutdown();
+}
