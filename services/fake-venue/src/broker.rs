@@ -187,6 +187,8 @@ struct Inner {
     rate_limited: AtomicU64,
     codes_quoted: AtomicU64,
     tokens_issued: AtomicU64,
+    /// Quote requests (admitted) that asked for each code.
+    asked: Mutex<HashMap<String, u64>>,
     auto_move: AtomicBool,
     cancel: CancellationToken,
 }
@@ -232,6 +234,7 @@ impl FakeBroker {
             rate_limited: AtomicU64::new(0),
             codes_quoted: AtomicU64::new(0),
             tokens_issued: AtomicU64::new(0),
+            asked: Mutex::new(HashMap::new()),
             auto_move: AtomicBool::new(true),
             cancel: cancel.clone(),
         });
@@ -364,6 +367,11 @@ impl FakeBroker {
     /// Codes quoted in successful answers (a multi-price answer counts each code).
     pub fn codes_quoted(&self) -> u64 {
         self.inner.codes_quoted.load(Ordering::SeqCst)
+    }
+
+    /// Admitted quote requests that asked for `code` (single or in a batch).
+    pub fn times_asked(&self, code: &str) -> u64 {
+        lock(&self.inner.asked).get(code).copied().unwrap_or(0)
     }
 
     /// Access tokens issued.
@@ -542,6 +550,7 @@ async fn inquire_price(
         return kis_error("OPSQ2001", "FID_COND_MRKT_DIV_CODE 는 J 이어야 합니다.");
     }
     let code = q.get("FID_INPUT_ISCD").cloned().unwrap_or_default();
+    *lock(&inner.asked).entry(code.clone()).or_default() += 1;
     let auto = inner.auto_move.load(Ordering::SeqCst);
     let mut listings = lock(&inner.listings);
     let Some(listing) = listings.get_mut(&code) else {
@@ -577,6 +586,12 @@ async fn multi_price(
             "FAKE0413",
             &format!("codes must list 1 to {max} codes, got {}", codes.len()),
         );
+    }
+    {
+        let mut asked = lock(&inner.asked);
+        for code in &codes {
+            *asked.entry(code.to_string()).or_default() += 1;
+        }
     }
     let auto = inner.auto_move.load(Ordering::SeqCst);
     let mut listings = lock(&inner.listings);

@@ -415,6 +415,13 @@ impl MarketFeed {
         Ok(out)
     }
 
+    /// The stored quotes of `symbols`, in order, as they are: no validation,
+    /// no quote sources asked (a poller waiting for another instance's
+    /// answer reads with this).
+    pub async fn stored_quotes(&self, symbols: &[String]) -> Result<Vec<Option<QuoteRecord>>> {
+        read_quotes(&mut self.redis.conn(), &self.keys, symbols).await
+    }
+
     /// The quote pollers of this process: `GetQuotes` reads refresh them.
     /// Set once; later calls are ignored.
     pub fn set_quote_sources(&self, sources: Vec<Arc<dyn crate::quote_source::QuoteSource>>) {

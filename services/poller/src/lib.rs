@@ -8,16 +8,19 @@
 //!   mesh-wide pause after a rate-limit answer.
 //! - [`refresh_cursor`]: the full refresh as one cursor in Redis, split among instances.
 //! - [`market_hours`]: open or closed from the instrument's sessions and the holidays.
+//! - [`mesh_flight`]: the same single flight across instances (a short lock in Redis).
 //! - [`schedule`]: what the next request asks for (retries, hot codes, the full refresh).
+//! - [`shared_token`]: one access token per app key for the whole mesh, in Redis.
 //! - [`single_flight`]: one upstream request for many concurrent askers of a symbol.
 //! - [`poller`]: the running instance ([`Poller`]); [`status`]: its counters.
 //! - [`bench`]: full-refresh time against the fake broker, next to its floor.
 //!
 //! Several instances of one poller (the same spec on several mesh processes) share the app
 //! key's rate limit and split each full refresh between them; hot codes and `fetch_now` are
-//! served by the instance the client reached. Not shared between instances: the access token
-//! (each instance fetches its own), and the one poll of a closed code after start or close
-//! (each instance makes its own). The background loop books at most about one slot ahead, so
+//! served by the instance the client reached, but a miss's upstream request is made once in
+//! the mesh ([`mesh_flight`]), and the access token is issued once and shared
+//! ([`shared_token`]). Not shared between instances: the one poll of a closed code after start
+//! or close (each instance makes its own). The background loop books at most about one slot ahead, so
 //! a `fetch_now` waits for at most a few slots per instance before its own.
 //!
 //! ```no_run
@@ -46,11 +49,13 @@
 pub mod bench;
 pub mod from_config;
 pub mod market_hours;
+pub mod mesh_flight;
 pub mod poller;
 pub mod quote_source;
 pub mod rate_limit;
 pub mod refresh_cursor;
 pub mod schedule;
+pub mod shared_token;
 pub mod single_flight;
 pub mod spec;
 pub mod status;

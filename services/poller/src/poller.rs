@@ -17,9 +17,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::market_hours::MarketHours;
+use crate::mesh_flight::MeshFlight;
 use crate::rate_limit::{MeshRateLimiter, RateShape, Reservation, limit_id};
 use crate::refresh_cursor::{Claim, RefreshCursor};
 use crate::schedule::{HotRules, Schedule};
+use crate::shared_token::SharedToken;
 use crate::single_flight::SingleFlight;
 use crate::spec::PollerSpec;
 use crate::status::{PollerStatus, StatusBoard};
@@ -52,6 +54,8 @@ pub struct Poller {
     /// By mesh symbol.
     instruments: RwLock<HashMap<String, Arc<Instrument>>>,
     flights: SingleFlight<usize, Option<PolledQuote>>,
+    /// The same flights across the mesh's instances.
+    mesh_flight: MeshFlight,
     status: StatusBoard,
     pacing: Mutex<Pacing>,
     warned: Mutex<HashSet<String>>,
@@ -103,7 +107,8 @@ impl Poller {
                 &spec.app_key,
                 &spec.app_secret,
                 spec.request_timeout,
-            ),
+            )
+            .with_shared_token(SharedToken::new(redis.clone(), &id), instance),
             limiter: MeshRateLimiter::new(
                 redis.clone(),
                 &id,
@@ -124,6 +129,7 @@ impl Poller {
             )),
             instruments: RwLock::new(HashMap::new()),
             flights: SingleFlight::default(),
+            mesh_flight: MeshFlight::new(feed.redis().clone(), &id, instance),
             status: StatusBoard::new(&spec.name, instance, spec.symbols.len()),
             pacing: Mutex::new(Pacing::default()),
             warned: Mutex::new(HashSet::new()),
@@ -195,7 +201,54 @@ impl Poller {
         lock(&self.schedule).index_of(code)
     }
 
+    /// Leads the code's flight in the mesh, or waits for the instance that does.
     async fn fetch_for_flight(&self, i: usize, deadline: Instant) -> Option<PolledQuote> {
+        let code = lock(&self.schedule).code(i).to_string();
+        let hold = deadline.saturating_duration_since(Instant::now()) + self.spec.request_timeout;
+        match self.mesh_flight.try_lead(&code, hold).await {
+            Ok(true) => {
+                let quote = self.fetch_leading(i, deadline).await;
+                if let Err(e) = self.mesh_flight.release(&code).await {
+                    tracing::debug!(poller = %self.spec.name, error = %e, "ending a flight");
+                }
+                quote
+            }
+            Ok(false) => self.await_other_instance(i, deadline).await,
+            // Redis is what stores the answer too: the request is made, and may
+            // fail to store, like any other in this state.
+            Err(_) => self.fetch_leading(i, deadline).await,
+        }
+    }
+
+    /// Another instance is asking the upstream for the code: its answer, once stored.
+    async fn await_other_instance(&self, i: usize, deadline: Instant) -> Option<PolledQuote> {
+        let symbol = [self.mesh_symbols[i].clone()];
+        let before = match self.feed.stored_quotes(&symbol).await {
+            Ok(rows) => rows.into_iter().next().flatten().map(|q| q.time_ns),
+            Err(_) => return None,
+        };
+        self.status.update(|s| s.joined_elsewhere += 1);
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let Ok(rows) = self.feed.stored_quotes(&symbol).await else {
+                continue;
+            };
+            if let Some(q) = rows.into_iter().next().flatten()
+                && Some(q.time_ns) != before
+            {
+                return Some(PolledQuote {
+                    symbol: q.symbol,
+                    price: q.price,
+                    quantity: q.quantity,
+                    time_ns: q.time_ns,
+                    cumulative_volume: None,
+                });
+            }
+        }
+        None
+    }
+
+    async fn fetch_leading(&self, i: usize, deadline: Instant) -> Option<PolledQuote> {
         if !lock(&self.schedule).begin(i) {
             tracing::debug!(poller = %self.spec.name, symbol = %self.mesh_symbols[i], "fetch while the code is already in flight");
         }

@@ -26,6 +26,8 @@ pub struct PollerStatus {
     pub hot_codes: u64,
     /// Single-flight fetches that reached the upstream.
     pub fetches: u64,
+    /// Single-flight fetches answered by another instance's request for the code.
+    pub joined_elsewhere: u64,
     /// Rate-limit slots booked that found nothing left to ask for.
     pub wasted_slots: u64,
     /// Full refreshes this instance finished (it claimed the cycle's last codes).

@@ -2,7 +2,8 @@
 //! Securities' "KIS Developers" open API.
 //!
 //! * Access token: `POST /oauth2/tokenP` `{"grant_type":"client_credentials","appkey","appsecret"}`
-//!   → `{"access_token":..}`; kept until the upstream says it expired (`EGW00123`).
+//!   → `{"access_token":..,"expires_in":86400}`; kept until the upstream says it expired
+//!   (`EGW00123`), and shared by the mesh's instances through Redis (see [`SharedToken`]).
 //! * One code: `GET /uapi/domestic-stock/v1/quotations/inquire-price` with `appkey`,
 //!   `appsecret`, `authorization: Bearer <token>`, `tr_id: FHKST01010100` and
 //!   `FID_COND_MRKT_DIV_CODE=J&FID_INPUT_ISCD=<code>` → `{"rt_cd":"0","output":{"stck_prpr",
@@ -20,6 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Mutex;
+
+use crate::shared_token::SharedToken;
 
 pub const TOKEN_PATH: &str = "/oauth2/tokenP";
 pub const INQUIRE_PRICE_PATH: &str = "/uapi/domestic-stock/v1/quotations/inquire-price";
@@ -71,11 +74,16 @@ pub struct Upstream {
     app_key: String,
     app_secret: String,
     token: Mutex<Option<String>>,
+    /// The mesh's token in Redis, with this instance's name; None: this instance's own.
+    shared: Option<(SharedToken, String)>,
 }
 
 #[derive(Deserialize)]
 struct TokenAnswer {
     access_token: String,
+    /// Seconds (KIS: 86400).
+    #[serde(default)]
+    expires_in: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -104,15 +112,63 @@ impl Upstream {
             app_key: app_key.to_string(),
             app_secret: app_secret.to_string(),
             token: Mutex::new(None),
+            shared: None,
         }
     }
 
-    /// The current access token, fetched when there is none.
+    /// Shares one access token with every instance of the app key through Redis (see
+    /// [`SharedToken`]) instead of issuing one per instance.
+    pub fn with_shared_token(mut self, shared: SharedToken, instance: &str) -> Self {
+        self.shared = Some((shared, instance.to_string()));
+        self
+    }
+
+    /// The current access token: this instance's copy, else the mesh's, else a new one
+    /// (issued by one instance at a time; the others wait for it).
     async fn token(&self) -> Result<String, UpstreamError> {
         let mut token = self.token.lock().await;
         if let Some(t) = token.as_ref() {
             return Ok(t.clone());
         }
+        if let Some((shared, instance)) = &self.shared {
+            let give_up = tokio::time::Instant::now() + SharedToken::issue_lock();
+            loop {
+                match shared.get().await {
+                    Ok(Some(t)) => {
+                        *token = Some(t.clone());
+                        return Ok(t);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the mesh's access token; issuing one here");
+                        break;
+                    }
+                }
+                match shared.try_lead(instance).await {
+                    Ok(true) => break,
+                    Ok(false) if tokio::time::Instant::now() < give_up => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "taking the token lock; issuing one here");
+                        break;
+                    }
+                }
+            }
+        }
+        let (issued, lifetime) = self.issue_token().await?;
+        if let Some((shared, _)) = &self.shared
+            && let Err(e) = shared.put(&issued, lifetime).await
+        {
+            tracing::warn!(error = %e, "storing the access token for the mesh");
+        }
+        *token = Some(issued.clone());
+        Ok(issued)
+    }
+
+    /// `POST /oauth2/tokenP`: a new token and its lifetime.
+    async fn issue_token(&self) -> Result<(String, Option<Duration>), UpstreamError> {
         let url = format!("{}{TOKEN_PATH}", self.base_url);
         let body = serde_json::json!({
             "grant_type": "client_credentials",
@@ -142,12 +198,23 @@ impl Upstream {
         let answer: TokenAnswer = serde_json::from_str(&text).map_err(|e| {
             UpstreamError::Transport(format!("POST {url}: unexpected token answer: {e}"))
         })?;
-        *token = Some(answer.access_token.clone());
-        Ok(answer.access_token)
+        Ok((
+            answer.access_token,
+            answer.expires_in.map(Duration::from_secs),
+        ))
     }
 
-    async fn forget_token(&self) {
-        *self.token.lock().await = None;
+    /// The upstream refused `refused` as expired: the next request gets another.
+    async fn forget_token(&self, refused: &str) {
+        let mut token = self.token.lock().await;
+        if token.as_deref() == Some(refused) {
+            *token = None;
+        }
+        if let Some((shared, _)) = &self.shared
+            && let Err(e) = shared.forget(refused).await
+        {
+            tracing::warn!(error = %e, "dropping the expired access token of the mesh");
+        }
     }
 
     /// Quotes of `codes`: one code through `inquire-price` when `single`, else the batch
@@ -196,7 +263,7 @@ impl Upstream {
             .map_err(|e| UpstreamError::Transport(format!("GET {url}: reading the body: {e}")))?;
         let result = parse_answer(status, &text, single, codes);
         if matches!(result, Err(UpstreamError::TokenExpired { .. })) {
-            self.forget_token().await;
+            self.forget_token(&token).await;
         }
         result
     }

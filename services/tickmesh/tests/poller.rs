@@ -198,3 +198,70 @@ async fn on_a_holiday_the_quote_is_the_last_sessions_not_stale() {
     mesh.stop().await.unwrap();
     broker.shutdown();
 }
+
+/// Three instances poll one app key: they share one access token (the
+/// broker issues one), and concurrent misses for a symbol reaching all three
+/// make one upstream request for it in the whole mesh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_one_token_and_one_request_per_miss() {
+    let redis = redis().await;
+    let broker = FakeBroker::start(BrokerConfig::default()).await.unwrap();
+    broker.set_auto_move(false);
+    // As above: 005930 is last in a 200-code refresh at 10 requests/s.
+    let others: Vec<String> = (0..199).map(|i| format!("{:06}", 100_000 + i)).collect();
+    let mut codes: Vec<&str> = others.iter().map(String::as_str).collect();
+    for code in &codes {
+        broker.add_symbol(code, "50000", "50");
+    }
+    codes.push("005930");
+    broker.add_symbol("005930", "71500", "100");
+    register_codes(&redis.url(), &codes).await;
+    let mut meshes = Vec::new();
+    for _ in 0..3 {
+        let mut cfg = config(&redis.url());
+        cfg.pollers = vec![poller(&broker, &codes, vec![])];
+        meshes.push(start(cfg).await);
+    }
+    let mut clients = Vec::new();
+    for mesh in &meshes {
+        clients.push(client(mesh).await);
+    }
+
+    let mut askers = tokio::task::JoinSet::new();
+    for n in 0..30 {
+        let mut c = clients[n % 3].clone();
+        askers.spawn(async move { quotes(&mut c, &["krx:005930"], 60_000).await });
+    }
+    while let Some(r) = askers.join_next().await {
+        let r = r.unwrap();
+        assert!(r.missing_symbols.is_empty(), "{r:?}");
+        assert_eq!(r.quotes[0].price, "71500", "{r:?}");
+    }
+    assert_eq!(
+        broker.times_asked("005930"),
+        1,
+        "30 misses over 3 instances: one upstream request"
+    );
+    let joined: u64 = meshes
+        .iter()
+        .map(|m| m.pollers[0].status().joined_elsewhere)
+        .sum();
+    assert!(
+        joined >= 1,
+        "the other instances waited for the leader's answer"
+    );
+
+    // Every instance has sent requests of the full refresh by now, on one token.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            meshes.iter().all(|m| m.pollers[0].status().requests > 0)
+        })
+        .await,
+        "not every instance polled"
+    );
+    assert_eq!(broker.tokens_issued(), 1, "one access token for the mesh");
+    for mesh in meshes {
+        mesh.stop().await.unwrap();
+    }
+    broker.shutdown();
+}
