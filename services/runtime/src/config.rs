@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -638,53 +638,8 @@ impl Config {
         let mut merged = defaults.clone();
         let mut sources: BTreeMap<String, String> = BTreeMap::new();
 
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
-            let table: toml::Table = toml::from_str(&text)
-                .map_err(|e| err(format!("config file {}: {e}", path.display())))?;
-            for (section, value) in table {
-                if section == "feeds" {
-                    let toml::Value::Array(_) = value else {
-                        return Err(err(format!(
-                            "config file {}: `feeds` must be [[feeds]] tables",
-                            path.display()
-                        )));
-                    };
-                    sources.insert("feeds".into(), format!("file {}", path.display()));
-                    merged
-                        .as_table_mut()
-                        .expect("config is a table")
-                        .insert(section, value);
-                    continue;
-                }
-                let toml::Value::Table(keys) = value else {
-                    return Err(err(format!(
-                        "config file {}: `{section}` must be a [section]",
-                        path.display()
-                    )));
-                };
-                for key in keys.keys() {
-                    sources.insert(
-                        format!("{section}.{key}"),
-                        format!("file {}", path.display()),
-                    );
-                }
-                let slot = merged
-                    .as_table_mut()
-                    .and_then(|t| t.get_mut(&section))
-                    .ok_or_else(|| {
-                        err(format!(
-                            "config file {}: unknown section [{section}] (known: {})",
-                            path.display(),
-                            section_names(&defaults)
-                        ))
-                    })?;
-                let slot = slot.as_table_mut().expect("sections are tables");
-                for (key, value) in keys {
-                    slot.insert(key, value);
-                }
-            }
+        for path in file.map(config_files).unwrap_or_default() {
+            merge_file(&path, &defaults, &mut merged, &mut sources)?;
         }
 
         let mut env: Vec<(String, String)> = env.into_iter().collect();
@@ -1192,6 +1147,77 @@ fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
     })
 }
 
+/// `--config` / `TICKMESH_CONFIG`: one file, or several separated by commas
+/// (a base file and an overlay's additions); later files win key by key, and
+/// a `[[feeds]]` or `[[pollers]]` list in a later file replaces the earlier.
+fn config_files(list: &Path) -> Vec<PathBuf> {
+    let text = list.to_string_lossy();
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Config sections that are lists of tables (`[[feeds]]`), not `[section]`s.
+const LIST_SECTIONS: &[&str] = &["feeds", "pollers"];
+
+/// Merges one config file over `merged`, noting where each key came from.
+fn merge_file(
+    path: &Path,
+    defaults: &toml::Value,
+    merged: &mut toml::Value,
+    sources: &mut BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| err(format!("config file {}: {e}", path.display())))?;
+    for (section, value) in table {
+        if LIST_SECTIONS.contains(&section.as_str()) {
+            let toml::Value::Array(_) = value else {
+                return Err(err(format!(
+                    "config file {}: `{section}` must be [[{section}]] tables",
+                    path.display()
+                )));
+            };
+            sources.insert(section.clone(), format!("file {}", path.display()));
+            merged
+                .as_table_mut()
+                .expect("config is a table")
+                .insert(section, value);
+            continue;
+        }
+        let toml::Value::Table(keys) = value else {
+            return Err(err(format!(
+                "config file {}: `{section}` must be a [section]",
+                path.display()
+            )));
+        };
+        for key in keys.keys() {
+            sources.insert(
+                format!("{section}.{key}"),
+                format!("file {}", path.display()),
+            );
+        }
+        let slot = merged
+            .as_table_mut()
+            .and_then(|t| t.get_mut(&section))
+            .ok_or_else(|| {
+                err(format!(
+                    "config file {}: unknown section [{section}] (known: {})",
+                    path.display(),
+                    section_names(defaults)
+                ))
+            })?;
+        let slot = slot.as_table_mut().expect("sections are tables");
+        for (key, value) in keys {
+            slot.insert(key, value);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1332,6 +1358,38 @@ mod tests {
             "{}",
             e.0
         );
+    }
+
+    #[test]
+    fn pollers_from_a_file_and_several_files_in_order() {
+        let base = write(
+            "[server]\nlisten = \"0.0.0.0:6000\"\n[[feeds]]\nvenue = \"binance\"\nsymbols = [\"BTCUSDT\"]\n",
+        );
+        let extra = write(
+            "[server]\ngrace_period = \"3s\"\n[[pollers]]\nname = \"kis\"\nbase_url = \"https://openapi.koreainvestment.com:9443\"\napp_key = \"env:KIS_APP_KEY\"\napp_secret = \"env:KIS_APP_SECRET\"\nsymbols = [\"005930\"]\nsymbol_prefix = \"krx:\"\nrequests_per_second = 18\n",
+        );
+        let config = Config::load(Some(&extra.0), env(&[])).unwrap();
+        assert_eq!(config.pollers.len(), 1, "[[pollers]] in a file");
+        assert_eq!(config.pollers[0].requests_per_second, 18);
+        let both = std::path::PathBuf::from(format!("{},{}", base.0.display(), extra.0.display()));
+        let config = Config::load(Some(&both), env(&[])).unwrap();
+        assert_eq!(
+            config.server.listen.to_string(),
+            "0.0.0.0:6000",
+            "the first file"
+        );
+        assert_eq!(
+            config.server.grace_period,
+            Duration::from_secs(3),
+            "the second"
+        );
+        assert_eq!((config.feeds.len(), config.pollers.len()), (1, 1));
+        let bad = write("pollers = 3\n");
+        let e = Config::load(Some(&bad.0), env(&[])).unwrap_err();
+        assert!(e.0.contains("[[pollers]]"), "{}", e.0);
+        let missing = std::path::PathBuf::from(format!("{},/nope/x.toml", base.0.display()));
+        let e = Config::load(Some(&missing), env(&[])).unwrap_err();
+        assert!(e.0.contains("/nope/x.toml"), "{}", e.0);
     }
 
     #[test]
