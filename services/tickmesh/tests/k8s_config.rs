@@ -197,3 +197,55 @@ fn every_overlays_feeds_load() {
     let marketfeed = std::fs::read_to_string(k8s("base/marketfeed.yaml")).unwrap();
     assert!(marketfeed.contains("name: tickmesh-feeds\n                  key: TICKMESH_FEEDS"));
 }
+
+/// The optional KIS poller component: its pollers.toml loads after the
+/// cluster's tickmesh.toml (the files its patch lists in TICKMESH_CONFIG),
+/// and the marketfeed pods get the app key from the Secret it names.
+#[test]
+fn the_kis_poller_component_loads_over_the_cluster_config() {
+    let patch =
+        std::fs::read_to_string(k8s("components/kis-poller/marketfeed-pollers.yaml")).unwrap();
+    let files = patch
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("value: /etc/tickmesh/")
+                .map(|v| format!("/etc/tickmesh/{v}"))
+        })
+        .expect("TICKMESH_CONFIG in the patch");
+    let local: Vec<String> = files
+        .split(',')
+        .map(|f| {
+            let name = f.trim_start_matches("/etc/tickmesh/");
+            let dir = if name == "tickmesh.toml" {
+                "base"
+            } else {
+                "components/kis-poller"
+            };
+            k8s(&format!("{dir}/{name}")).display().to_string()
+        })
+        .collect();
+    assert_eq!(local.len(), 2, "{files}");
+    let config = Config::load(
+        Some(Path::new(&local.join(","))),
+        vec![(
+            "TICKMESH_SERVICES_ENABLED".to_string(),
+            "marketfeed".to_string(),
+        )],
+    )
+    .unwrap_or_else(|e| panic!("{files}: {e}"));
+    assert_eq!(config.pollers.len(), 1);
+    let kis = &config.pollers[0];
+    assert_eq!(kis.app_key, "env:KIS_APP_KEY");
+    assert!(kis.requests_per_second <= 20, "KIS allows 20/s per app key");
+    assert_eq!(
+        config.redis.url, "redis://redis:6379",
+        "the cluster config is still read"
+    );
+    for var in ["KIS_APP_KEY", "KIS_APP_SECRET"] {
+        assert!(patch.contains(&format!("- name: {var}")), "{var}");
+    }
+    assert!(patch.contains("name: tickmesh-broker"));
+    let overlay = std::fs::read_to_string(k8s("overlays/prod-kis/kustomization.yaml")).unwrap();
+    assert!(overlay.contains("../../components/kis-poller"));
+}
