@@ -304,7 +304,7 @@ impl Aggregator {
                 _ = self.shutdown.cancelled() => return Ok(Next::Stop),
             }
         }
-        let request = StreamTradesRequest {
+        let mut request = tonic::Request::new(StreamTradesRequest {
             symbols: owned.keys().cloned().collect(),
             from_sequence: None,
             cursors: owned
@@ -314,7 +314,12 @@ impl Aggregator {
                     sequence: o.book.applied_sequence + 1,
                 })
                 .collect(),
-        };
+        });
+        // The aggregator is not a client following these symbols.
+        request.metadata_mut().insert(
+            tickmesh_runtime::interest::INTERNAL_READER_HEADER,
+            tonic::metadata::MetadataValue::from_static("candle-aggregator"),
+        );
         let mut client = self.directory.client();
         let mut stream =
             tokio::time::timeout(MARKETFEED_CALL_TIMEOUT, client.stream_trades(request))

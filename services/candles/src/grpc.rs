@@ -102,7 +102,10 @@ impl CandleQueryService for CandleGrpc {
             .subscribe(r.symbol, r.intervals, r.cursor)
             .await
             .into_status()?;
+        // Held for as long as the client keeps the stream.
+        let follow = self.service.follow(&symbol);
         let stream = ReceiverStream::new(rx).map(move |item| {
+            let _ = &follow;
             item.map(|m| SubscribeCandlesResponse {
                 candles: m.candles.iter().map(|c| candle_to_pb(&symbol, c)).collect(),
                 snapshot: m.snapshot,

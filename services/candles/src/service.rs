@@ -7,6 +7,7 @@ use tickmesh_core::ids::check_symbol;
 use tickmesh_core::{Error, FieldViolation, Result};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::config::CandlesConfig;
+use tickmesh_runtime::interest::{InterestBoard, InterestGuard};
 use tickmesh_runtime::redis_conn::unavailable;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,9 @@ pub struct CandleService {
     subscriptions: Arc<Subscriptions>,
     config: CandlesConfig,
     history: Option<History>,
+    /// Symbols with an open SubscribeCandles here, told to the mesh (the
+    /// quote pollers refresh them first).
+    interest: Arc<InterestBoard>,
     shutdown: CancellationToken,
 }
 
@@ -97,6 +101,7 @@ impl CandleService {
             },
         ));
         let directory = Arc::new(Directory::new(feed_client(marketfeed_endpoint)?));
+        let interest = InterestBoard::start(redis.clone(), shutdown.clone());
         let hub = UpdateHub::new(
             redis,
             UpdateCodec { keys },
@@ -122,8 +127,14 @@ impl CandleService {
             subscriptions,
             config,
             history,
+            interest,
             shutdown,
         }))
+    }
+
+    /// A client follows `symbol`'s candles until the guard is dropped.
+    pub fn follow(&self, symbol: &str) -> InterestGuard {
+        self.interest.hold(symbol)
     }
 
     /// Symbols this instance follows for live subscriptions.

@@ -177,6 +177,9 @@ impl MarketFeedService for MarketFeedGrpc {
         &self,
         request: Request<StreamTradesRequest>,
     ) -> Result<Response<Self::StreamTradesStream>, Status> {
+        let client_reads = !request
+            .metadata()
+            .contains_key(tickmesh_runtime::interest::INTERNAL_READER_HEADER);
         let request = request.into_inner();
         let cursors = request
             .cursors
@@ -185,7 +188,12 @@ impl MarketFeedService for MarketFeedGrpc {
             .collect();
         let rx = self
             .feed
-            .stream_trades(request.symbols, request.from_sequence, cursors)
+            .stream_trades(
+                request.symbols,
+                request.from_sequence,
+                cursors,
+                client_reads,
+            )
             .await
             .into_status()?;
         let stream = ReceiverStream::new(rx).map(|item| {

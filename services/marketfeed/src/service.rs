@@ -287,11 +287,15 @@ impl MarketFeed {
 
     /// Starts streaming trades; the receiver yields messages until the client
     /// leaves, the server shuts down, or Redis fails.
+    /// `client_reads`: a client follows these symbols (the quote pollers
+    /// keep them hot while the stream is open); false for tickmesh's own
+    /// readers (the candle aggregators).
     pub async fn stream_trades(
         &self,
         symbols: Vec<String>,
         from_sequence: Option<u64>,
         cursors: Vec<(String, u64)>,
+        client_reads: bool,
     ) -> Result<mpsc::Receiver<Result<Chunk>>> {
         let mut violations = Vec::new();
         if symbols.is_empty() {
@@ -342,7 +346,11 @@ impl MarketFeed {
             })
             .collect();
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        if let Some(sources) = self.quote_sources.get().filter(|s| !s.is_empty()) {
+        if let Some(sources) = self
+            .quote_sources
+            .get()
+            .filter(|s| client_reads && !s.is_empty())
+        {
             let symbols: Vec<String> = starts.iter().map(|s| s.symbol.clone()).collect();
             tokio::spawn(keep_hot(sources.clone(), symbols, tx.clone()));
         }

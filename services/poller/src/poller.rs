@@ -29,6 +29,8 @@ use crate::upstream::{Upstream, UpstreamError};
 
 /// How often market hours are checked again (open and close happen on the minute).
 const HOURS_CHECK: Duration = Duration::from_millis(250);
+/// How often the mesh's followed symbols are read.
+const INTEREST_CHECK: Duration = Duration::from_secs(1);
 
 /// When this instance may send again by its own account.
 #[derive(Default)]
@@ -276,6 +278,7 @@ impl Poller {
         self.load_instruments().await;
         self.check_hours(Instant::now());
         tokio::spawn(self.clone().refresh_instruments(shutdown.clone()));
+        tokio::spawn(self.clone().follow_interest(shutdown.clone()));
         let permits = Arc::new(Semaphore::new(self.spec.max_in_flight));
         let interval = self.limiter.shape().interval();
         tracing::info!(
@@ -611,6 +614,41 @@ impl Poller {
             }
         }
         *self.instruments.write().unwrap_or_else(|e| e.into_inner()) = found;
+    }
+
+    /// Symbols followed anywhere in the mesh (open SubscribeCandles, see
+    /// [`tickmesh_runtime::interest`]) are hot here too.
+    async fn follow_interest(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(INTEREST_CHECK) => {}
+            }
+            let followed = match tickmesh_runtime::interest::followed(self.feed.redis()).await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::debug!(poller = %self.spec.name, error = %e, "reading followed symbols");
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            let mut touched = false;
+            {
+                let mut schedule = lock(&self.schedule);
+                for symbol in &followed {
+                    let Some(code) = symbol.strip_prefix(self.spec.symbol_prefix.as_str()) else {
+                        continue;
+                    };
+                    if let Some(i) = schedule.index_of(code) {
+                        schedule.touch(i, now);
+                        touched = true;
+                    }
+                }
+            }
+            if touched {
+                self.wake.notify_one();
+            }
+        }
     }
 
     async fn refresh_instruments(self: Arc<Self>, shutdown: CancellationToken) {

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod feeds_config;
 pub mod health;
+pub mod interest;
 pub mod pollers_config;
 pub mod proto_time;
 pub mod redis_conn;

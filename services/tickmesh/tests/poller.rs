@@ -265,3 +265,82 @@ async fn three_instances_share_one_token_and_one_request_per_miss() {
     }
     broker.shutdown();
 }
+
+/// A SubscribeCandles client makes the symbol hot for the pollers of the
+/// whole mesh, even when it reached an instance that runs no poller (in a
+/// cluster the candles pods are not the marketfeed pods).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candle_subscriber_anywhere_makes_its_symbol_hot() {
+    use tickmesh_api::candles::SubscribeCandlesRequest;
+    use tickmesh_api::candles::candle_query_service_client::CandleQueryServiceClient;
+    let redis = redis().await;
+    let broker = FakeBroker::start(BrokerConfig::default()).await.unwrap();
+    broker.set_auto_move(false);
+    // 50 codes at 10 requests/s: the first full refresh takes 5 s, the next
+    // is an hour later.
+    let all: Vec<String> = (0..50).map(|i| format!("{:06}", 100_000 + i)).collect();
+    let codes: Vec<&str> = all.iter().map(String::as_str).collect();
+    for code in &codes {
+        broker.add_symbol(code, "50000", "50");
+    }
+    register_codes(&redis.url(), &codes).await;
+    let mut cfg = config(&redis.url());
+    cfg.pollers = vec![poller(&broker, &codes, vec![])];
+    let polling = start(cfg).await;
+    let elsewhere = start(config(&redis.url())).await;
+    // Let the first full refresh store 100040's quote, then move its price:
+    // only a hot refresh shows it before the next full refresh.
+    let mut reader = client(&elsewhere).await;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let mut r = reader.clone();
+            async move {
+                !quotes(&mut r, &["krx:100040"], 60_000)
+                    .await
+                    .quotes
+                    .is_empty()
+            }
+        })
+        .await,
+        "{:?}",
+        polling.pollers[0].status()
+    );
+    assert!(broker.set_quote("100040", "51111", 9));
+    assert_eq!(
+        polling.pollers[0].status().hot_codes,
+        0,
+        "nothing is hot yet: the candle aggregators' own StreamTrades are not clients"
+    );
+    let asked = broker.times_asked("100040");
+    let mut candles = CandleQueryServiceClient::connect(elsewhere.endpoint())
+        .await
+        .unwrap();
+    let subscription = candles
+        .subscribe_candles(SubscribeCandlesRequest {
+            symbol: "krx:100040".into(),
+            intervals: vec!["1m".into()],
+            cursor: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(6), || {
+            let mut r = reader.clone();
+            async move {
+                quotes(&mut r, &["krx:100040"], 60_000)
+                    .await
+                    .quotes
+                    .first()
+                    .is_some_and(|q| q.price == "51111")
+            }
+        })
+        .await,
+        "a followed symbol was not refreshed first"
+    );
+    assert!(broker.times_asked("100040") > asked);
+    drop(subscription);
+    let _ = quotes(&mut reader, &["krx:100040"], 60_000).await;
+    elsewhere.stop().await.unwrap();
+    polling.stop().await.unwrap();
+    broker.shutdown();
+}
