@@ -338,13 +338,27 @@ impl MarketFeed {
                 return Err(Error::NotFound(format!("instrument {unknown:?}")));
             }
         }
-        let starts: Vec<Start> = symbols
+        let mut starts: Vec<Start> = symbols
             .into_iter()
             .map(|symbol| Start {
                 from: overrides.get(&symbol).copied().or(from_sequence),
                 symbol,
             })
             .collect();
+        // "From now" is from this answer: where each such symbol's log ends
+        // is read before the call returns, so every trade published after
+        // it returned is delivered, however late the stream task starts.
+        let now: Vec<&str> = starts
+            .iter()
+            .filter(|s| s.from.is_none())
+            .map(|s| s.symbol.as_str())
+            .collect();
+        let ends =
+            crate::tick_log::last_sequences(&mut self.redis.conn(), &self.keys, &now).await?;
+        let mut ends = ends.into_iter();
+        for start in starts.iter_mut().filter(|s| s.from.is_none()) {
+            start.from = ends.next().map(|last| last + 1);
+        }
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         if let Some(sources) = self
             .quote_sources

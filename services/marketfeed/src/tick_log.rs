@@ -66,6 +66,23 @@ pub async fn last_sequence<C: redis::aio::ConnectionLike>(
     Ok(seq.unwrap_or(0))
 }
 
+/// The last sequence of each of `symbols`, in order, in one round trip.
+pub async fn last_sequences<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    symbols: &[&str],
+) -> Result<Vec<u64>> {
+    if symbols.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for symbol in symbols {
+        pipe.cmd("GET").arg(keys.sequence(symbol));
+    }
+    let seqs: Vec<Option<u64>> = pipe.query_async(conn).await.map_err(unavailable)?;
+    Ok(seqs.into_iter().map(|s| s.unwrap_or(0)).collect())
+}
+
 /// Parses an array of stream entries (`XRANGE` reply, or one key's part of `XREAD`).
 pub fn parse_entries(symbol: &Arc<str>, reply: Value) -> Result<Vec<TradeRecord>> {
     let entries = match reply {

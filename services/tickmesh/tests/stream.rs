@@ -438,3 +438,79 @@ async fn a_trade_published_while_a_stream_starts_is_not_held_back() {
     );
     mesh.stop().await.unwrap();
 }
+
+/// "From now" means from the StreamTrades answer: a trade published after
+/// the call returned is delivered even when the server's stream task has not
+/// run yet (the bench saw 500 trades a symbol skipped under full load). The
+/// test blocks its one-thread runtime, so the stream task cannot run, while
+/// another process-like MarketFeed publishes.
+#[test]
+fn a_stream_from_now_delivers_what_was_published_after_the_call_returned() {
+    use tickmesh_marketfeed::MarketFeed;
+    use tickmesh_marketfeed::model::RawTrade;
+    use tickmesh_runtime::RedisHandle;
+    use tickmesh_runtime::config::{MarketFeedConfig, RedisConfig};
+    use tokio_util::sync::CancellationToken;
+
+    fn feed(url: &str, shutdown: &CancellationToken) -> std::sync::Arc<MarketFeed> {
+        let redis = RedisHandle::new(&RedisConfig {
+            url: url.to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let config = MarketFeedConfig {
+            auto_register_instruments: true,
+            ..Default::default()
+        };
+        MarketFeed::new(config, redis, shutdown.clone())
+    }
+    fn trade(id: &str) -> RawTrade {
+        RawTrade {
+            symbol: "NOWUSDT".into(),
+            trade_id: id.into(),
+            price: "1.5".into(),
+            quantity: "2".into(),
+            time_ns: Ok(tickmesh_runtime::proto_time::now_nanos()),
+            side: Default::default(),
+        }
+    }
+    let one_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    one_thread().block_on(async {
+        let server = redis().await;
+        let shutdown = CancellationToken::new();
+        let here = feed(&server.url(), &shutdown);
+        here.publish(vec![trade("before")], false).await.unwrap();
+        let mut stream = here
+            .stream_trades(vec!["NOWUSDT".into()], None, vec![], true)
+            .await
+            .unwrap();
+        let url = server.url();
+        std::thread::spawn(move || {
+            one_thread().block_on(async {
+                let shutdown = CancellationToken::new();
+                let other = feed(&url, &shutdown);
+                other.publish(vec![trade("after")], false).await.unwrap();
+                shutdown.cancel();
+            })
+        })
+        .join()
+        .unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(3), stream.recv())
+            .await
+            .expect("the trade published after the call came")
+            .unwrap()
+            .unwrap();
+        let got: Vec<(&str, u64)> = chunk
+            .trades
+            .iter()
+            .map(|t| (t.trade_id.as_str(), t.sequence))
+            .collect();
+        assert_eq!(got, [("after", 2)]);
+        shutdown.cancel();
+    });
+}
