@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
@@ -20,7 +20,7 @@ use crate::venue::{Frame, Heartbeat, Venue, VenueTrade};
 pub enum Event {
     /// The socket is open and the subscriptions are sent.
     Connected { connection: u64 },
-    /// Trades from one frame.
+    /// Trades of the frames read from the socket at once, in order.
     Trades {
         connection: u64,
         trades: Vec<VenueTrade>,
@@ -40,6 +40,10 @@ pub enum Ended {
     /// Connecting, reading or writing failed, or the venue refused a request.
     Failed(String),
 }
+
+/// At most this many frames already read from the socket go to the feed as
+/// one event.
+const DRAIN_FRAMES: usize = 512;
 
 pub struct Connection {
     pub venue: Arc<dyn Venue>,
@@ -102,7 +106,12 @@ impl Connection {
         let mut beats = tokio::time::interval_at(Instant::now() + beat_every, beat_every);
         beats.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Only what the venue sends moves this; our own heartbeats do not.
+        // The stall timer is armed once and moved on only when it fires, not
+        // on every frame (a timer per frame costs at 50k frames a second).
         let mut heard = Instant::now();
+        let stall = tokio::time::sleep_until(heard + self.stall_timeout);
+        tokio::pin!(stall);
+        let mut trades: Vec<VenueTrade> = Vec::new();
         loop {
             let next = tokio::select! {
                 _ = beats.tick() => {
@@ -113,46 +122,86 @@ impl Connection {
                     }
                     continue;
                 }
-                next = tokio::time::timeout_at(heard + self.stall_timeout, stream.next()) => next,
-            };
-            heard = Instant::now();
-            let message = match next {
-                Err(_) => return Ended::Stalled,
-                Ok(None) => return Ended::Closed("the venue closed the socket".into()),
-                Ok(Some(Err(e))) => return Ended::Failed(format!("reading: {e}")),
-                Ok(Some(Ok(message))) => message,
-            };
-            let frame = match message {
-                Message::Text(text) => self.venue.parse(text.as_bytes()),
-                Message::Binary(bytes) => self.venue.parse(&bytes),
-                Message::Ping(payload) => {
-                    if let Err(e) = sink.send(Message::Pong(payload)).await {
-                        return Ended::Failed(format!("answering a ping: {e}"));
+                () = &mut stall => {
+                    let due = heard + self.stall_timeout;
+                    if due <= Instant::now() {
+                        return Ended::Stalled;
                     }
+                    stall.as_mut().reset(due);
                     continue;
                 }
-                Message::Pong(_) | Message::Frame(_) => continue,
-                Message::Close(reason) => {
-                    return Ended::Closed(
-                        reason
-                            .map(|r| format!("closed by the venue: {} {}", r.code, r.reason))
-                            .unwrap_or_else(|| "closed by the venue".into()),
-                    );
-                }
+                next = stream.next() => next,
             };
-            match frame {
-                Frame::Trades(trades) if !trades.is_empty() => {
-                    let event = Event::Trades {
-                        connection: self.id,
-                        trades,
-                    };
-                    if events.send(event).await.is_err() {
-                        return Ended::Cancelled;
-                    }
+            heard = Instant::now();
+            // This frame and every one already read from the socket, up to a
+            // bound, go to the feed as one event (no waiting for more).
+            let mut next = Some(next);
+            let mut frames = 0;
+            let mut ended = None;
+            while let Some(message) = next.take() {
+                if let Err(e) = self.take(message, &mut sink, &mut trades).await {
+                    ended = Some(e);
+                    break;
                 }
-                Frame::Error(reason) => return Ended::Failed(format!("venue error: {reason}")),
-                _ => {}
+                frames += 1;
+                if frames < DRAIN_FRAMES {
+                    next = stream.next().now_or_never();
+                }
+            }
+            if !trades.is_empty() {
+                let event = Event::Trades {
+                    connection: self.id,
+                    trades: std::mem::take(&mut trades),
+                };
+                if events.send(event).await.is_err() {
+                    return Ended::Cancelled;
+                }
+            }
+            if let Some(ended) = ended {
+                return ended;
             }
         }
+    }
+
+    /// One message from the socket: its trades into `trades`, pings
+    /// answered; `Err` when the connection is over.
+    async fn take<S>(
+        &self,
+        next: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+        sink: &mut S,
+        trades: &mut Vec<VenueTrade>,
+    ) -> Result<(), Ended>
+    where
+        S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+    {
+        let message = match next {
+            None => return Err(Ended::Closed("the venue closed the socket".into())),
+            Some(Err(e)) => return Err(Ended::Failed(format!("reading: {e}"))),
+            Some(Ok(message)) => message,
+        };
+        let frame = match message {
+            Message::Text(text) => self.venue.parse(text.as_bytes()),
+            Message::Binary(bytes) => self.venue.parse(&bytes),
+            Message::Ping(payload) => {
+                return sink
+                    .send(Message::Pong(payload))
+                    .await
+                    .map_err(|e| Ended::Failed(format!("answering a ping: {e}")));
+            }
+            Message::Pong(_) | Message::Frame(_) => return Ok(()),
+            Message::Close(reason) => {
+                return Err(Ended::Closed(
+                    reason
+                        .map(|r| format!("closed by the venue: {} {}", r.code, r.reason))
+                        .unwrap_or_else(|| "closed by the venue".into()),
+                ));
+            }
+        };
+        match frame {
+            Frame::Trades(mut more) => trades.append(&mut more),
+            Frame::Error(reason) => return Err(Ended::Failed(format!("venue error: {reason}"))),
+            _ => {}
+        }
+        Ok(())
     }
 }

@@ -627,7 +627,21 @@ impl Feed {
 
     /// Publishes through MarketFeed, retrying while Redis is unavailable
     /// (nothing received is dropped); false when cancelled first.
+    /// Publishes `trades` in order, in calls MarketFeed takes (at most
+    /// [`PUBLISH_BATCH`] and its `max_batch_trades`); false when cancelled.
     async fn publish(&self, trades: &[VenueTrade], cancel: &CancellationToken) -> bool {
+        let per_call = PUBLISH_BATCH
+            .min(self.marketfeed.config().max_batch_trades)
+            .max(1);
+        for chunk in trades.chunks(per_call) {
+            if !self.publish_call(chunk, cancel).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn publish_call(&self, trades: &[VenueTrade], cancel: &CancellationToken) -> bool {
         let raw = || -> Vec<RawTrade> {
             trades
                 .iter()

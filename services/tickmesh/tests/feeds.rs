@@ -628,6 +628,8 @@ async fn instruments_from_config_win_over_the_venues_metadata() {
     }];
     let mut cfg = with_feeds(&redis.url(), vec![binance]);
     cfg.marketfeed.auto_register_instruments = false;
+    // Smaller than what the socket delivers at once: the feed splits its calls.
+    cfg.marketfeed.max_batch_trades = 5;
     let mesh = start(cfg).await;
     let mut client = client(&mesh).await;
     subscribed(&venue, VenueKind::Binance, "BTCUSDT").await;
