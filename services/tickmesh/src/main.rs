@@ -334,6 +334,12 @@ fn load_over(base: Config, args: &ConfigArgs) -> Result<Config, ConfigError> {
     })
 }
 
+/// mimalloc instead of glibc's malloc: the ingest, feed and stream paths
+/// allocate many small strings and buffers per trade, and glibc's malloc took
+/// about a third of the CPU of `bench feeds` (perf); see README "Benchmarks".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
