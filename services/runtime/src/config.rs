@@ -1071,6 +1071,14 @@ impl Config {
                 *key = format!("{id}:********");
             }
         }
+        // A poller's app key and secret, unless they only name a variable.
+        for poller in &mut copy.pollers {
+            for secret in [&mut poller.app_key, &mut poller.app_secret] {
+                if !secret.is_empty() && !secret.starts_with("env:") {
+                    *secret = "********".into();
+                }
+            }
+        }
         toml::to_string_pretty(&copy).unwrap_or_default()
     }
 }
@@ -1384,6 +1392,14 @@ mod tests {
             "the second"
         );
         assert_eq!((config.feeds.len(), config.pollers.len()), (1, 1));
+        let mut plain = config.clone();
+        plain.pollers[0].app_secret = "s3cr3t".into();
+        let shown = plain.to_toml_masked();
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.contains("env:KIS_APP_KEY"),
+            "a variable's name is no secret"
+        );
         let bad = write("pollers = 3\n");
         let e = Config::load(Some(&bad.0), env(&[])).unwrap_err();
         assert!(e.0.contains("[[pollers]]"), "{}", e.0);
