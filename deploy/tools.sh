@@ -26,7 +26,7 @@ ensure_redis() {
 }
 
 # OpenSSL headers and pkg-config, for the `openssl-sys` build of the ScyllaDB
-# TLS support (tickmesh-history-scylla).
+# TLS support (tickmesh-scylla).
 ensure_ssl_dev() {
   if ! pkg-config --exists openssl >/dev/null 2>&1; then
     apt_install libssl-dev pkg-config

@@ -1,6 +1,6 @@
 //! Long-term candle history behind one trait, [`CandleStore`], with an
 //! embedded implementation (default) and a ScyllaDB one
-//! (`tickmesh-history-scylla`). Both keep candles as compressed column blocks
+//! (`tickmesh-scylla`). Both keep candles as compressed column blocks
 //! (`tickmesh-candle-blocks`), one block per symbol × interval × period
 //! ([`block_id`]), and pass the same [`conformance`] suite.
 

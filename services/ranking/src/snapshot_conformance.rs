@@ -1,6 +1,6 @@
 //! The one test suite every [`SnapshotStore`] must pass. Backends call
 //! [`run`] from their tests with a fresh, empty store: the embedded store in
-//! this crate's tests, the ScyllaDB store (`tickmesh-history-scylla`) over
+//! this crate's tests, the ScyllaDB store (`tickmesh-scylla`) over
 //! its in-memory logic always and against a live node when
 //! `TICKMESH_TEST_SCYLLA` names one.
 

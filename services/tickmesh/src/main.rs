@@ -643,7 +643,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             HistoryAction::ApplySchema(args) => {
                 let config = load(&args)?;
                 let scylla = tickmesh::mesh::scylla_config(&config.history);
-                let applied = tickmesh_history_scylla::apply_schema(&scylla).await?;
+                let applied = tickmesh_scylla::apply_schema(&scylla).await?;
                 println!(
                     "applied {applied} statements of deploy/scylla/schema.cql to keyspace {}",
                     scylla.keyspace

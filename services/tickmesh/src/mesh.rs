@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use tickmesh_candles::CandleService;
 use tickmesh_coupon::Coupons;
-use tickmesh_history_scylla::ScyllaSession;
 use tickmesh_marketfeed::MarketFeed;
 use tickmesh_queue::Queue;
 use tickmesh_ranking::Ranking;
 use tickmesh_runtime::auth::AdminAuth;
 use tickmesh_runtime::config::{Config, HistoryConfig, StoreBackend};
 use tickmesh_runtime::{RedisHandle, health, server};
+use tickmesh_scylla::ScyllaSession;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -405,7 +405,7 @@ pub async fn connect_scylla(config: &HistoryConfig) -> anyhow::Result<ScyllaSess
     let scylla = scylla_config(config);
     let at = scylla.contact_points.join(", ");
     if config.scylla_apply_schema {
-        let applied = tickmesh_history_scylla::apply_schema(&scylla)
+        let applied = tickmesh_scylla::apply_schema(&scylla)
             .await
             .with_context(|| {
                 format!(
@@ -457,7 +457,7 @@ pub async fn open_history(
         }
         "scylla" => {
             let session = session_or_connect(config, scylla).await?;
-            let store = tickmesh_history_scylla::ScyllaStore::open(&session)
+            let store = tickmesh_scylla::ScyllaStore::open(&session)
                 .await
                 .context("opening the ScyllaDB candle store")?;
             tracing::info!(keyspace = %config.scylla_keyspace, "history store: scylla");
@@ -477,7 +477,7 @@ pub async fn open_ranking_snapshots(
         StoreBackend::None => Ok(None),
         StoreBackend::Scylla => {
             let session = session_or_connect(&config.history, scylla).await?;
-            let store = tickmesh_history_scylla::ScyllaSnapshotStore::open(&session)
+            let store = tickmesh_scylla::ScyllaSnapshotStore::open(&session)
                 .await
                 .context("opening the ScyllaDB ranking snapshot store")?;
             tracing::info!(keyspace = %config.history.scylla_keyspace, "ranking snapshots: scylla");
@@ -524,7 +524,7 @@ pub async fn open_coupon_store(
 ) -> anyhow::Result<Arc<dyn tickmesh_coupon::IssuanceStore>> {
     if config.coupon.store_backend(&config.history) == StoreBackend::Scylla {
         let session = session_or_connect(&config.history, scylla).await?;
-        let store = tickmesh_history_scylla::ScyllaIssuanceStore::open(&session)
+        let store = tickmesh_scylla::ScyllaIssuanceStore::open(&session)
             .await
             .context("opening the ScyllaDB coupon issuance store")?;
         tracing::info!(keyspace = %config.history.scylla_keyspace, "coupon issuances: scylla");
@@ -559,16 +559,16 @@ pub fn coupon_stock(
 }
 
 /// The ScyllaDB store's settings from the `[history]` section.
-pub fn scylla_config(config: &HistoryConfig) -> tickmesh_history_scylla::ScyllaConfig {
+pub fn scylla_config(config: &HistoryConfig) -> tickmesh_scylla::ScyllaConfig {
     let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    tickmesh_history_scylla::ScyllaConfig {
+    tickmesh_scylla::ScyllaConfig {
         contact_points: config.scylla_contact_points.clone(),
         keyspace: config.scylla_keyspace.clone(),
         local_datacenter: some(&config.scylla_local_datacenter),
         replication: config.scylla_replication.clone(),
         username: some(&config.scylla_username),
         password: some(&config.scylla_password),
-        tls: some(&config.scylla_tls_ca_file).map(|ca| tickmesh_history_scylla::TlsConfig {
+        tls: some(&config.scylla_tls_ca_file).map(|ca| tickmesh_scylla::TlsConfig {
             ca_file: ca.into(),
             cert_file: some(&config.scylla_tls_cert_file).map(Into::into),
             key_file: some(&config.scylla_tls_key_file).map(Into::into),

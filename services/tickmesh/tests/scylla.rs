@@ -2,7 +2,7 @@
 //! ScyllaDB connects at start, and a cluster that cannot be reached stops
 //! the start at once with an error naming the contact points. (No ScyllaDB
 //! runs on the build machines; the stores themselves are tested in
-//! tickmesh-history-scylla, against a live node when TICKMESH_TEST_SCYLLA
+//! tickmesh-scylla, against a live node when TICKMESH_TEST_SCYLLA
 //! is set.)
 
 mod common;

@@ -118,7 +118,7 @@ async fn check_schema_version(session: &Session, keyspace: &str) -> Result<(), S
                 return Err(StoreError::Unavailable(format!(
                     "table {keyspace}.{table} does not exist: apply deploy/scylla/schema.cql first \
                      (`tickmesh history apply-schema`, history.scylla_apply_schema, or \
-                     tickmesh_history_scylla::apply_schema)"
+                     tickmesh_scylla::apply_schema)"
                 )));
             }
             Some((comment,))

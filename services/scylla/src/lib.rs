@@ -3,7 +3,8 @@
 //!
 //! - [`ScyllaStore`], the [`CandleStore`](tickmesh_history::CandleStore):
 //!   long-term candle history kept as compressed column blocks
-//!   (`tickmesh-candle-blocks`), one block per symbol × interval × period;
+//!   (`tickmesh-candle-blocks`), one block per symbol × interval × period
+//!   (module `candle_history`);
 //! - [`ScyllaSnapshotStore`], RankingService's
 //!   [`SnapshotStore`](tickmesh_ranking::snapshot::SnapshotStore): closed
 //!   leaderboard windows (module `ranking_snapshots`);
@@ -71,7 +72,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use tickmesh_history_scylla::{
+//! use tickmesh_scylla::{
 //!     ScyllaConfig, ScyllaIssuanceStore, ScyllaSession, ScyllaSnapshotStore, ScyllaStore,
 //!     apply_schema,
 //! };
@@ -125,6 +126,7 @@
 
 pub(crate) use tickmesh_candle_blocks as blocks;
 
+mod candle_history;
 mod config;
 pub mod coupon_issuances;
 mod engine;
@@ -133,9 +135,9 @@ mod model;
 pub mod ranking_snapshots;
 mod schema;
 mod session;
-mod store;
 mod tls;
 
+pub use candle_history::ScyllaStore;
 pub use config::{DEFAULT_REPLICATION, ScyllaConfig, TlsConfig, validate_keyspace};
 pub use coupon_issuances::ScyllaIssuanceStore;
 pub use ranking_snapshots::ScyllaSnapshotStore;
@@ -144,4 +146,3 @@ pub use schema::{
     SCHEMA_CQL, SCHEMA_VERSION, SNAPSHOTS_TABLE, TABLES, schema_statements, split_statements,
 };
 pub use session::{ScyllaSession, apply_schema};
-pub use store::ScyllaStore;

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tickmesh_coupon::IssuanceStore;
 use tickmesh_history::CandleStore;
-use tickmesh_history_scylla::{
+use tickmesh_scylla::{
     ScyllaConfig, ScyllaIssuanceStore, ScyllaSession, ScyllaSnapshotStore, ScyllaStore, TABLES,
     apply_schema,
 };
