@@ -1,9 +1,6 @@
-//! The `tickmesh` program as a library: assembling a mesh process from
-//! config ([`mesh`]), development mode ([`dev`], [`demo_feed`]), trade file
-//! replay ([`replay`]) and benchmarks ([`bench`]). `main.rs` is only the CLI.
+//! The `tickmesh` program: the command line (`main.rs`) over the mesh
+//! process ([`mesh`], [`dev`], [`demo_feed`], [`replay`], from
+//! `tickmesh-mesh`) and the benchmarks ([`bench`], from `tickmesh-bench`).
 
-pub mod bench;
-pub mod demo_feed;
-pub mod dev;
-pub mod mesh;
-pub mod replay;
+pub use tickmesh_bench as bench;
+pub use tickmesh_mesh::{demo_feed, dev, mesh, replay};

@@ -26,7 +26,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{median, ms, percentile};
-use crate::demo_feed::Rng;
+use tickmesh_mesh::demo_feed::Rng;
 
 #[derive(Clone, Debug)]
 pub struct CandleBenchOptions {

@@ -43,7 +43,7 @@ async fn candles_from_trades(
     let symbol = options
         .symbol
         .clone()
-        .or_else(|| crate::replay::symbol_from_file_name(path))
+        .or_else(|| tickmesh_mesh::replay::symbol_from_file_name(path))
         .unwrap_or_else(|| "X".into());
     let (ps, qs) = (options.price_scale, options.quantity_scale);
     let mut book = SymbolBook::new(
@@ -59,8 +59,11 @@ async fn candles_from_trades(
     let minute = Interval::parse("1m").expect("1m");
     let mut out: std::collections::BTreeMap<i64, BlockCandle> = std::collections::BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
-        let Ok(Some(t)) = crate::replay::parse_csv_line(line, crate::replay::Format::Auto, &symbol)
-        else {
+        let Ok(Some(t)) = tickmesh_mesh::replay::parse_csv_line(
+            line,
+            tickmesh_mesh::replay::Format::Auto,
+            &symbol,
+        ) else {
             continue;
         };
         let time = t

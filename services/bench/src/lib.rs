@@ -19,7 +19,7 @@ use tickmesh_runtime::config::Config;
 use tickmesh_runtime::redis_server::RedisServer;
 use tokio::net::TcpListener;
 
-use crate::mesh::Mesh;
+use tickmesh_mesh::mesh::Mesh;
 
 /// A Redis (the given one, or a fresh `redis-server`) and a mesh on it with
 /// auto-registration, under key prefix `prefix`. Keep the server alive while

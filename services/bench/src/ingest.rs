@@ -13,7 +13,7 @@ use tickmesh_runtime::redis_server::{Fsync, RedisServer};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{median, percentile};
-use crate::demo_feed::{DemoSymbol, Walk};
+use tickmesh_mesh::demo_feed::{DemoSymbol, Walk};
 
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
