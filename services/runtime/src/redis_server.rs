@@ -72,17 +72,26 @@ impl RedisServer {
         replica_of: Option<u16>,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let port = free_port()?;
-        let mut server = Self {
-            child: None,
-            port,
-            dir: dir.to_path_buf(),
-            fsync,
-            remove_dir: false,
-            replica_of,
-        };
-        server.spawn().await?;
-        Ok(server)
+        // A port found free can be taken by another process (a parallel
+        // test's server) before redis-server binds it: try a few.
+        let mut attempt = 0;
+        loop {
+            let mut server = Self {
+                child: None,
+                port: free_port()?,
+                dir: dir.to_path_buf(),
+                fsync,
+                remove_dir: false,
+                replica_of,
+            };
+            match server.spawn().await {
+                Ok(()) => return Ok(server),
+                Err(e) if attempt < 4 && e.to_string().contains("exited at start") => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Waits until `n` replicas are connected to this server and online
