@@ -52,6 +52,46 @@ impl MeshFlight {
         Ok(set.is_some())
     }
 
+    /// [`MeshFlight::try_lead`] for several codes in one round trip.
+    pub async fn try_lead_many(&self, codes: &[&str], hold: Duration) -> Result<Vec<bool>> {
+        if codes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for code in codes {
+            pipe.cmd("SET")
+                .arg(format!("{}{code}", self.base))
+                .arg(&self.instance)
+                .arg("NX")
+                .arg("PX")
+                .arg((hold.as_millis() as u64).max(1));
+        }
+        let set: Vec<Option<String>> = pipe
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(set.into_iter().map(|s| s.is_some()).collect())
+    }
+
+    /// Ends this instance's flights of `codes`.
+    pub async fn release_many(&self, codes: &[&str]) -> Result<()> {
+        if codes.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for code in codes {
+            pipe.invoke_script(
+                self.release
+                    .key(format!("{}{code}", self.base))
+                    .arg(&self.instance),
+            )
+            .ignore();
+        }
+        pipe.query_async::<()>(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)
+    }
+
     /// Ends this instance's flight of `code`.
     pub async fn release(&self, code: &str) -> Result<()> {
         let mut conn = self.redis.conn();

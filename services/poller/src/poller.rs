@@ -168,6 +168,26 @@ impl Poller {
         symbol: &str,
         deadline: Instant,
     ) -> Option<PolledQuote> {
+        self.fetch(symbol, deadline, false).await
+    }
+
+    /// [`Poller::fetch_now`] for a symbol the caller found no quote for (a `GetQuotes`
+    /// miss): a quote another flight stored since then (in this process or another
+    /// instance) answers without a second upstream request.
+    pub async fn fetch_missing(
+        self: &Arc<Self>,
+        symbol: &str,
+        deadline: Instant,
+    ) -> Option<PolledQuote> {
+        self.fetch(symbol, deadline, true).await
+    }
+
+    async fn fetch(
+        self: &Arc<Self>,
+        symbol: &str,
+        deadline: Instant,
+        missing: bool,
+    ) -> Option<PolledQuote> {
         let i = self.index_of(symbol)?;
         if !lock(&self.schedule).is_open(i) {
             return None;
@@ -176,7 +196,7 @@ impl Poller {
         if let Some(leader) = leader {
             let this = self.clone();
             tokio::spawn(async move {
-                let quote = this.fetch_for_flight(i, deadline).await;
+                let quote = this.fetch_for_flight(i, deadline, missing).await;
                 leader.finish(quote);
             });
         }
@@ -204,11 +224,35 @@ impl Poller {
     }
 
     /// Leads the code's flight in the mesh, or waits for the instance that does.
-    async fn fetch_for_flight(&self, i: usize, deadline: Instant) -> Option<PolledQuote> {
+    async fn fetch_for_flight(
+        &self,
+        i: usize,
+        deadline: Instant,
+        missing: bool,
+    ) -> Option<PolledQuote> {
         let code = lock(&self.schedule).code(i).to_string();
         let hold = deadline.saturating_duration_since(Instant::now()) + self.spec.request_timeout;
         match self.mesh_flight.try_lead(&code, hold).await {
             Ok(true) => {
+                // The asker saw no quote; a flight that ended between that
+                // read and this lock (here or elsewhere) may have stored one.
+                if missing
+                    && let Ok(rows) = self
+                        .feed
+                        .stored_quotes(&[self.mesh_symbols[i].clone()])
+                        .await
+                    && let Some(q) = rows.into_iter().next().flatten()
+                {
+                    let _ = self.mesh_flight.release(&code).await;
+                    self.status.update(|s| s.joined_elsewhere += 1);
+                    return Some(PolledQuote {
+                        symbol: q.symbol,
+                        price: q.price,
+                        quantity: q.quantity,
+                        time_ns: q.time_ns,
+                        cumulative_volume: None,
+                    });
+                }
                 let quote = self.fetch_leading(i, deadline).await;
                 if let Err(e) = self.mesh_flight.release(&code).await {
                     tracing::debug!(poller = %self.spec.name, error = %e, "ending a flight");
@@ -383,6 +427,7 @@ impl Poller {
             let pick = schedule.pick(now, batch, refresh_idle);
             (pick.codes, pick.hot, schedule.open_len())
         };
+        let (hot, flights) = self.skip_fresh_elsewhere(&mut codes, hot, now).await;
         let mut ends_cycle = None;
         if codes.len() < batch && !refresh_idle && open_len > 0 {
             match self
@@ -414,6 +459,12 @@ impl Poller {
         }
         self.status.update(|s| s.hot_codes += hot as u64);
         self.poll(&codes).await;
+        if !flights.is_empty() {
+            let held: Vec<&str> = flights.iter().map(String::as_str).collect();
+            if let Err(e) = self.mesh_flight.release_many(&held).await {
+                tracing::debug!(poller = %self.spec.name, error = %e, "ending hot flights");
+            }
+        }
         if let Some(started_ms) = ends_cycle {
             let took = Duration::from_millis((wall_ms() - started_ms).max(0) as u64);
             self.status.update(|s| {
@@ -422,6 +473,85 @@ impl Poller {
             });
             tracing::debug!(poller = %self.spec.name, took_ms = took.as_millis() as u64, "full refresh done");
         }
+    }
+
+    /// Drops from the picked hot codes (the last `hot` of `codes`) those another instance
+    /// refreshed within `hot_min_interval` or is asking the upstream for right now (every
+    /// instance a client read them on finds them hot), and takes the mesh flight of the
+    /// rest. Returns how many hot codes are left and the flights to end after the request.
+    async fn skip_fresh_elsewhere(
+        &self,
+        codes: &mut Vec<usize>,
+        hot: usize,
+        now: Instant,
+    ) -> (usize, Vec<String>) {
+        let hot = self.skip_refreshed(codes, hot, now).await;
+        if hot == 0 {
+            return (0, Vec::new());
+        }
+        let first_hot = codes.len() - hot;
+        let texts: Vec<String> = {
+            let schedule = lock(&self.schedule);
+            codes[first_hot..]
+                .iter()
+                .map(|&i| schedule.code(i).to_string())
+                .collect()
+        };
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let Ok(led) = self
+            .mesh_flight
+            .try_lead_many(&refs, self.spec.request_timeout * 2)
+            .await
+        else {
+            return (hot, Vec::new());
+        };
+        let busy: Vec<usize> = codes[first_hot..]
+            .iter()
+            .zip(&led)
+            .filter(|(_, led)| !**led)
+            .map(|(&i, _)| i)
+            .collect();
+        let flights: Vec<String> = texts
+            .into_iter()
+            .zip(&led)
+            .filter(|(_, led)| **led)
+            .map(|(t, _)| t)
+            .collect();
+        if !busy.is_empty() {
+            // Being asked for elsewhere: its answer lands in the store.
+            lock(&self.schedule).finish(&busy, true, false, now);
+            codes.retain(|i| !busy.contains(i));
+        }
+        (hot - busy.len(), flights)
+    }
+
+    /// Drops hot codes whose stored quote is younger than `hot_min_interval`.
+    async fn skip_refreshed(&self, codes: &mut Vec<usize>, hot: usize, now: Instant) -> usize {
+        if hot == 0 {
+            return 0;
+        }
+        let first_hot = codes.len() - hot;
+        let symbols: Vec<String> = codes[first_hot..]
+            .iter()
+            .map(|&i| self.mesh_symbols[i].clone())
+            .collect();
+        let Ok(rows) = self.feed.stored_quotes(&symbols).await else {
+            return hot;
+        };
+        let fresh_ns = i64::try_from(self.spec.hot_min_interval.as_nanos()).unwrap_or(i64::MAX);
+        let now_ns = now_nanos();
+        let fresh: Vec<usize> = codes[first_hot..]
+            .iter()
+            .zip(&rows)
+            .filter(|(_, row)| row.as_ref().is_some_and(|q| now_ns - q.time_ns < fresh_ns))
+            .map(|(&i, _)| i)
+            .collect();
+        if fresh.is_empty() {
+            return hot;
+        }
+        lock(&self.schedule).finish(&fresh, true, false, now);
+        codes.retain(|i| !fresh.contains(i));
+        hot - fresh.len()
     }
 
     /// One upstream request for `codes`; stores the answers and returns them by code index.

@@ -21,7 +21,8 @@ impl QuoteSource for PollerQuotes {
 
     fn fetch_now(&self, symbol: &str, deadline: tokio::time::Instant) -> Fetch<'_> {
         let symbol = symbol.to_string();
-        Box::pin(async move { self.poller.fetch_now(&symbol, deadline).await.is_some() })
+        // Asked on a GetQuotes miss only.
+        Box::pin(async move { self.poller.fetch_missing(&symbol, deadline).await.is_some() })
     }
 
     fn market_open(&self, symbol: &str) -> Option<bool> {
