@@ -188,7 +188,6 @@ redis.call('HSET', KEYS[1], 'def', ARGV[3], 'cap', ARGV[4], 'rate_m', ARGV[5], '
   'opens_ms', ARGV[7], 'method', ARGV[8], 'exp_ms', ARGV[9], 'camp', ARGV[10])
 if mode == 'create' then
   redis.call('HSET', KEYS[1], 'tick', 0, 'served', 0, 'tok', 0, 'tok_ms', now)
-  redis.call('SADD', KEYS[2], ARGV[11])
 end
 if ARGV[10] == '' then redis.call('HDEL', KEYS[1], 'sold') end
 return 'ok'
@@ -213,10 +212,22 @@ impl RoomStore {
     pub async fn save(&self, mut room: Room, update: bool, now_ms: i64) -> Result<Room> {
         room.update_time_ms = now_ms;
         let def = serde_json::to_string(&room).map_err(|e| Error::Internal(e.to_string()))?;
+        if !update {
+            // The index of room ids is one key for all rooms, so it cannot
+            // be written by the room's script on a Redis Cluster (another
+            // slot). Written first: an id whose room then failed to be
+            // created is skipped by every reader (no such room), while a
+            // room created but never indexed would never be admitted.
+            let _: i64 = redis::cmd("SADD")
+                .arg(self.keys.rooms())
+                .arg(&room.id)
+                .query_async(&mut self.redis.conn())
+                .await
+                .map_err(unavailable)?;
+        }
         let outcome: String = self
             .save
             .key(self.keys.room(&room.id))
-            .key(self.keys.rooms())
             .arg(if update { "update" } else { "create" })
             .arg(now_ms)
             .arg(def)
@@ -227,7 +238,6 @@ impl RoomStore {
             .arg(room.method.as_script())
             .arg(room.position_expiry_ms)
             .arg(&room.campaign_id)
-            .arg(&room.id)
             .invoke_async(&mut self.redis.conn())
             .await
             .map_err(unavailable)?;

@@ -18,10 +18,82 @@ use tonic::transport::Channel;
 
 pub type Client = MarketFeedServiceClient<Channel>;
 
-pub async fn redis() -> RedisServer {
-    RedisServer::start_ephemeral()
+pub mod slot_audit;
+
+/// A test's redis-server, with every command the services send it audited
+/// for Redis Cluster (see [`slot_audit`]): a test ends with a panic naming
+/// each command that would cross hash slots. `TICKMESH_TEST_SLOT_AUDIT=0`
+/// turns the audit off.
+pub struct AuditedRedis {
+    server: RedisServer,
+    audit: Option<slot_audit::SlotAudit>,
+}
+
+impl std::ops::Deref for AuditedRedis {
+    type Target = RedisServer;
+    fn deref(&self) -> &RedisServer {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for AuditedRedis {
+    fn deref_mut(&mut self) -> &mut RedisServer {
+        &mut self.server
+    }
+}
+
+impl AuditedRedis {
+    /// Commands audited so far and the ones that would cross slots.
+    pub fn slot_report(&self) -> (u64, Vec<String>) {
+        self.audit.as_ref().map(|a| a.report()).unwrap_or_default()
+    }
+
+    /// Forgets the violations seen so far (a test that crosses slots on purpose).
+    pub fn forgive_slots(&self) {
+        if let Some(a) = &self.audit {
+            a.forgive();
+        }
+    }
+}
+
+impl Drop for AuditedRedis {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let (commands, violations) = self.slot_report();
+        if !violations.is_empty() {
+            let mut unique: Vec<&String> = violations.iter().collect();
+            unique.sort();
+            unique.dedup();
+            panic!(
+                "{} of {commands} Redis commands would cross hash slots on a Redis Cluster:\n  {}",
+                violations.len(),
+                unique
+                    .iter()
+                    .take(20)
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            );
+        }
+    }
+}
+
+pub async fn redis() -> AuditedRedis {
+    let server = RedisServer::start_ephemeral()
         .await
-        .expect("start redis-server (apt-get install -y redis-server)")
+        .expect("start redis-server (apt-get install -y redis-server)");
+    let audit = if std::env::var("TICKMESH_TEST_SLOT_AUDIT").as_deref() == Ok("0") {
+        None
+    } else {
+        Some(
+            slot_audit::SlotAudit::attach(server.port())
+                .await
+                .expect("MONITOR on the test's redis-server"),
+        )
+    };
+    AuditedRedis { server, audit }
 }
 
 /// Test config against `redis_url`: quick health checks, a test key prefix.
