@@ -19,5 +19,6 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use redis_conn::RedisHandle;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod stream_hub;

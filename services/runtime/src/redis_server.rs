@@ -17,6 +17,8 @@ pub struct RedisServer {
     remove_dir: bool,
     /// Port of the primary this server replicates (`--replicaof`).
     replica_of: Option<u16>,
+    /// A Redis Cluster node with this `cluster-node-timeout`.
+    cluster_node_timeout: Option<Duration>,
 }
 
 /// When a persistent server fsyncs its append-only file.
@@ -83,6 +85,33 @@ impl RedisServer {
                 fsync,
                 remove_dir: false,
                 replica_of,
+                cluster_node_timeout: None,
+            };
+            match server.spawn().await {
+                Ok(()) => return Ok(server),
+                Err(e) if attempt < 4 && e.to_string().contains("exited at start") => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts a Redis Cluster node (not yet in a cluster) in `dir` on a free
+    /// port whose cluster bus port (port + 10000) is free too; see
+    /// [`crate::redis_cluster::RedisCluster`].
+    pub async fn start_cluster_node(dir: &Path, node_timeout: Duration) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut attempt = 0;
+        loop {
+            let mut server = Self {
+                child: None,
+                port: free_port_with_bus()?,
+                dir: dir.to_path_buf(),
+                fsync: None,
+                remove_dir: false,
+                replica_of: None,
+                cluster_node_timeout: Some(node_timeout),
             };
             match server.spawn().await {
                 Ok(()) => return Ok(server),
@@ -207,6 +236,15 @@ impl RedisServer {
                 command.arg("--appendonly").arg("no");
             }
         }
+        if let Some(timeout) = self.cluster_node_timeout {
+            command
+                .arg("--cluster-enabled")
+                .arg("yes")
+                .arg("--cluster-config-file")
+                .arg(self.dir.join("nodes.conf"))
+                .arg("--cluster-node-timeout")
+                .arg(timeout.as_millis().to_string());
+        }
         if let Some(primary) = self.replica_of {
             command
                 .arg("--replicaof")
@@ -260,6 +298,21 @@ static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0)
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// A free port whose cluster bus port (+10000) is free as well.
+fn free_port_with_bus() -> anyhow::Result<u16> {
+    for _ in 0..200 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        if port > 55_000 {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port pair (port, port + 10000) on 127.0.0.1")
 }
 
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {

@@ -1,0 +1,298 @@
+//! A real local Redis Cluster for tests and benchmarks: `masters` ×
+//! (1 + `replicas`) `redis-server --cluster-enabled yes` processes on free
+//! loopback ports, joined with `redis-cli --cluster create
+//! --cluster-replicas N --cluster-yes`, with a short `cluster-node-timeout`
+//! so a killed master's replica is promoted within a second or two.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::Command;
+
+use crate::redis_server::RedisServer;
+
+/// One node as `CLUSTER NODES` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub id: String,
+    pub port: u16,
+    pub master: bool,
+    /// For a replica: the id of its master.
+    pub master_id: Option<String>,
+    /// Slot ranges a master serves.
+    pub slots: Vec<(u16, u16)>,
+    /// Marked failed by the cluster (`fail` flag).
+    pub failed: bool,
+}
+
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts and joins the cluster, and waits until every node reports
+    /// `cluster_state:ok` with all 16,384 slots assigned.
+    pub async fn start(
+        masters: usize,
+        replicas: usize,
+        node_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(masters >= 3, "a Redis Cluster needs at least 3 masters");
+        let dir = std::env::temp_dir().join(format!(
+            "tickmesh-cluster-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let mut nodes = Vec::new();
+        for i in 0..masters * (1 + replicas) {
+            nodes.push(
+                RedisServer::start_cluster_node(&dir.join(format!("n{i}")), node_timeout).await?,
+            );
+        }
+        let cluster = Self { nodes, dir };
+        let mut create = Command::new(which_redis_cli()?);
+        create.arg("--cluster").arg("create");
+        for node in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        let out = create
+            .arg("--cluster-replicas")
+            .arg(replicas.to_string())
+            .arg("--cluster-yes")
+            .output()
+            .await
+            .context("running redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        cluster.wait_ok(Duration::from_secs(30)).await?;
+        // A replica that has not synced yet cannot be promoted: wait for
+        // every replica's link to its master.
+        cluster
+            .wait_replicas_synced(replicas * masters, Duration::from_secs(30))
+            .await?;
+        Ok(cluster)
+    }
+
+    /// `redis://127.0.0.1:<port>` of every node (seed nodes for a client).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url()).collect()
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port()).collect()
+    }
+
+    /// The cluster's view, as the first live node reports it.
+    pub async fn topology(&self) -> anyhow::Result<Vec<ClusterNode>> {
+        let mut last = None;
+        for node in &self.nodes {
+            match query(node.port(), &["CLUSTER", "NODES"]).await {
+                Ok(text) => return Ok(parse_nodes(&text)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no nodes")))
+    }
+
+    /// Kills the node on `port` with SIGKILL (as `kill -9`).
+    pub async fn kill(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port() == port) {
+            node.kill().await;
+        }
+    }
+
+    /// Waits until `n` nodes are replicas whose link to their master is up.
+    pub async fn wait_replicas_synced(&self, n: usize, within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut synced = 0;
+            for node in &self.nodes {
+                if let Ok(info) = query(node.port(), &["INFO", "replication"]).await
+                    && info.contains("role:slave")
+                    && info.contains("master_link_status:up")
+                {
+                    synced += 1;
+                }
+            }
+            if synced >= n {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("{synced} of {n} replicas synced with their masters within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and every slot is
+    /// served by a master that is not failed.
+    pub async fn wait_ok(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut all_ok = true;
+            let mut live = 0;
+            for node in &self.nodes {
+                match query(node.port(), &["CLUSTER", "INFO"]).await {
+                    Ok(info) => {
+                        live += 1;
+                        all_ok &= info.contains("cluster_state:ok")
+                            && info.contains("cluster_slots_ok:16384");
+                    }
+                    Err(_) => continue,
+                }
+            }
+            if all_ok && live > 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the cluster did not reach cluster_state:ok within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+async fn query(port: u16, args: &[&str]) -> anyhow::Result<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let mut conn = tokio::time::timeout(
+        Duration::from_millis(500),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .context("connecting")??;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    Ok(
+        tokio::time::timeout(Duration::from_millis(500), cmd.query_async(&mut conn))
+            .await
+            .context("answering")??,
+    )
+}
+
+/// Parses `CLUSTER NODES`.
+pub fn parse_nodes(text: &str) -> Vec<ClusterNode> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let port = f[1].split('@').next()?.rsplit(':').next()?.parse().ok()?;
+            let flags: Vec<&str> = f[2].split(',').collect();
+            let slots = f[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|s| match s.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => s.parse().ok().map(|x| (x, x)),
+                })
+                .collect();
+            Some(ClusterNode {
+                id: f[0].to_string(),
+                port,
+                master: flags.contains(&"master"),
+                master_id: (f[3] != "-").then(|| f[3].to_string()),
+                slots,
+                failed: flags.contains(&"fail"),
+            })
+        })
+        .collect()
+}
+
+fn which_redis_cli() -> anyhow::Result<PathBuf> {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let path = PathBuf::from(dir).join("redis-cli");
+        if path.exists() {
+            return Ok(path);
+        }
+    }
+    bail!(
+        "redis-cli is not installed: run `apt-get install -y redis-server` (it brings redis-tools)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_nodes_lines() {
+        let text = "07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@40004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected\n\
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460 [5461->-abc]\n\
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@40003 master,fail - 0 1426238318243 3 connected 10923-16383";
+        let nodes = parse_nodes(text);
+        assert_eq!(nodes.len(), 3);
+        assert!(!nodes[0].master);
+        assert_eq!(nodes[0].port, 30004);
+        assert_eq!(
+            nodes[0].master_id.as_deref(),
+            Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca")
+        );
+        assert!(nodes[1].master && !nodes[1].failed);
+        assert_eq!(nodes[1].slots, [(0, 5460)]);
+        assert!(nodes[2].failed);
+        assert_eq!(nodes[2].slots, [(10923, 16383)]);
+    }
+
+    /// Three masters and three replicas form a cluster; a master killed with
+    /// SIGKILL is replaced by its replica, and the cluster serves every slot
+    /// again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn six_nodes_form_a_cluster_and_survive_a_killed_master() {
+        let mut cluster = RedisCluster::start(3, 1, Duration::from_millis(1000))
+            .await
+            .expect("a local Redis Cluster (apt-get install -y redis-server)");
+        let nodes = cluster.topology().await.unwrap();
+        let masters: Vec<&ClusterNode> = nodes.iter().filter(|n| n.master).collect();
+        assert_eq!((masters.len(), nodes.len()), (3, 6), "{nodes:?}");
+        let served: u32 = masters
+            .iter()
+            .flat_map(|m| m.slots.iter())
+            .map(|(a, b)| u32::from(b - a) + 1)
+            .sum();
+        assert_eq!(served, 16_384);
+        let victim = masters[0].clone();
+        let started = tokio::time::Instant::now();
+        cluster.kill(victim.port).await;
+        // The victim's replica takes its slots.
+        let mut promoted = None;
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Ok(now) = cluster.topology().await
+                && let Some(n) = now.iter().find(|n| {
+                    n.master && !n.failed && n.port != victim.port && n.slots == victim.slots
+                })
+            {
+                promoted = Some(n.port);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let promoted = promoted.unwrap_or_else(|| {
+            panic!(
+                "no replica took the killed master's slots {:?}",
+                victim.slots
+            )
+        });
+        assert_ne!(promoted, victim.port);
+        cluster.wait_ok(Duration::from_secs(20)).await.unwrap();
+        eprintln!("failover took {:?}", started.elapsed());
+    }
+}
