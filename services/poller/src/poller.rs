@@ -68,6 +68,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A quote another flight stored, as the answer to this one.
+fn stored_as_polled(q: tickmesh_marketfeed::quotes::QuoteRecord) -> PolledQuote {
+    PolledQuote {
+        symbol: q.symbol,
+        price: q.price,
+        quantity: q.quantity,
+        time_ns: q.time_ns,
+        cumulative_volume: None,
+    }
+}
+
 fn wall_ms() -> i64 {
     now_nanos() / 1_000_000
 }
@@ -245,13 +256,7 @@ impl Poller {
                 {
                     let _ = self.mesh_flight.release(&code).await;
                     self.status.update(|s| s.joined_elsewhere += 1);
-                    return Some(PolledQuote {
-                        symbol: q.symbol,
-                        price: q.price,
-                        quantity: q.quantity,
-                        time_ns: q.time_ns,
-                        cumulative_volume: None,
-                    });
+                    return Some(stored_as_polled(q));
                 }
                 let quote = self.fetch_leading(i, deadline).await;
                 if let Err(e) = self.mesh_flight.release(&code).await {
@@ -282,13 +287,7 @@ impl Poller {
             if let Some(q) = rows.into_iter().next().flatten()
                 && Some(q.time_ns) != before
             {
-                return Some(PolledQuote {
-                    symbol: q.symbol,
-                    price: q.price,
-                    quantity: q.quantity,
-                    time_ns: q.time_ns,
-                    cumulative_volume: None,
-                });
+                return Some(stored_as_polled(q));
             }
         }
         None
