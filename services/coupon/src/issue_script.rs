@@ -32,7 +32,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use tickmesh_runtime::RedisConn;
 use tickmesh_core::{Error, Result};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::redis_conn::unavailable;
@@ -157,7 +157,7 @@ pub struct ServerLink {
 /// A connection and the run id of the server it is connected to.
 #[derive(Clone)]
 pub struct RunConnection {
-    pub conn: MultiplexedConnection,
+    pub conn: RedisConn,
     pub run: Arc<str>,
 }
 

@@ -29,7 +29,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use tickmesh_runtime::RedisConn;
 use redis::streams::StreamRangeReply;
 use tickmesh_core::{Error, Result};
 use tickmesh_runtime::redis_conn::unavailable;
@@ -291,7 +291,7 @@ impl Rebuilder {
 
     /// Copies whatever the campaign's log still holds to the store, so the
     /// rebuild starts from every issuance Redis still knows.
-    async fn drain_log(&self, id: &str, conn: &mut MultiplexedConnection) -> Result<usize> {
+    async fn drain_log(&self, id: &str, conn: &mut RedisConn) -> Result<usize> {
         let mut start = "-".to_string();
         let mut drained = 0;
         loop {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Value;
-use redis::aio::MultiplexedConnection;
+use tickmesh_runtime::RedisConn;
 use tickmesh_core::{Error, Result};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::redis_conn::unavailable;
@@ -418,14 +418,14 @@ pub struct DurableAcks {
     timeout: Duration,
     detected: RwLock<Option<Detected>>,
     detecting: Mutex<()>,
-    idle: std::sync::Mutex<Vec<MultiplexedConnection>>,
+    idle: std::sync::Mutex<Vec<RedisConn>>,
     permits: Arc<Semaphore>,
     refusal_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// A connection held by one durable write.
 pub struct HeldConnection {
-    pub conn: MultiplexedConnection,
+    pub conn: RedisConn,
     _permit: OwnedSemaphorePermit,
 }
 

@@ -176,7 +176,7 @@ impl Streamer {
     /// Delivers `state.next..=to` (or to the newest) from the tick log.
     async fn catch_up(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut tickmesh_runtime::RedisConn,
         state: &mut SymbolState,
         to: Option<u64>,
         tx: &mpsc::Sender<Result<Chunk>>,

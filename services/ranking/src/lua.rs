@@ -43,7 +43,7 @@ pub fn script(body: &str) -> redis::Script {
 /// script cache (restart, failover): no script of a failed pipeline ran, so
 /// resending is safe.
 pub async fn query_loading<T: redis::FromRedisValue>(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut tickmesh_runtime::RedisConn,
     pipe: &redis::Pipeline,
     scripts: &[&redis::Script],
 ) -> tickmesh_core::Result<T> {

@@ -118,8 +118,13 @@ impl ServicesConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`, `rediss://` for TLS, or `unix:///path/to/socket`.
+    /// `redis://host:port/db`, `rediss://` for TLS, or `unix:///path/to/socket`;
+    /// `redis+cluster://host1:port,host2:port` for a Redis Cluster.
     pub url: String,
+    /// Seed nodes of a Redis Cluster (`["redis://h1:6379", "redis://h2:6379"]`;
+    /// user and password in the URLs). When set, `url` is not used.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub cluster_nodes: Vec<String>,
     /// Prefix of every key tickmesh writes, so several meshes can share a Redis.
     pub key_prefix: String,
     #[serde(with = "serde_human")]
@@ -135,6 +140,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            cluster_nodes: Vec::new(),
             key_prefix: "tm".into(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
@@ -754,16 +760,41 @@ impl Config {
                 );
             }
         }
-        let url = &self.redis.url;
-        if !["redis://", "rediss://", "unix://", "redis+unix://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme))
-            || redis::Client::open(url.as_str()).is_err()
-        {
-            return bad(
-                "redis.url",
-                format!("{url:?} is not a Redis URL (redis://host:port, rediss://…, unix:///path)"),
-            );
+        match crate::redis_conn::Topology::of(&self.redis) {
+            Err(reason) => return bad("redis.url", reason),
+            Ok(crate::redis_conn::Topology::Single(url)) => {
+                if !["redis://", "rediss://", "unix://", "redis+unix://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
+                    || redis::Client::open(url.as_str()).is_err()
+                {
+                    return bad(
+                        "redis.url",
+                        format!(
+                            "{url:?} is not a Redis URL (redis://host:port, rediss://…, unix:///path, redis+cluster://h1:port,h2:port)"
+                        ),
+                    );
+                }
+            }
+            Ok(crate::redis_conn::Topology::Cluster(nodes)) => {
+                let field = if self.redis.cluster_nodes.is_empty() {
+                    "redis.url"
+                } else {
+                    "redis.cluster_nodes"
+                };
+                for node in &nodes {
+                    if !(node.starts_with("redis://") || node.starts_with("rediss://"))
+                        || redis::Client::open(node.as_str()).is_err()
+                    {
+                        return bad(
+                            field,
+                            format!(
+                                "{node:?} is not a cluster node URL (redis://host:port or rediss://host:port)"
+                            ),
+                        );
+                    }
+                }
+            }
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
             return bad(

@@ -12,13 +12,14 @@ pub mod interest;
 pub mod pollers_config;
 pub mod proto_time;
 pub mod redis_conn;
+pub mod redis_slots;
 pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 
 pub use config::Config;
-pub use redis_conn::RedisHandle;
+pub use redis_conn::{RedisConn, RedisHandle};
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod stream_hub;

@@ -1,23 +1,151 @@
-//! The Redis connection every service shares.
+//! The Redis connection every service shares, on a single node or a Redis Cluster.
 //!
-//! Commands go through a lazily connected, auto-reconnecting
-//! [`ConnectionManager`]: a process starts (and reports NOT_SERVING) while
-//! Redis is down, and recovers by itself when Redis returns. Blocking reads
-//! (`XREAD BLOCK`) get dedicated connections so they never stall other commands.
+//! Services hold one connection type, [`RedisConn`], that routes by key: on a
+//! single node it is a lazily connected, auto-reconnecting
+//! [`ConnectionManager`] (a process starts, and reports NOT_SERVING, while
+//! Redis is down, and recovers by itself when Redis returns); on a cluster it
+//! is the `redis` crate's async cluster connection (MOVED/ASK redirects,
+//! topology refresh, reconnects). Which one is a setting
+//! (`redis.cluster_nodes` or a `redis+cluster://` URL), not a code path per
+//! service. Blocking reads (`XREAD BLOCK`) and writes that wait for
+//! replication get dedicated connections so they never stall other commands.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
 use tickmesh_core::Error;
 
 use crate::config::RedisConfig;
+use crate::redis_slots;
+
+/// Where the mesh's hot state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// One Redis server (with replicas or not): `redis.url`.
+    Single(String),
+    /// A Redis Cluster found from these seed nodes.
+    Cluster(Vec<String>),
+}
+
+impl Topology {
+    /// The topology a configuration names: `redis.cluster_nodes` when it
+    /// lists any, else a `redis+cluster://h1:p1,h2:p2` (or `rediss+cluster://`)
+    /// URL, else the single node of `redis.url`.
+    pub fn of(config: &RedisConfig) -> Result<Self, String> {
+        if !config.cluster_nodes.is_empty() {
+            return Ok(Self::Cluster(config.cluster_nodes.clone()));
+        }
+        match cluster_url_nodes(&config.url)? {
+            Some(nodes) => Ok(Self::Cluster(nodes)),
+            None => Ok(Self::Single(config.url.clone())),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+/// `redis+cluster://user:pass@h1:6379,h2:6379/` → `redis://user:pass@h1:6379`, …
+/// (`rediss+cluster://` → `rediss://`); `None` for any other scheme.
+fn cluster_url_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        ("redis", rest)
+    } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
+        ("rediss", rest)
+    } else {
+        return Ok(None);
+    };
+    let rest = rest.trim_end_matches('/');
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("{scheme}://{auth}{h}"))
+        .collect();
+    if nodes.is_empty() {
+        return Err(format!("{url:?} names no cluster node"));
+    }
+    Ok(Some(nodes))
+}
+
+/// One connection type for every service: a single node's managed
+/// connection, a dedicated single-node connection, or a cluster connection.
+/// Cheap to clone; clones share the underlying connections.
+#[derive(Clone)]
+pub enum RedisConn {
+    Managed(ConnectionManager),
+    Direct(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Managed(c) => c.req_packed_command(cmd),
+            Self::Direct(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Direct(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => {
+                if pipeline.is_transaction() {
+                    // MULTI/EXEC must stay inside one slot; the server refuses it otherwise.
+                    c.req_packed_commands(pipeline, offset, count)
+                } else {
+                    Box::pin(redis_slots::split_pipeline(c, pipeline, offset, count))
+                }
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Managed(c) => c.get_db(),
+            Self::Direct(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Backend {
+    Single {
+        client: redis::Client,
+        manager: ConnectionManager,
+    },
+    Cluster {
+        client: ClusterClient,
+        conn: ClusterConnection,
+    },
+}
 
 #[derive(Clone)]
 pub struct RedisHandle {
-    client: redis::Client,
-    manager: ConnectionManager,
+    backend: Backend,
     prefix: Arc<str>,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -26,19 +154,39 @@ pub struct RedisHandle {
 impl RedisHandle {
     /// Prepares the connection; does not wait for Redis to be up.
     pub fn new(config: &RedisConfig) -> Result<Self, Error> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| Error::FailedPrecondition(format!("redis.url: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(|e| Error::FailedPrecondition(format!("redis: {e}")))?;
+        let bad = |field: &str, e: &dyn std::fmt::Display| {
+            Error::FailedPrecondition(format!("{field}: {e}"))
+        };
+        let backend = match Topology::of(config).map_err(|e| bad("redis.url", &e))? {
+            Topology::Single(url) => {
+                let client =
+                    redis::Client::open(url.as_str()).map_err(|e| bad("redis.url", &e))?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.response_timeout))
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+                        .map_err(|e| bad("redis", &e))?;
+                Backend::Single { client, manager }
+            }
+            Topology::Cluster(nodes) => {
+                let client = cluster_client(&nodes, config)
+                    .map_err(|e| bad("redis.cluster_nodes", &e))?;
+                // Connects in the background: a process starts while the
+                // cluster is down and its first commands fail UNAVAILABLE.
+                let conn = client.get_pending_async_connection_with_config(
+                    ClusterConfig::new()
+                        .set_connection_timeout(config.connect_timeout)
+                        .set_response_timeout(config.response_timeout),
+                );
+                Backend::Cluster { client, conn }
+            }
+        };
         Ok(Self {
-            client,
-            manager,
+            backend,
             prefix: Arc::from(config.key_prefix.as_str()),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
@@ -46,20 +194,42 @@ impl RedisHandle {
     }
 
     /// The shared, multiplexed connection (cheap to clone).
-    pub fn conn(&self) -> ConnectionManager {
-        self.manager.clone()
+    pub fn conn(&self) -> RedisConn {
+        match &self.backend {
+            Backend::Single { manager, .. } => RedisConn::Managed(manager.clone()),
+            Backend::Cluster { conn, .. } => RedisConn::Cluster(conn.clone()),
+        }
+    }
+
+    /// True on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster { .. })
     }
 
     /// A connection of its own for blocking commands; `block` is the longest
     /// block the caller will ask for, so the response timeout leaves room for it.
-    pub async fn dedicated(&self, block: Duration) -> Result<MultiplexedConnection, Error> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(block + self.response_timeout));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(unavailable)
+    pub async fn dedicated(&self, block: Duration) -> Result<RedisConn, Error> {
+        match &self.backend {
+            Backend::Single { client, .. } => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(block + self.response_timeout));
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(RedisConn::Direct)
+                    .map_err(unavailable)
+            }
+            Backend::Cluster { client, .. } => client
+                .get_async_connection_with_config(
+                    ClusterConfig::new()
+                        .set_connection_timeout(self.connect_timeout)
+                        .set_response_timeout(block + self.response_timeout),
+                )
+                .await
+                .map(RedisConn::Cluster)
+                .map_err(unavailable),
+        }
     }
 
     /// Key prefix for every key tickmesh writes.
@@ -67,7 +237,8 @@ impl RedisHandle {
         &self.prefix
     }
 
-    /// True when Redis answers PING within the response timeout.
+    /// True when Redis answers PING within the response timeout (on a
+    /// cluster: every master answers).
     pub async fn ping(&self) -> bool {
         let mut conn = self.conn();
         let cmd = redis::cmd("PING");
@@ -79,10 +250,74 @@ impl RedisHandle {
     }
 }
 
+fn cluster_client(nodes: &[String], config: &RedisConfig) -> Result<ClusterClient, RedisError> {
+    let infos = nodes
+        .iter()
+        .map(|n| redis::IntoConnectionInfo::into_connection_info(n.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut builder = ClusterClientBuilder::new(infos.clone())
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.response_timeout)
+        // Rides through a failover: MOVED/TRYAGAIN/CLUSTERDOWN and broken
+        // connections are retried with backoff for about `cluster-node-timeout`.
+        .retries(8)
+        .min_retry_wait(50)
+        .max_retry_wait(1_000);
+    // AUTH/ACL and TLS of the seed nodes apply to every node found.
+    if let Some(first) = infos.first() {
+        let redis = first.redis_settings();
+        if let Some(user) = redis.username() {
+            builder = builder.username(user);
+        }
+        if let Some(password) = redis.password() {
+            builder = builder.password(password);
+        }
+    }
+    builder.build()
+}
+
 /// A Redis failure as the domain sees it: the backend is unavailable, retry.
 pub fn unavailable(error: RedisError) -> Error {
     if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
         return Error::Internal(format!("redis script: {error}"));
     }
     Error::Unavailable(format!("redis: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_names_its_seed_nodes_with_their_credentials() {
+        assert_eq!(
+            cluster_url_nodes("redis+cluster://u:p@h1:7000,h2:7001/").unwrap(),
+            Some(vec![
+                "redis://u:p@h1:7000".to_string(),
+                "redis://u:p@h2:7001".to_string()
+            ])
+        );
+        assert_eq!(
+            cluster_url_nodes("rediss+cluster://h1:7000").unwrap(),
+            Some(vec!["rediss://h1:7000".to_string()])
+        );
+        assert_eq!(cluster_url_nodes("redis://h1:7000").unwrap(), None);
+        assert!(cluster_url_nodes("redis+cluster://").is_err());
+    }
+
+    #[test]
+    fn cluster_nodes_win_over_the_url() {
+        let config = RedisConfig {
+            cluster_nodes: vec!["redis://a:1".into()],
+            ..RedisConfig::default()
+        };
+        assert_eq!(
+            Topology::of(&config).unwrap(),
+            Topology::Cluster(vec!["redis://a:1".into()])
+        );
+        assert_eq!(
+            Topology::of(&RedisConfig::default()).unwrap(),
+            Topology::Single("redis://127.0.0.1:6379".into())
+        );
+    }
 }

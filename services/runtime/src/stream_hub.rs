@@ -8,6 +8,13 @@
 //! client only ever lags its channel (the caller then catches it up from the
 //! stream itself) instead of growing a queue.
 //!
+//! On a Redis Cluster one `XREAD` cannot span hash slots, so the hub runs one
+//! tailer per slot that has followed topics (a lane), each on a connection of
+//! its own, started with the slot's first topic and ended with its last; a
+//! lane blocks for at most [`CLUSTER_BLOCK`], so a topic joining a lane that
+//! is already blocked waits at most that long for its first live batch
+//! (subscribers catch up from the stream itself in the meantime).
+//!
 //! A Redis that comes back from a crash or a failover with less than it had
 //! (an AOF that lost its last second, a replica that was behind) has streams
 //! that end before where the tailer stood. At every reconnect the tailer looks
@@ -21,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Value;
+use redis::cluster_routing::Slot;
 use tickmesh_core::Error;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -88,6 +96,9 @@ pub fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// How long one `XREAD` blocks; new topics interrupt it with `CLIENT UNBLOCK`.
 const BLOCK: Duration = Duration::from_secs(5);
+/// How long one lane's `XREAD` blocks on a cluster (no `CLIENT UNBLOCK` there:
+/// a lane's connection has one link per node).
+const CLUSTER_BLOCK: Duration = Duration::from_secs(1);
 /// Entries per topic per `XREAD`.
 const READ_COUNT: usize = 512;
 
@@ -112,6 +123,8 @@ struct Hub<C: HubCodec> {
     /// Redis CLIENT ID of the tailer's connection (0: none yet).
     tailer_id: AtomicI64,
     started: std::sync::Once,
+    /// On a cluster: the slots whose lane is running.
+    lanes: Mutex<std::collections::HashSet<Slot>>,
     shutdown: CancellationToken,
 }
 
@@ -159,6 +172,7 @@ impl<C: HubCodec> StreamHub<C> {
                 changed: Notify::new(),
                 tailer_id: AtomicI64::new(0),
                 started: std::sync::Once::new(),
+                lanes: Mutex::new(std::collections::HashSet::new()),
                 shutdown,
             }),
         }
@@ -171,9 +185,11 @@ impl<C: HubCodec> StreamHub<C> {
     /// Starts receiving the live entries of `topic`.
     pub fn subscribe(&self, topic: &str) -> HubSubscription<C> {
         let hub = &self.inner;
-        hub.started.call_once(|| {
-            tokio::spawn(tail(self.inner.clone()));
-        });
+        if !hub.redis.is_cluster() {
+            hub.started.call_once(|| {
+                tokio::spawn(tail(self.inner.clone(), None));
+            });
+        }
         let (topic, rx, is_new) = {
             let mut feeds = hub.feeds.lock().expect("hub feeds lock");
             match feeds.get_key_value(topic).map(|(k, _)| k.clone()) {
@@ -198,6 +214,14 @@ impl<C: HubCodec> StreamHub<C> {
                 }
             }
         };
+        if hub.redis.is_cluster() {
+            // After the topic is in `feeds`: a lane ending now either sees it
+            // or is gone from `lanes` before this looks.
+            let slot = Slot::for_key(hub.codec.key(&topic));
+            if hub.lanes.lock().expect("hub lanes lock").insert(slot) {
+                tokio::spawn(tail(self.inner.clone(), Some(slot)));
+            }
+        }
         if is_new {
             hub.changed.notify_one();
             let id = hub.tailer_id.load(Ordering::Relaxed);
@@ -251,10 +275,16 @@ pub async fn last_entry_id<C: redis::aio::ConnectionLike>(
     Ok("0-0".into())
 }
 
-async fn tail<C: HubCodec>(hub: Arc<Hub<C>>) {
+/// Whether a topic is read by the tailer of `lane` (`None`: the one tailer of a single node).
+fn in_lane<C: HubCodec>(hub: &Hub<C>, topic: &str, lane: Option<Slot>) -> bool {
+    lane.is_none_or(|slot| Slot::for_key(hub.codec.key(topic)) == slot)
+}
+
+async fn tail<C: HubCodec>(hub: Arc<Hub<C>>, lane: Option<Slot>) {
+    let block = if lane.is_some() { CLUSTER_BLOCK } else { BLOCK };
     let mut backoff = Duration::from_millis(50);
     'connect: while !hub.shutdown.is_cancelled() {
-        let mut conn = match hub.redis.dedicated(BLOCK).await {
+        let mut conn = match hub.redis.dedicated(block).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "stream tailer cannot connect; retrying");
@@ -263,15 +293,17 @@ async fn tail<C: HubCodec>(hub: Arc<Hub<C>>) {
                 continue;
             }
         };
-        match redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async::<i64>(&mut conn)
-            .await
-        {
-            Ok(id) => hub.tailer_id.store(id, Ordering::Relaxed),
-            Err(_) => continue 'connect,
+        if lane.is_none() {
+            match redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async::<i64>(&mut conn)
+                .await
+            {
+                Ok(id) => hub.tailer_id.store(id, Ordering::Relaxed),
+                Err(_) => continue 'connect,
+            }
         }
-        if revalidate(&hub, &mut conn).await.is_err() {
+        if revalidate(&hub, &mut conn, lane).await.is_err() {
             sleep_or_shutdown(&hub, backoff).await;
             continue 'connect;
         }
@@ -279,8 +311,20 @@ async fn tail<C: HubCodec>(hub: Arc<Hub<C>>) {
             if hub.shutdown.is_cancelled() {
                 break 'connect;
             }
-            let read = match prepare_read(&hub, &mut conn).await {
+            let read = match prepare_read(&hub, &mut conn, lane).await {
                 Ok(Some(read)) => read,
+                Ok(None) if lane.is_some() => {
+                    // The lane's last topic left: end it, unless one joined meanwhile.
+                    let feeds = hub.feeds.lock().expect("hub feeds lock");
+                    if !feeds.keys().any(|t| in_lane(&hub, t, lane)) {
+                        hub.lanes
+                            .lock()
+                            .expect("hub lanes lock")
+                            .remove(&lane.expect("a lane"));
+                        return;
+                    }
+                    continue;
+                }
                 Ok(None) => {
                     tokio::select! {
                         _ = hub.changed.notified() => continue,
@@ -293,7 +337,7 @@ async fn tail<C: HubCodec>(hub: Arc<Hub<C>>) {
             cmd.arg("COUNT")
                 .arg(READ_COUNT)
                 .arg("BLOCK")
-                .arg(BLOCK.as_millis() as u64)
+                .arg(block.as_millis() as u64)
                 .arg("STREAMS");
             for (topic, _) in &read {
                 cmd.arg(hub.codec.key(topic));
@@ -324,12 +368,14 @@ async fn tail<C: HubCodec>(hub: Arc<Hub<C>>) {
 /// the tailer stood, follows them from their new end and tells subscribers.
 async fn revalidate<C: HubCodec>(
     hub: &Hub<C>,
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut crate::RedisConn,
+    lane: Option<Slot>,
 ) -> Result<(), Error> {
     let known: Vec<(Arc<str>, String)> = {
         let feeds = hub.feeds.lock().expect("hub feeds lock");
         feeds
             .iter()
+            .filter(|(s, _)| in_lane(hub, s, lane))
             .filter_map(|(s, f)| f.last_id.clone().map(|id| (s.clone(), id)))
             .collect()
     };
@@ -357,7 +403,8 @@ async fn revalidate<C: HubCodec>(
 /// streams (subscribers catch up on older entries themselves).
 async fn prepare_read<C: HubCodec>(
     hub: &Hub<C>,
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut crate::RedisConn,
+    lane: Option<Slot>,
 ) -> Result<Option<Vec<(Arc<str>, String)>>, Error> {
     let unknown: Vec<Arc<str>> = {
         let feeds = hub.feeds.lock().expect("hub feeds lock");
@@ -366,7 +413,7 @@ async fn prepare_read<C: HubCodec>(
         }
         feeds
             .iter()
-            .filter(|(_, f)| f.last_id.is_none())
+            .filter(|(s, f)| f.last_id.is_none() && in_lane(hub, s, lane))
             .map(|(s, _)| s.clone())
             .collect()
     };
@@ -389,6 +436,7 @@ async fn prepare_read<C: HubCodec>(
     let feeds = hub.feeds.lock().expect("hub feeds lock");
     let read: Vec<_> = feeds
         .iter()
+        .filter(|(s, _)| in_lane(hub, s, lane))
         .filter_map(|(s, f)| f.last_id.clone().map(|id| (s.clone(), id)))
         .collect();
     Ok((!read.is_empty()).then_some(read))
