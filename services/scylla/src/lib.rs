@@ -69,6 +69,11 @@
 //! every table of the file exists and carries `schema_version=1` in its
 //! comment. The keyspace is created without tablets: the coupon store's
 //! lightweight transactions need that on ScyllaDB 2025.3 (see the file).
+//! Lines of the file that only some servers accept (the `tablets` keyspace
+//! option, `ZstdCompressor`) end with `-- requires: NAME` / `-- unless: NAME`;
+//! [`apply_schema`] detects the server's [`ServerFeatures`] from its
+//! `system.local` and keeps only the lines that hold, so the same file
+//! applies to ScyllaDB and to Apache Cassandra 3.11 (LZ4 there).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -142,7 +147,8 @@ pub use config::{DEFAULT_REPLICATION, ScyllaConfig, TlsConfig, validate_keyspace
 pub use coupon_issuances::ScyllaIssuanceStore;
 pub use ranking_snapshots::ScyllaSnapshotStore;
 pub use schema::{
-    BLOCKS_TABLE, CAMPAIGNS_TABLE, INDEX_TABLE, ISSUANCE_BUCKETS_TABLE, ISSUANCES_TABLE,
-    SCHEMA_CQL, SCHEMA_VERSION, SNAPSHOTS_TABLE, TABLES, schema_statements, split_statements,
+    BLOCKS_TABLE, CAMPAIGNS_TABLE, FEATURE_NAMES, INDEX_TABLE, ISSUANCE_BUCKETS_TABLE,
+    ISSUANCES_TABLE, SCHEMA_CQL, SCHEMA_VERSION, SNAPSHOTS_TABLE, ServerFeatures, TABLES,
+    apply_conditions, schema_statements, split_statements,
 };
 pub use session::{ScyllaSession, apply_schema};

@@ -212,15 +212,125 @@ pub fn substitute(statement: &str, keyspace: &str, replication: &str) -> Result<
     Ok(out)
 }
 
-/// The statements of [`SCHEMA_CQL`] for `config`, placeholders substituted,
-/// in file order (the keyspace first).
-pub fn schema_statements(config: &ScyllaConfig) -> Result<Vec<String>, StoreError> {
-    validate_keyspace(&config.keyspace)?;
-    validate_replication(&config.replication)?;
-    render(SCHEMA_CQL, &config.keyspace, &config.replication)
+/// What the server supports, as far as the schema file cares: the features
+/// its `-- requires: NAME` / `-- unless: NAME` lines name. Detected from the
+/// server by [`ServerFeatures::detect`], never configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerFeatures {
+    /// `tablets`: the keyspace option `tablets = {...}` is known (a
+    /// ScyllaDB whose `system.local.supported_features` lists `TABLETS`).
+    pub tablets: bool,
+    /// `zstd`: `ZstdCompressor` table compression exists (every ScyllaDB;
+    /// Apache Cassandra 4.0 or newer).
+    pub zstd: bool,
 }
 
-fn render(text: &str, keyspace: &str, replication: &str) -> Result<Vec<String>, StoreError> {
+/// The feature names the schema file may use in its conditions.
+pub const FEATURE_NAMES: [&str; 2] = ["tablets", "zstd"];
+
+impl ServerFeatures {
+    /// Everything on: a current ScyllaDB.
+    pub const SCYLLA: ServerFeatures = ServerFeatures {
+        tablets: true,
+        zstd: true,
+    };
+
+    /// The rule, from what the server's `system.local` says:
+    /// `supported_features` is that column's value, `None` when the table has
+    /// no such column (only ScyllaDB has it), and `release_version` its
+    /// release version. ScyllaDB: `tablets` if the feature list contains
+    /// `TABLETS`, `zstd` always (ScyllaDB reports a fixed Cassandra-compatible
+    /// release version, 3.0.8, so that says nothing). Anything else (Apache
+    /// Cassandra): no `tablets`, `zstd` if the release's major version is 4 or
+    /// more.
+    pub fn from_system_local(
+        supported_features: Option<&str>,
+        release_version: &str,
+    ) -> ServerFeatures {
+        match supported_features {
+            Some(list) => ServerFeatures {
+                tablets: list.split(',').any(|f| f.trim() == "TABLETS"),
+                zstd: true,
+            },
+            None => {
+                let major = release_version
+                    .split('.')
+                    .next()
+                    .and_then(|m| m.trim().parse::<u32>().ok())
+                    .unwrap_or(0);
+                ServerFeatures {
+                    tablets: false,
+                    zstd: major >= 4,
+                }
+            }
+        }
+    }
+
+    fn has(&self, name: &str) -> Option<bool> {
+        match name {
+            "tablets" => Some(self.tablets),
+            "zstd" => Some(self.zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Keeps or blanks each line of `text` that ends with a condition comment
+/// (`-- requires: NAME` / `-- unless: NAME` after some CQL on the same
+/// line), by `features`. Whole-line comments are left alone. An unknown
+/// feature name is an error.
+pub fn apply_conditions(text: &str, features: ServerFeatures) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let code = line.trim_start();
+        let condition = if code.starts_with("--") {
+            None
+        } else {
+            line.rfind("--").and_then(|at| {
+                let comment = line[at + 2..].trim();
+                comment
+                    .strip_prefix("requires:")
+                    .map(|n| (true, n.trim()))
+                    .or_else(|| comment.strip_prefix("unless:").map(|n| (false, n.trim())))
+            })
+        };
+        let keep = match condition {
+            None => true,
+            Some((wanted, name)) => {
+                let has = features.has(name).ok_or_else(|| {
+                    format!(
+                        "unknown feature {name:?} in a condition (known: {FEATURE_NAMES:?}): {line}"
+                    )
+                })?;
+                has == wanted
+            }
+        };
+        if keep {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The statements of [`SCHEMA_CQL`] for `config` on a server with
+/// `features`: conditional lines resolved, placeholders substituted, in file
+/// order (the keyspace first).
+pub fn schema_statements(
+    config: &ScyllaConfig,
+    features: ServerFeatures,
+) -> Result<Vec<String>, StoreError> {
+    validate_keyspace(&config.keyspace)?;
+    validate_replication(&config.replication)?;
+    render(SCHEMA_CQL, &config.keyspace, &config.replication, features)
+}
+
+fn render(
+    text: &str,
+    keyspace: &str,
+    replication: &str,
+    features: ServerFeatures,
+) -> Result<Vec<String>, StoreError> {
     let broken = |e: String| StoreError::Corrupt(format!("deploy/scylla/schema.cql: {e}"));
     match header_version(text) {
         Some(SCHEMA_VERSION) => {}
@@ -230,7 +340,8 @@ fn render(text: &str, keyspace: &str, replication: &str) -> Result<Vec<String>, 
             )));
         }
     }
-    split_statements(text)
+    let text = apply_conditions(text, features).map_err(broken)?;
+    split_statements(&text)
         .map_err(broken)?
         .iter()
         .map(|s| substitute(s, keyspace, replication).map_err(broken))
@@ -241,8 +352,14 @@ fn render(text: &str, keyspace: &str, replication: &str) -> Result<Vec<String>, 
 mod tests {
     use super::*;
 
+    /// The file as a current ScyllaDB gets it, placeholders kept.
     fn statements() -> Vec<String> {
-        split_statements(SCHEMA_CQL).expect("the schema file splits")
+        statements_for(ServerFeatures::SCYLLA)
+    }
+
+    fn statements_for(features: ServerFeatures) -> Vec<String> {
+        let text = apply_conditions(SCHEMA_CQL, features).expect("known features");
+        split_statements(&text).expect("the schema file splits")
     }
 
     fn table<'a>(all: &'a [String], name: &str) -> &'a str {
@@ -268,7 +385,8 @@ mod tests {
             render(
                 "-- schema_version: 2\nCREATE TABLE t (a int);",
                 "k",
-                "'a': 1"
+                "'a': 1",
+                ServerFeatures::SCYLLA
             )
             .is_err()
         );
@@ -320,10 +438,11 @@ mod tests {
             all[0]
         );
         assert!(
-            all[0].ends_with("AND tablets = {'enabled': false}"),
+            all[0].contains("AND tablets = {'enabled': false}"),
             "lightweight transactions need a keyspace without tablets: {}",
             all[0]
         );
+        assert!(all[0].ends_with("AND durable_writes = true"), "{}", all[0]);
         let marker = table_comment_marker();
         for (statement, name) in all[1..].iter().zip(TABLES) {
             assert!(
@@ -342,10 +461,72 @@ mod tests {
                 "{name} keeps rows forever"
             );
             assert!(
-                t.contains("'sstable_compression': 'ZstdCompressor'"),
+                t.contains("'sstable_compression': 'ZstdCompressor'")
+                    && !t.contains("LZ4Compressor"),
                 "{name} compression"
             );
         }
+    }
+
+    #[test]
+    fn conditional_lines_follow_the_server() {
+        // Apache Cassandra 3.11: no tablets option, LZ4 instead of zstd, and
+        // otherwise the same statements.
+        let old = ServerFeatures::from_system_local(None, "3.11.12");
+        assert_eq!(
+            old,
+            ServerFeatures {
+                tablets: false,
+                zstd: false
+            }
+        );
+        let scylla = statements();
+        let cassandra = statements_for(old);
+        assert_eq!(cassandra.len(), scylla.len());
+        assert!(!cassandra[0].contains("tablets"), "{}", cassandra[0]);
+        assert!(
+            cassandra[0].contains("replication = { {replication} }")
+                && cassandra[0].ends_with("AND durable_writes = true"),
+            "{}",
+            cassandra[0]
+        );
+        for (c, s) in cassandra[1..].iter().zip(&scylla[1..]) {
+            assert!(
+                c.contains("AND compression = {'sstable_compression': 'LZ4Compressor'}")
+                    && !c.contains("Zstd"),
+                "{c}"
+            );
+            assert_eq!(
+                c.replace("'LZ4Compressor'", "'ZstdCompressor'")
+                    .split_whitespace()
+                    .collect::<Vec<_>>(),
+                s.split_whitespace().collect::<Vec<_>>(),
+                "only the compressor differs"
+            );
+        }
+        // Cassandra 4.x and 5.x have zstd; ScyllaDB reports release 3.0.8
+        // whatever its version, and its feature list decides tablets.
+        assert!(ServerFeatures::from_system_local(None, "4.0.11").zstd);
+        assert!(ServerFeatures::from_system_local(None, "5.0.2").zstd);
+        assert!(!ServerFeatures::from_system_local(None, "").zstd);
+        assert_eq!(
+            ServerFeatures::from_system_local(Some("CDC,TABLETS,UDA"), "3.0.8"),
+            ServerFeatures::SCYLLA
+        );
+        assert_eq!(
+            ServerFeatures::from_system_local(Some("CDC,TABLETS_ROUTING,UDA"), "3.0.8"),
+            ServerFeatures {
+                tablets: false,
+                zstd: true
+            }
+        );
+        // Whole-line comments are never conditions; unknown features fail.
+        let text = "-- requires: zstd\nA -- requires: zstd\nB -- unless: zstd\nC\n";
+        assert_eq!(
+            apply_conditions(text, ServerFeatures::SCYLLA).expect("known"),
+            "-- requires: zstd\nA -- requires: zstd\n\nC\n"
+        );
+        assert!(apply_conditions("X -- requires: paxos\n", ServerFeatures::SCYLLA).is_err());
     }
 
     #[test]
@@ -462,7 +643,7 @@ mod tests {
             replication: "'class': 'NetworkTopologyStrategy', 'dc1': 3".into(),
             ..Default::default()
         };
-        let all = schema_statements(&config).expect("statements");
+        let all = schema_statements(&config, ServerFeatures::SCYLLA).expect("statements");
         assert_eq!(all.len(), 7);
         assert!(
             all[0].starts_with(
@@ -495,7 +676,8 @@ mod tests {
             );
         }
         // The default replication is NetworkTopologyStrategy.
-        let default = schema_statements(&ScyllaConfig::default()).expect("default");
+        let default =
+            schema_statements(&ScyllaConfig::default(), ServerFeatures::SCYLLA).expect("default");
         assert!(
             default[0].contains("{ 'class': 'NetworkTopologyStrategy', 'replication_factor': 3 }")
         );
@@ -507,7 +689,9 @@ mod tests {
             keyspace: "tick-mesh".into(),
             ..Default::default()
         };
-        let err = schema_statements(&config).expect_err("dash").to_string();
+        let err = schema_statements(&config, ServerFeatures::SCYLLA)
+            .expect_err("dash")
+            .to_string();
         assert!(
             err.contains("\"tick-mesh\" is not a valid CQL identifier"),
             "{err}"
@@ -516,7 +700,7 @@ mod tests {
             replication: "'class': 'X'}; DROP TABLE x".into(),
             ..Default::default()
         };
-        assert!(schema_statements(&config).is_err());
+        assert!(schema_statements(&config, ServerFeatures::default()).is_err());
         assert!(
             substitute("CREATE {tabel}", "k", "r").is_err(),
             "unknown placeholders are refused"

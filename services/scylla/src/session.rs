@@ -22,7 +22,8 @@ use tracing::info;
 
 use crate::config::ScyllaConfig;
 use crate::schema::{
-    SCHEMA_VERSION, TABLES, comment_version, schema_statements, table_comment_marker,
+    SCHEMA_VERSION, ServerFeatures, TABLES, comment_version, schema_statements,
+    table_comment_marker,
 };
 use crate::tls::tls_context;
 
@@ -71,13 +72,87 @@ async fn open_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
     })
 }
 
+/// One row of a system table read (`what` names it in errors).
+async fn system_row<R>(session: &Session, text: &str, what: &str) -> Result<Option<R>, StoreError>
+where
+    R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
+{
+    let mut statement = Statement::new(text);
+    statement.set_consistency(Consistency::One);
+    session
+        .query_unpaged(statement, &[])
+        .await
+        .map_err(|e| unavailable(what, e))?
+        .into_rows_result()
+        .map_err(|e| unavailable(what, e))?
+        .maybe_first_row::<R>()
+        .map_err(|e| unavailable(what, e))
+}
+
+/// What the server supports, read from the server: whether `system.local`
+/// has ScyllaDB's `supported_features` column (read from
+/// `system_schema.columns`), that column's value and `release_version`;
+/// the rule is [`ServerFeatures::from_system_local`].
+async fn detect_features(session: &Session) -> Result<ServerFeatures, StoreError> {
+    let what = "cannot read the server's features (system.local)";
+    let mut statement = Statement::new(
+        "SELECT column_name FROM system_schema.columns \
+         WHERE keyspace_name = 'system' AND table_name = 'local'",
+    );
+    statement.set_consistency(Consistency::One);
+    let columns: Vec<String> = session
+        .query_unpaged(statement, &[])
+        .await
+        .map_err(|e| unavailable(what, e))?
+        .into_rows_result()
+        .map_err(|e| unavailable(what, e))?
+        .rows::<(String,)>()
+        .map_err(|e| unavailable(what, e))?
+        .map(|row| row.map(|(name,)| name))
+        .collect::<Result<_, _>>()
+        .map_err(|e| unavailable(what, e))?;
+    let (release, features) = if columns.iter().any(|c| c == "supported_features") {
+        system_row::<(Option<String>, Option<String>)>(
+            session,
+            "SELECT release_version, supported_features FROM system.local WHERE key = 'local'",
+            what,
+        )
+        .await?
+        .map(|(r, f)| (r, Some(f.unwrap_or_default())))
+        .unwrap_or_default()
+    } else {
+        let row = system_row::<(Option<String>,)>(
+            session,
+            "SELECT release_version FROM system.local WHERE key = 'local'",
+            what,
+        )
+        .await?;
+        (row.and_then(|(r,)| r), None)
+    };
+    let release = release.unwrap_or_default();
+    let detected = ServerFeatures::from_system_local(features.as_deref(), &release);
+    info!(
+        release_version = %release,
+        scylla = features.is_some(),
+        tablets = detected.tablets,
+        zstd = detected.zstd,
+        "cql server features"
+    );
+    Ok(detected)
+}
+
 /// Applies `deploy/scylla/schema.cql` (embedded) to the cluster of `config`:
 /// creates the keyspace with `config.replication` and the tables, if they do
-/// not exist. Returns the number of statements run. Safe to run repeatedly
-/// and concurrently with running stores (it never alters or drops anything).
+/// not exist, keeping the file's conditional lines by what the server
+/// supports (detected: [`ServerFeatures::from_system_local`]). Returns the
+/// number of statements run. Safe to run repeatedly and concurrently with
+/// running stores (it never alters or drops anything).
 pub async fn apply_schema(config: &ScyllaConfig) -> Result<usize, StoreError> {
-    let statements = schema_statements(config)?;
+    // Validates the keyspace and replication before any network traffic.
+    schema_statements(config, ServerFeatures::default())?;
     let session = open_session(config).await?;
+    let features = detect_features(&session).await?;
+    let statements = schema_statements(config, features)?;
     for text in &statements {
         let mut statement = Statement::new(text.as_str());
         statement.set_request_timeout(Some(DDL_TIMEOUT.max(config.request_timeout)));
@@ -184,6 +259,11 @@ impl ScyllaSession {
     /// The settings the session was opened with.
     pub fn config(&self) -> &ScyllaConfig {
         &self.config
+    }
+
+    /// What the server supports, as [`apply_schema`] detects it.
+    pub async fn server_features(&self) -> Result<ServerFeatures, StoreError> {
+        detect_features(&self.session).await
     }
 
     /// Every row of a paged read (`page_size` rows per page); `what` names
