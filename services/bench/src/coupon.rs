@@ -88,7 +88,11 @@ pub async fn coupon(options: CouponBenchOptions) -> anyhow::Result<CouponReport>
     let mut conn = redis.get_multiplexed_async_connection().await?;
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(tickmesh_coupon::issue_script::ISSUE_LUA)
+        .arg(format!(
+            "{}{}",
+            tickmesh_coupon::issue_script::NODE_RUN_LUA,
+            tickmesh_coupon::issue_script::ISSUE_LUA
+        ))
         .query_async(&mut conn)
         .await?;
     anyhow::ensure!(sha == coupons.issue_script_sha(), "script hash mismatch");

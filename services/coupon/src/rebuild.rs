@@ -29,13 +29,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickmesh_runtime::RedisConn;
 use redis::streams::StreamRangeReply;
 use tickmesh_core::{Error, Result};
+use tickmesh_runtime::RedisConn;
 use tickmesh_runtime::redis_conn::unavailable;
 
 use crate::campaign::Campaign;
-use crate::issue_script::{RunConnection, ServerLink};
+use crate::issue_script::{RunConnection, ServerLink, script_with_node_run};
 use crate::keys::Keys;
 use crate::persist::parse_entry;
 use crate::store::IssuanceStore;
@@ -67,7 +67,7 @@ return 1
 const STATE_LUA: &str = r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'run', ARGV[2], unpack(ARGV, 3))
+  redis.call('HSET', KEYS[1], 'run', server_run(ARGV[2]), unpack(ARGV, 3))
 end
 redis.call('DEL', KEYS[2])
 return 1
@@ -78,7 +78,7 @@ return 1
 const CHECK_LUA: &str = r#"
 local st = redis.call('HMGET', KEYS[1], 'seq', 'run')
 if not st[1] then return {0, '0'} end
-if st[2] == ARGV[1] then return {2, st[1]} end
+if st[2] == server_run(ARGV[1]) then return {2, st[1]} end
 return {1, st[1]}
 "#;
 
@@ -88,7 +88,7 @@ const CONFIRM_LUA: &str = r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[2])
 if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'run', ARGV[3])
+redis.call('HSET', KEYS[1], 'run', server_run(ARGV[3]))
 return 1
 "#;
 
@@ -134,7 +134,7 @@ impl Rebuilder {
         let id = campaign.id.as_str();
         let mut conn = c.conn.clone();
         let run: &str = &c.run;
-        let (status, seq): (i64, String) = redis::Script::new(CHECK_LUA)
+        let (status, seq): (i64, String) = script_with_node_run(CHECK_LUA)
             .key(self.keys.state(id))
             .arg(run)
             .invoke_async(&mut conn)
@@ -167,7 +167,7 @@ impl Rebuilder {
                 .parse()
                 .map_err(|_| Error::Internal(format!("campaign {id:?} state has seq {seq:?}")))?;
             if durable <= state_seq {
-                let ok: i64 = redis::Script::new(CONFIRM_LUA)
+                let ok: i64 = script_with_node_run(CONFIRM_LUA)
                     .key(self.keys.state(id))
                     .key(self.keys.rebuild_lock(id))
                     .arg(&token)
@@ -248,7 +248,7 @@ impl Rebuilder {
             );
         }
         let last_seq = records.last().map_or(0, |r| r.seq);
-        let state_script = redis::Script::new(STATE_LUA);
+        let state_script = script_with_node_run(STATE_LUA);
         let mut invocation = state_script.prepare_invoke();
         invocation
             .key(self.keys.state(id))

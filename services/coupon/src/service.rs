@@ -38,14 +38,14 @@ const WATCH_BUFFER: usize = 16;
 /// (see [`crate::rebuild`]).
 const VIEW_LUA: &str = r#"
 local st = redis.call('HMGET', KEYS[1], 'remaining', 'sold_out', 'run')
-if not st[1] or st[3] ~= ARGV[1] then return {false, false} end
+if not st[1] or st[3] ~= server_run(ARGV[1]) then return {false, false} end
 return {st[1], st[2]}
 "#;
 
 /// KEYS: state, users. ARGV: the server's run id, user. {1 when the state is
 /// confirmed in this server run else 0, the user's codes}.
 const ISSUANCE_LUA: &str = r#"
-if redis.call('HGET', KEYS[1], 'run') ~= ARGV[1] then return {0, false} end
+if redis.call('HGET', KEYS[1], 'run') ~= server_run(ARGV[1]) then return {0, false} end
 return {1, redis.call('HGET', KEYS[2], ARGV[2])}
 "#;
 
@@ -133,8 +133,8 @@ impl Coupons {
             hub,
             shutdown,
             link,
-            view_script: redis::Script::new(VIEW_LUA),
-            issuance_script: redis::Script::new(ISSUANCE_LUA),
+            view_script: crate::issue_script::script_with_node_run(VIEW_LUA),
+            issuance_script: crate::issue_script::script_with_node_run(ISSUANCE_LUA),
         })
     }
 

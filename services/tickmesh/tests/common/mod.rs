@@ -12,6 +12,7 @@ use tickmesh_api::marketfeed::{
 };
 use tickmesh_runtime::config::Config;
 use tickmesh_runtime::proto_time::{nanos_to_timestamp, now_nanos};
+pub use tickmesh_runtime::redis_cluster::RedisCluster;
 pub use tickmesh_runtime::redis_server::RedisServer;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -24,25 +25,63 @@ pub mod slot_audit;
 /// for Redis Cluster (see [`slot_audit`]): a test ends with a panic naming
 /// each command that would cross hash slots. `TICKMESH_TEST_SLOT_AUDIT=0`
 /// turns the audit off.
+///
+/// With `TICKMESH_TEST_REDIS=cluster` it is a real local Redis Cluster
+/// instead (3 masters, each with a replica), and [`AuditedRedis::url`] is its
+/// `redis+cluster://` URL: the same tests run on both topologies. A test that
+/// manages the single server itself (kills, restarts, data directories)
+/// panics there, saying so.
 pub struct AuditedRedis {
-    server: RedisServer,
+    server: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
     audit: Option<slot_audit::SlotAudit>,
 }
 
 impl std::ops::Deref for AuditedRedis {
     type Target = RedisServer;
     fn deref(&self) -> &RedisServer {
-        &self.server
+        self.server
+            .as_ref()
+            .expect("this test manages a single redis-server; it does not run on a cluster")
     }
 }
 
 impl std::ops::DerefMut for AuditedRedis {
     fn deref_mut(&mut self) -> &mut RedisServer {
-        &mut self.server
+        self.server
+            .as_mut()
+            .expect("this test manages a single redis-server; it does not run on a cluster")
     }
 }
 
+/// True when the tests run on a Redis Cluster (`TICKMESH_TEST_REDIS=cluster`).
+pub fn on_cluster() -> bool {
+    std::env::var("TICKMESH_TEST_REDIS").as_deref() == Ok("cluster")
+}
+
 impl AuditedRedis {
+    /// The URL services connect to: the server's, or the cluster's seed nodes.
+    pub fn url(&self) -> String {
+        match (&self.server, &self.cluster) {
+            (Some(server), _) => server.url(),
+            (None, Some(cluster)) => format!(
+                "redis+cluster://{}",
+                cluster
+                    .ports()
+                    .iter()
+                    .map(|p| format!("127.0.0.1:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            (None, None) => unreachable!("a server or a cluster"),
+        }
+    }
+
+    /// The cluster, when the tests run on one.
+    pub fn cluster(&mut self) -> Option<&mut RedisCluster> {
+        self.cluster.as_mut()
+    }
+
     /// Commands audited so far and the ones that would cross slots.
     pub fn slot_report(&self) -> (u64, Vec<String>) {
         self.audit.as_ref().map(|a| a.report()).unwrap_or_default()
@@ -81,6 +120,17 @@ impl Drop for AuditedRedis {
 }
 
 pub async fn redis() -> AuditedRedis {
+    if on_cluster() {
+        let cluster = RedisCluster::start(3, 1, Duration::from_millis(1000))
+            .await
+            .expect("start a local Redis Cluster (apt-get install -y redis-server redis-tools)");
+        // The cluster itself refuses commands that cross slots.
+        return AuditedRedis {
+            server: None,
+            cluster: Some(cluster),
+            audit: None,
+        };
+    }
     let server = RedisServer::start_ephemeral()
         .await
         .expect("start redis-server (apt-get install -y redis-server)");
@@ -93,7 +143,11 @@ pub async fn redis() -> AuditedRedis {
                 .expect("MONITOR on the test's redis-server"),
         )
     };
-    AuditedRedis { server, audit }
+    AuditedRedis {
+        server: Some(server),
+        cluster: None,
+        audit,
+    }
 }
 
 /// Test config against `redis_url`: quick health checks, a test key prefix.
