@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check and test of tickmesh on a fresh machine (Debian, Rust, root,
 # nothing running): installs what is missing (redis-server, grpcurl, buf,
-# kubectl, kubernetes-validate, checkov), then rustfmt, clippy, buf lint, the
-# Kubernetes manifest checks, and the whole test suite. Tests start their own
-# redis-server processes on free ports; none uses a Redis already running.
+# kubectl, kubernetes-validate, checkov, Java and a CQL node), then rustfmt,
+# clippy, buf lint, the Kubernetes manifest checks, and the whole test suite.
+# Tests start their own redis-server processes on free ports; none uses a
+# Redis already running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/tools.sh
@@ -24,4 +25,12 @@ deploy/k8s-check.sh
 echo "==> cargo test"
 # The grpcurl tests must run, not skip, here.
 export TICKMESH_TEST_REQUIRE_GRPCURL=1
+# A live CQL node (Apache Cassandra 3.11 from PyPI, checking passwords) for
+# the ScyllaDB stores' tests, which must run, not skip; stopped on exit.
+cql_port=$(free_cql_port)
+trap 'stop_cql_node "$cql_port"' EXIT
+trap 'exit 130' INT TERM
+CQL_NODE_AUTH=1 ensure_cql_node "$cql_port" || { echo "test.sh: the CQL node did not start" >&2; exit 1; }
+export TICKMESH_TEST_SCYLLA="127.0.0.1:$cql_port" TICKMESH_TEST_REQUIRE_SCYLLA=1
+export TICKMESH_TEST_SCYLLA_USERNAME=cassandra TICKMESH_TEST_SCYLLA_PASSWORD=cassandra
 cargo test --workspace --no-fail-fast -- --test-threads "${TICKMESH_TEST_THREADS:-4}"
