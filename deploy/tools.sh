@@ -91,6 +91,8 @@ ensure_k8s_validators() {
 #                          for storage/SSL storage), wait until it answers a
 #                          CQL OPTIONS request; fails loudly otherwise
 #   stop_cql_node PORT     stop it and remove its data
+#   With CQL_NODE_KEEP_DATA=1, stop keeps the data and ensure starts on it
+#   (a node restarted, for outage tests).
 #   free_cql_port          print a PORT with PORT..PORT+2 free on loopback
 # Knobs: CQL_NODE_HOME (install; default ~/.cache/tickmesh-cql-3.11.12),
 # CQL_NODE_DATA (data and system.log; default /tmp/tickmesh-cql-PORT),
@@ -253,7 +255,9 @@ ensure_cql_node() {
     return 1
   fi
   _cql_install "$home" || { echo "ensure_cql_node: installing Cassandra failed" >&2; return 1; }
-  rm -rf "$dir" && mkdir -p "$dir"/{data,commitlog,saved_caches,hints} || return 1
+  if [ "${CQL_NODE_KEEP_DATA:-0}" != 1 ] || [ ! -d "$dir/data" ]; then
+    rm -rf "$dir" && mkdir -p "$dir"/{data,commitlog,saved_caches,hints} || return 1
+  fi
   local auth=AllowAllAuthenticator
   [ "${CQL_NODE_AUTH:-0}" = 1 ] && auth=PasswordAuthenticator
   sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$port#g" -e "s#@SPORT@#$((port + 1))#g" \
@@ -291,7 +295,7 @@ ensure_cql_node() {
   opts+=(--add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED)
   echo "==> starting Cassandra 3.11.12 on 127.0.0.1:$port (log: $dir/system.log)" >&2
   setsid java "${opts[@]}" -cp "$cp" org.apache.cassandra.service.CassandraDaemon \
-    > "$dir/system.log" 2>&1 < /dev/null &
+    >> "$dir/system.log" 2>&1 < /dev/null &
   local pid=$!
   echo "$pid" > "$dir/pid"
   local i began=$SECONDS
@@ -330,5 +334,6 @@ stop_cql_node() {
     for ((i = 0; i < 80; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -rf "$dir"
+  rm -f "$dir/pid"
+  [ "${CQL_NODE_KEEP_DATA:-0}" = 1 ] || rm -rf "$dir"
 }
