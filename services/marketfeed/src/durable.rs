@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Value;
-use tickmesh_runtime::RedisConn;
 use tickmesh_core::{Error, Result};
+use tickmesh_runtime::RedisConn;
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::redis_conn::unavailable;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, RwLock, Semaphore};

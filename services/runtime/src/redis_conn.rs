@@ -13,7 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
@@ -138,7 +140,7 @@ enum Backend {
         manager: ConnectionManager,
     },
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         conn: ClusterConnection,
     },
 }
@@ -159,8 +161,7 @@ impl RedisHandle {
         };
         let backend = match Topology::of(config).map_err(|e| bad("redis.url", &e))? {
             Topology::Single(url) => {
-                let client =
-                    redis::Client::open(url.as_str()).map_err(|e| bad("redis.url", &e))?;
+                let client = redis::Client::open(url.as_str()).map_err(|e| bad("redis.url", &e))?;
                 let manager_config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(Some(config.response_timeout))
@@ -173,8 +174,8 @@ impl RedisHandle {
                 Backend::Single { client, manager }
             }
             Topology::Cluster(nodes) => {
-                let client = cluster_client(&nodes, config)
-                    .map_err(|e| bad("redis.cluster_nodes", &e))?;
+                let client =
+                    cluster_client(&nodes, config).map_err(|e| bad("redis.cluster_nodes", &e))?;
                 // Connects in the background: a process starts while the
                 // cluster is down and its first commands fail UNAVAILABLE.
                 let conn = client.get_pending_async_connection_with_config(
@@ -182,7 +183,10 @@ impl RedisHandle {
                         .set_connection_timeout(config.connect_timeout)
                         .set_response_timeout(config.response_timeout),
                 );
-                Backend::Cluster { client, conn }
+                Backend::Cluster {
+                    client: Box::new(client),
+                    conn,
+                }
             }
         };
         Ok(Self {

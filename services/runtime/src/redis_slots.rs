@@ -156,7 +156,10 @@ mod tests {
             .arg("0-0")
             .clone();
         assert_eq!(command_key(&xread), Some(&b"s1"[..]));
-        assert_eq!(command_key(&redis::cmd("WAIT").arg(1).arg(100).clone()), None);
+        assert_eq!(
+            command_key(&redis::cmd("WAIT").arg(1).arg(100).clone()),
+            None
+        );
     }
 
     #[test]

@@ -37,6 +37,12 @@ async fn becomes(
 
 #[tokio::test]
 async fn readiness_turns_not_serving_when_redis_goes_away_and_serving_when_it_returns() {
+    if on_cluster() {
+        eprintln!(
+            "single-node test (it stops and starts the one redis-server): not run on a cluster"
+        );
+        return;
+    }
     let mut redis = redis().await;
     let mesh = start(config(&redis.url())).await;
     let mut health = HealthClient::new(
@@ -98,6 +104,12 @@ async fn readiness_turns_not_serving_when_redis_goes_away_and_serving_when_it_re
 
 #[tokio::test]
 async fn a_mesh_starts_while_redis_is_down_and_becomes_ready_when_it_comes_up() {
+    if on_cluster() {
+        eprintln!(
+            "single-node test (it stops and starts the one redis-server): not run on a cluster"
+        );
+        return;
+    }
     let mut redis = redis().await;
     let url = redis.url();
     redis.kill().await;

@@ -231,11 +231,7 @@ async fn closed_candles_move_to_the_store_and_queries_join_both_tiers() {
         299,
         "every closed minute is in the store (the last one is still open)"
     );
-    let mut redis_conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis_conn = redis.conn();
     let hot: u64 = redis::cmd("ZCARD")
         .arg("tm:{BTCUSDT}:c:1m")
         .query_async(&mut redis_conn)
@@ -441,13 +437,7 @@ async fn a_cursor_older_than_the_log_recovers_from_the_store_then_goes_live() {
     assert!(wait_flushed(&c, "BTCUSDT", 440).await);
     let hot: u64 = redis::cmd("ZCARD")
         .arg("tm:{BTCUSDT}:c:1m")
-        .query_async(
-            &mut redis::Client::open(redis.url())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap(),
-        )
+        .query_async(&mut redis.conn())
         .await
         .unwrap();
     assert!(

@@ -77,6 +77,13 @@ impl AuditedRedis {
         }
     }
 
+    /// A connection of the test's own, routed by key on a cluster.
+    pub fn conn(&self) -> tickmesh_runtime::RedisConn {
+        tickmesh_runtime::RedisHandle::new(&config(&self.url()).redis)
+            .expect("a valid redis url")
+            .conn()
+    }
+
     /// The cluster, when the tests run on one.
     pub fn cluster(&mut self) -> Option<&mut RedisCluster> {
         self.cluster.as_mut()
