@@ -257,18 +257,34 @@ impl ServerLink {
     }
 }
 
+/// How many replicas must have an issuance before it is answered.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaAcks {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+impl ReplicaAcks {
+    pub const OFF: Self = Self {
+        replicas: 0,
+        timeout: Duration::ZERO,
+    };
+}
+
 pub struct IssueScript {
     link: Arc<ServerLink>,
     keys: Keys,
     script: redis::Script,
+    acks: ReplicaAcks,
 }
 
 impl IssueScript {
-    pub fn new(link: Arc<ServerLink>, keys: Keys) -> Self {
+    pub fn new(link: Arc<ServerLink>, keys: Keys, acks: ReplicaAcks) -> Self {
         Self {
             link,
             keys,
             script: script_with_node_run(ISSUE_LUA),
+            acks,
         }
     }
 
@@ -297,17 +313,20 @@ impl IssueScript {
     ) -> Result<Vec<Decision>> {
         let keys = self.keys_of(campaign);
         // Safe to repeat: a request answered ISSUED is answered the same.
-        let flat: Vec<String> = self
-            .link
-            .invoke(|run| {
-                let mut invocation = self.script.key(&keys[..]);
-                invocation.arg(now_ms).arg(campaign).arg(run);
-                for (user, request) in calls {
-                    invocation.arg(user).arg(request);
-                }
-                invocation
-            })
-            .await?;
+        let flat: Vec<String> = if self.acks.replicas == 0 {
+            self.link
+                .invoke(|run| {
+                    let mut invocation = self.script.key(&keys[..]);
+                    invocation.arg(now_ms).arg(campaign).arg(run);
+                    for (user, request) in calls {
+                        invocation.arg(user).arg(request);
+                    }
+                    invocation
+                })
+                .await?
+        } else {
+            self.invoke_and_wait(&keys, campaign, calls, now_ms).await?
+        };
         if flat.len() != 3 * calls.len() {
             return Err(Error::Internal(format!(
                 "issue script answered {} fields for {} calls",
@@ -316,6 +335,72 @@ impl IssueScript {
             )));
         }
         flat.chunks(3).map(decision).collect()
+    }
+}
+
+impl IssueScript {
+    /// The script, then `WAIT replicas timeout` in the same pipeline: on the
+    /// campaign's master (a cluster routes the pipeline by the script's
+    /// keys) and on the connection that wrote, so WAIT counts this write.
+    /// Answers only when enough replicas have it; UNAVAILABLE otherwise.
+    async fn invoke_and_wait(
+        &self,
+        keys: &[String; 4],
+        campaign: &str,
+        calls: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<Vec<String>> {
+        let ReplicaAcks { replicas, timeout } = self.acks;
+        let mut retried = false;
+        loop {
+            let c = self.link.connection().await?;
+            let mut pipe = redis::pipe();
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(keys.len())
+                .arg(&keys[..])
+                .arg(now_ms)
+                .arg(campaign)
+                .arg(&*c.run);
+            for (user, request) in calls {
+                cmd.arg(user).arg(request);
+            }
+            pipe.cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout.as_millis().max(1) as u64);
+            let mut conn = c.conn.clone();
+            let reply: redis::RedisResult<(Vec<String>, u32)> =
+                match pipe.query_async(&mut conn).await {
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        // A restarted or promoted server without the script:
+                        // no part of the pipeline ran.
+                        match self.script.prepare_invoke().load_async(&mut conn).await {
+                            Ok(_) => pipe.query_async(&mut conn).await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    other => other,
+                };
+            match reply {
+                Ok((flat, acked)) if acked >= replicas => return Ok(flat),
+                Ok((_, acked)) => {
+                    return Err(Error::Unavailable(format!(
+                        "the issuance is in redis but only {acked} of {replicas} replica(s) confirmed it within {timeout:?} (coupon.replica_acks): it may or may not stand after a failover; retrying with the same request id is safe and answers the same"
+                    )));
+                }
+                Err(e) => {
+                    self.link.forget(&c).await;
+                    if retried || !(e.is_io_error() || e.is_connection_dropped()) {
+                        return Err(unavailable(e));
+                    }
+                    retried = true;
+                }
+            }
+        }
     }
 }
 

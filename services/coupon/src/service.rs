@@ -115,7 +115,18 @@ impl Coupons {
             shutdown.clone(),
         );
         let link = Arc::new(ServerLink::new(redis.clone()));
-        let script = Arc::new(IssueScript::new(link.clone(), keys.clone()));
+        let acks = crate::issue_script::ReplicaAcks {
+            replicas: config.replicas_to_wait(redis.is_cluster()),
+            timeout: config.replica_ack_timeout,
+        };
+        if acks.replicas > 0 {
+            tracing::info!(
+                replicas = acks.replicas,
+                timeout_ms = acks.timeout.as_millis() as u64,
+                "coupon issuances are answered once replicated (coupon.replica_acks)"
+            );
+        }
+        let script = Arc::new(IssueScript::new(link.clone(), keys.clone(), acks));
         Arc::new(Self {
             committer: GroupCommit::start(script.clone(), clock.clone()),
             script,

@@ -564,6 +564,16 @@ pub struct CouponConfig {
     /// How often each instance reloads campaign definitions from the store.
     #[serde(with = "serde_human")]
     pub campaign_refresh: Duration,
+    /// Replicas that must have an issuance before `Issue` answers it
+    /// (`WAIT n` after the script, on the campaign's master): "auto" (1 on a
+    /// Redis Cluster, where a master failover would otherwise lose the last
+    /// acknowledged issuances; 0 on a single node), "off", or a number.
+    pub replica_acks: String,
+    /// How long an issuance waits for its replicas; past it the call
+    /// answers UNAVAILABLE (the coupon may be issued: retry with the same
+    /// request id, which answers the same).
+    #[serde(with = "serde_human")]
+    pub replica_ack_timeout: Duration,
 }
 
 impl Default for CouponConfig {
@@ -579,11 +589,23 @@ impl Default for CouponConfig {
             report_interval: Duration::from_secs(1),
             watch_interval: Duration::from_millis(100),
             campaign_refresh: Duration::from_secs(2),
+            replica_acks: "auto".into(),
+            replica_ack_timeout: Duration::from_secs(1),
         }
     }
 }
 
 impl CouponConfig {
+    /// Replicas an issuance waits for: `replica_acks` resolved for the
+    /// topology (validated at load).
+    pub fn replicas_to_wait(&self, cluster: bool) -> u32 {
+        match self.replica_acks.as_str() {
+            "auto" => u32::from(cluster),
+            "off" => 0,
+            n => n.parse().unwrap_or(0),
+        }
+    }
+
     /// Where campaigns and issuance records go (`store` resolved).
     pub fn store_backend(&self, history: &HistoryConfig) -> StoreBackend {
         resolve_store(&self.store, history)
@@ -973,6 +995,7 @@ impl Config {
             ("coupon.report_interval", coupon.report_interval),
             ("coupon.watch_interval", coupon.watch_interval),
             ("coupon.campaign_refresh", coupon.campaign_refresh),
+            ("coupon.replica_ack_timeout", coupon.replica_ack_timeout),
         ] {
             if value.is_zero() {
                 return bad(key, "must be more than zero".into());
@@ -980,6 +1003,17 @@ impl Config {
         }
         if !matches!(coupon.store.as_str(), "history" | "embedded") {
             return bad("coupon.store", "must be \"history\" or \"embedded\"".into());
+        }
+        if !matches!(coupon.replica_acks.as_str(), "auto" | "off")
+            && !coupon.replica_acks.parse::<u32>().is_ok_and(|n| n <= 100)
+        {
+            return bad(
+                "coupon.replica_acks",
+                format!(
+                    "{:?} is not \"auto\", \"off\" or a number of replicas up to 100",
+                    coupon.replica_acks
+                ),
+            );
         }
         if !(1..=100_000).contains(&coupon.persist_batch) {
             return bad(
