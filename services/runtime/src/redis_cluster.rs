@@ -108,6 +108,16 @@ impl RedisCluster {
         }
     }
 
+    /// Starts the node on `port` again on its data directory (its
+    /// `nodes.conf` kept): a killed master comes back as a replica of the
+    /// replica that took its slots, as an operator's restart would.
+    pub async fn restart(&mut self, port: u16) -> anyhow::Result<()> {
+        match self.nodes.iter_mut().find(|n| n.port() == port) {
+            Some(node) => node.restart().await,
+            None => bail!("no node on port {port}"),
+        }
+    }
+
     /// Waits until `n` nodes are replicas whose link to their master is up.
     pub async fn wait_replicas_synced(&self, n: usize, within: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;

@@ -513,3 +513,106 @@ async fn sold_out_is_reported_to_ranking_and_retried_while_it_is_down() {
     ranking.stop().await.unwrap();
     mesh.stop().await.unwrap();
 }
+
+/// On a Redis Cluster (3 masters, each with a replica), the master holding a
+/// campaign is SIGKILLed during the rush; its replica is promoted and the
+/// mesh goes on without a restart. With `coupon.replica_acks` at its default
+/// (1 replica on a cluster) every ISSUED answer was on the replica before it
+/// was given: never more than the stock, one coupon per user, and every
+/// ISSUED answer in the durable store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_master_killed_mid_campaign_keeps_the_invariants() {
+    const STOCK: usize = 150;
+    let mut cluster = RedisCluster::start(3, 1, Duration::from_millis(1000))
+        .await
+        .expect("start a local Redis Cluster");
+    let url = format!(
+        "redis+cluster://{}",
+        cluster
+            .ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let store = temp_path("coupon.redb");
+    let cfg = coupon_config(&url, &store);
+    assert_eq!(
+        cfg.coupon.replica_acks, "auto",
+        "the default waits for a replica on a cluster"
+    );
+    let mesh = start(cfg).await;
+    let mut c = coupon_client(mesh.endpoint()).await;
+    c.create_campaign(CreateCampaignRequest {
+        campaign: Some(open_campaign("failover", STOCK as i64)),
+    })
+    .await
+    .unwrap();
+    let endpoints = std::sync::Arc::new(std::sync::Mutex::new(vec![mesh.endpoint()]));
+    let mut tasks = Vec::new();
+    for t in 0..30 {
+        let users: Vec<usize> = (t..600).step_by(30).collect();
+        tasks.push(tokio::spawn(issue_all(
+            endpoints.clone(),
+            "failover",
+            users,
+        )));
+    }
+    let coupons = mesh.coupon.clone().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let coupons = coupons.clone();
+            async move {
+                coupons
+                    .get_campaign("failover")
+                    .await
+                    .is_ok_and(|v| v.remaining < 100)
+            }
+        })
+        .await
+    );
+    // The master of the campaign's slot.
+    let key = tickmesh_coupon::keys::Keys::new("tm").state("failover");
+    let slot = redis::cluster_routing::Slot::for_key(&key);
+    let slot: u16 = format!("{slot:?}")
+        .trim_start_matches("Slot(")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    let topology = cluster.topology().await.unwrap();
+    let master = topology
+        .iter()
+        .find(|n| n.master && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+        .expect("a master serves the campaign")
+        .port;
+    cluster.kill(master).await;
+    cluster.wait_ok(Duration::from_secs(30)).await.unwrap();
+    // The promoted replica has no replica of its own: issuances answer
+    // UNAVAILABLE (clients retry) until the killed node is back as one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart(master).await.unwrap();
+    cluster
+        .wait_replicas_synced(3, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+    let store_handle = coupons.store().clone();
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let s = store_handle.clone();
+            async move { s.issuances("failover").await.unwrap().len() >= STOCK }
+        })
+        .await,
+        "every issuance reaches the durable store"
+    );
+    check_invariants(
+        answers,
+        coupons.store().issuances("failover").await.unwrap(),
+        STOCK,
+    )
+    .await;
+    mesh.stop().await.unwrap();
+}
