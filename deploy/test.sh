@@ -34,3 +34,11 @@ CQL_NODE_AUTH=1 ensure_cql_node "$cql_port" || { echo "test.sh: the CQL node did
 export TICKMESH_TEST_SCYLLA="127.0.0.1:$cql_port" TICKMESH_TEST_REQUIRE_SCYLLA=1
 export TICKMESH_TEST_SCYLLA_USERNAME=cassandra TICKMESH_TEST_SCYLLA_PASSWORD=cassandra
 cargo test --workspace --no-fail-fast -- --test-threads "${TICKMESH_TEST_THREADS:-4}"
+echo "==> the services' gRPC tests again on a real Redis Cluster (3 masters x 1 replica per test)"
+# One switch, the same tests: a representative subset of the suites (every
+# service, ingest through candles, streams, history); the cluster failover
+# cases (redis_crash, coupon) run in the first pass on clusters of their own.
+TICKMESH_TEST_REDIS=cluster cargo test -p tickmesh --no-fail-fast \
+  --test publish --test stream --test candles --test history --test aggregation_status \
+  --test ranking --test coupon --test queue --test feeds \
+  -- --test-threads "${TICKMESH_TEST_THREADS:-4}"
