@@ -465,9 +465,10 @@ impl DurableAcks {
         Ok(mode)
     }
 
-    async fn detect(&self) -> Result<Detected> {
-        let mut conn = self.redis.conn();
-        let facts = read_facts(&mut conn).await.map_err(|e| {
+    /// The facts of the server, or on a Redis Cluster of every master, with
+    /// one run id naming them all (any restart or failover changes it).
+    async fn all_facts(&self) -> Result<(ServerFacts, String)> {
+        let refused = |e: redis::RedisError| {
             if e.code() == Some("NOPERM") {
                 Error::FailedPrecondition(format!(
                     "marketfeed.durable_acks is on but tickmesh may not read the server's INFO ({e}): allow INFO for its Redis user, or set marketfeed.durable_acks = false"
@@ -475,7 +476,71 @@ impl DurableAcks {
             } else {
                 unavailable(e)
             }
+        };
+        if !self.redis.is_cluster() {
+            let facts = read_facts(&mut self.redis.conn()).await.map_err(refused)?;
+            let run = facts.run_id.clone();
+            return Ok((facts, run));
+        }
+        // Every master must offer the same mode: the weakest decides what an
+        // acknowledgement means, so a mixed cluster is refused, naming it.
+        let mut first: Option<(String, ServerFacts, AckMode)> = None;
+        let mut runs = Vec::new();
+        for (addr, mut node) in self.redis.masters().await? {
+            let facts = read_facts(&mut node).await.map_err(refused)?;
+            runs.push(facts.run_id.clone());
+            let mode = choose_mode(&facts, self.replicas)
+                .map_err(|reason| Error::FailedPrecondition(format!("master {addr}: {reason}")))?;
+            match &first {
+                None => first = Some((addr, facts, mode)),
+                Some((a, _, m)) if *m != mode => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "marketfeed.durable_acks: the cluster's masters differ: {a} offers {}, {addr} offers {}; configure every node alike",
+                        m.describe(),
+                        mode.describe()
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let (_, facts, _) = first.ok_or_else(|| {
+            Error::Unavailable("redis: the cluster has no reachable master".into())
         })?;
+        Ok((facts, runs.join(",")))
+    }
+
+    /// The run id(s) the server(s) report now, as [`Self::all_facts`] names them.
+    async fn current_run(&self) -> Option<String> {
+        let run_of = |info: String| parse_info(&info).get("run_id").unwrap_or(&"").to_string();
+        if !self.redis.is_cluster() {
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut self.redis.conn())
+                .await
+                .ok()?;
+            return Some(run_of(info));
+        }
+        let mut runs = Vec::new();
+        for (_, mut node) in self.redis.masters().await.ok()? {
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut node)
+                .await
+                .ok()?;
+            runs.push(run_of(info));
+        }
+        Some(runs.join(","))
+    }
+
+    async fn detect(&self) -> Result<Detected> {
+        let (facts, run_id) = match self.all_facts().await {
+            Ok(f) => f,
+            Err(Error::FailedPrecondition(reason)) => {
+                self.log_refusal(&reason, "");
+                return Err(Error::FailedPrecondition(reason));
+            }
+            Err(e) => return Err(e),
+        };
         match choose_mode(&facts, self.replicas) {
             Ok(mode) => {
                 *self.refusal_logged.lock().expect("refusal log") = None;
@@ -500,19 +565,20 @@ impl DurableAcks {
                         "durable acks: fewer replicas are connected than marketfeed.durable_replicas; publishes fail with UNAVAILABLE until they are"
                     );
                 }
-                Ok(Detected {
-                    mode,
-                    run_id: facts.run_id,
-                })
+                Ok(Detected { mode, run_id })
             }
             Err(reason) => {
-                let mut logged = self.refusal_logged.lock().expect("refusal log");
-                if logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
-                    *logged = Some(std::time::Instant::now());
-                    tracing::error!(redis_version = %facts.version_text, %reason, "durable acks: no durable mode, publishes fail until the server offers one");
-                }
+                self.log_refusal(&reason, &facts.version_text);
                 Err(Error::FailedPrecondition(reason))
             }
+        }
+    }
+
+    fn log_refusal(&self, reason: &str, version: &str) {
+        let mut logged = self.refusal_logged.lock().expect("refusal log");
+        if logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+            *logged = Some(std::time::Instant::now());
+            tracing::error!(redis_version = %version, %reason, "durable acks: no durable mode, publishes fail until the server offers one");
         }
     }
 
@@ -567,15 +633,9 @@ impl DurableAcks {
                     .as_ref()
                     .map(|d| d.run_id.clone());
                 let Some(known) = known else { continue };
-                let mut conn = this.redis.conn();
-                let Ok(info) = redis::cmd("INFO")
-                    .arg("server")
-                    .query_async::<String>(&mut conn)
-                    .await
-                else {
+                let Some(run_id) = this.current_run().await else {
                     continue;
                 };
-                let run_id = parse_info(&info).get("run_id").unwrap_or(&"").to_string();
                 if run_id != known {
                     tracing::info!(old_run_id = %known, %run_id, "durable acks: redis server changed, detecting the mode again");
                     this.forget().await;

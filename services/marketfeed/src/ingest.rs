@@ -198,6 +198,9 @@ impl Ingestor {
         scripts: usize,
     ) -> Result<Vec<Value>> {
         let mode = durable.mode().await?;
+        if self.redis.is_cluster() {
+            return self.run_durable_on_cluster(durable, mode, &pipe).await;
+        }
         durable::append_confirmation(&mut pipe, mode, durable.timeout());
         let result = if mode.blocks() {
             // WAIT/WAITAOF block their connection: one of this write's own.
@@ -240,6 +243,72 @@ impl Ingestor {
                 Err(durable::not_durable(&reason))
             }
         }
+    }
+}
+
+impl Ingestor {
+    /// [`Self::run_durable`] on a Redis Cluster: WAIT/WAITAOF count the
+    /// writes of one node's connection, so the scripts are grouped by hash
+    /// slot and each group is sent with its own confirmation (to its slot's
+    /// master), concurrently; the call is acknowledged only when every group
+    /// is confirmed.
+    async fn run_durable_on_cluster(
+        &self,
+        durable: &DurableAcks,
+        mode: durable::AckMode,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<Value>> {
+        let groups = tickmesh_runtime::redis_slots::group_by_slot(pipe);
+        let commands: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+        let held = durable.hold().await?;
+        let sends = groups.iter().map(|indices| {
+            let mut part = redis::pipe();
+            for &i in indices {
+                part.add_command(commands[i].clone());
+            }
+            durable::append_confirmation(&mut part, mode, durable.timeout());
+            let mut conn = held.conn.clone();
+            async move { run_pipeline(&self.script, &part, &mut conn).await }
+        });
+        let answers = match futures_util::future::try_join_all(sends).await {
+            Ok(a) => a,
+            Err(e) => {
+                durable.forget().await;
+                tracing::warn!(error = %e, "durable ingest write failed");
+                return Err(durable::not_durable(&format!("redis: {e}")));
+            }
+        };
+        let mut replies: Vec<Option<Value>> = vec![None; commands.len()];
+        for (indices, mut answer) in groups.iter().zip(answers) {
+            if answer.len() != indices.len() + durable::confirmation_replies(mode) {
+                durable.forget().await;
+                return Err(Error::Internal(format!(
+                    "durable ingest pipeline answered {} values for {} scripts",
+                    answer.len(),
+                    indices.len()
+                )));
+            }
+            let confirmation = answer.split_off(indices.len());
+            if let Err(not) = durable::check_confirmation(mode, &confirmation) {
+                let reason = match not {
+                    NotConfirmed::Timeout(r) => r,
+                    NotConfirmed::ModeChanged(r) => {
+                        durable.forget().await;
+                        r
+                    }
+                };
+                tracing::warn!(%reason, "durable ack not confirmed on a cluster master");
+                return Err(durable::not_durable(&reason));
+            }
+            for (&i, value) in indices.iter().zip(answer) {
+                replies[i] = Some(value);
+            }
+        }
+        durable.give_back(held);
+        Ok(replies
+            .into_iter()
+            .map(|v| v.unwrap_or(Value::Nil))
+            .collect())
     }
 }
 

@@ -205,6 +205,47 @@ impl RedisHandle {
         }
     }
 
+    /// On a Redis Cluster, a connection to each master (as the cluster's
+    /// slot map has them now), by `host:port`; empty on a single node.
+    pub async fn masters(&self) -> Result<Vec<(String, NodeConn)>, Error> {
+        let Backend::Cluster { conn, .. } = &self.backend else {
+            return Ok(Vec::new());
+        };
+        let mut conn = conn.clone();
+        let routing = redis::cluster_routing::RoutingInfo::MultiNode((
+            redis::cluster_routing::MultipleNodeRoutingInfo::AllMasters,
+            None,
+        ));
+        let reply = conn
+            .route_command(redis::cmd("PING"), routing)
+            .await
+            .map_err(unavailable)?;
+        let Value::Map(pairs) = reply else {
+            return Err(Error::Internal(format!(
+                "the cluster answered PING to all masters with {reply:?}"
+            )));
+        };
+        let mut out = Vec::new();
+        for (addr, _) in pairs {
+            let addr: String = redis::from_redis_value(addr)
+                .map_err(|e| Error::Internal(format!("cluster node address: {e}")))?;
+            let Some((host, port)) = addr.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(port) = port.parse() else { continue };
+            out.push((
+                addr.clone(),
+                NodeConn {
+                    conn: conn.clone(),
+                    host: host.to_string(),
+                    port,
+                },
+            ));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     /// True on a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.backend, Backend::Cluster { .. })
@@ -251,6 +292,47 @@ impl RedisHandle {
             tokio::time::timeout(self.response_timeout, ping).await,
             Ok(Ok(_))
         )
+    }
+}
+
+/// Commands to one node of a cluster, by address (server facts, run ids).
+#[derive(Clone)]
+pub struct NodeConn {
+    conn: ClusterConnection,
+    host: String,
+    port: u16,
+}
+
+impl NodeConn {
+    fn route(&self) -> redis::cluster_routing::SingleNodeRoutingInfo {
+        redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
+impl ConnectionLike for NodeConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let routing = redis::cluster_routing::RoutingInfo::SingleNode(self.route());
+        Box::pin(self.conn.route_command(cmd.clone(), routing))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let route = self.route();
+        Box::pin(
+            self.conn
+                .route_pipeline(pipeline.clone(), offset, count, route),
+        )
+    }
+
+    fn get_db(&self) -> i64 {
+        0
     }
 }
 

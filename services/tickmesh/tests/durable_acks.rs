@@ -768,3 +768,104 @@ async fn a_redis_restarted_with_other_settings_is_detected_again_before_a_write(
     assert_eq!(stored(&redis.url()).await.len(), 10, "nothing written");
     mesh.stop().await.unwrap();
 }
+
+/// Trade ids in the tick logs of [`SYMBOLS`] as the cluster's replicas hold
+/// them (READONLY; a replica answers for its own master's slots only).
+async fn on_replicas(cluster: &RedisCluster) -> HashSet<String> {
+    let mut held = HashSet::new();
+    for node in cluster.topology().await.unwrap() {
+        if node.master || node.failed {
+            continue;
+        }
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", node.port)).unwrap();
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            continue;
+        };
+        let _: () = redis::cmd("READONLY").query_async(&mut conn).await.unwrap();
+        for s in SYMBOLS {
+            let entries: redis::RedisResult<Vec<(String, Vec<String>)>> = redis::cmd("XRANGE")
+                .arg(Keys::new("tm").tick_log(s))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await;
+            // MOVED: another master's slot.
+            for (_, fields) in entries.unwrap_or_default() {
+                let at = fields.iter().position(|f| f == "t").unwrap();
+                held.insert(fields[at + 1].clone());
+            }
+        }
+    }
+    held
+}
+
+/// On a Redis Cluster each master confirms its own symbols' writes: a batch
+/// over symbols of several masters is acknowledged only when every master's
+/// part is on its replica, and a master whose replica is gone fails the call
+/// with UNAVAILABLE instead of acknowledging what one copy holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_each_master_confirms_its_own_symbols_on_its_replica() {
+    let mut cluster = RedisCluster::start(3, 1, Duration::from_millis(1000))
+        .await
+        .unwrap();
+    let url = format!(
+        "redis+cluster://{}",
+        cluster
+            .ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut config = config(&url);
+    config.marketfeed.durable_acks = true;
+    config.marketfeed.durable_replicas = 1;
+    config.marketfeed.durable_ack_timeout = Duration::from_millis(1500);
+    let mesh = start(config).await;
+    let feed = mesh.marketfeed.clone().unwrap();
+    assert!(
+        matches!(
+            feed.durable_ack_mode().await.unwrap(),
+            Some(AckMode::WaitReplicas { replicas: 1 } | AckMode::WaitAof { replicas: 1, .. })
+        ),
+        "the mode every master offers"
+    );
+    let mut c = registered_client(&mesh).await;
+    let all = batches("c", 6, 30);
+    for (n, b) in all[..4].iter().enumerate() {
+        assert_eq!(publish(&mut c, b.clone()).await.accepted, 30);
+        let held = on_replicas(&cluster).await;
+        let missing = all[..=n]
+            .iter()
+            .flatten()
+            .filter(|t| !held.contains(&t.trade_id))
+            .count();
+        assert_eq!(missing, 0, "every acknowledged trade is on a replica");
+    }
+    // One replica gone: batches touching its master's symbols are refused.
+    let topology = cluster.topology().await.unwrap();
+    let replica = topology.iter().find(|n| !n.master).unwrap().port;
+    cluster.kill(replica).await;
+    let status = c
+        .publish_trades(PublishTradesRequest {
+            trades: all[4].clone(),
+            all_or_nothing: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("may or may not be stored"),
+        "{status:?}"
+    );
+    // It comes back: acks resume and the re-sent batch is taken once.
+    cluster.restart(replica).await.unwrap();
+    cluster
+        .wait_replicas_synced(3, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let r = publish(&mut c, all[4].clone()).await;
+    assert_eq!(r.accepted + r.duplicate, 30);
+    assert_eq!(publish(&mut c, all[5].clone()).await.accepted, 30);
+    mesh.abort();
+}
