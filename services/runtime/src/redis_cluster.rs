@@ -118,6 +118,37 @@ impl RedisCluster {
         }
     }
 
+    /// Moves `slots` hash slots from the master `from` to the master `to`
+    /// (node ids) with `redis-cli --cluster reshard`, as an operator would
+    /// while the cluster serves traffic.
+    pub async fn reshard(&self, from: &str, to: &str, slots: u32) -> anyhow::Result<()> {
+        let seed = self
+            .nodes
+            .iter()
+            .map(|n| n.port())
+            .next()
+            .context("no nodes")?;
+        let out = Command::new(which_redis_cli()?)
+            .arg("--cluster")
+            .arg("reshard")
+            .arg(format!("127.0.0.1:{seed}"))
+            .args(["--cluster-from", from, "--cluster-to", to])
+            .args(["--cluster-slots", &slots.to_string()])
+            .args(["--cluster-pipeline", "100"])
+            .arg("--cluster-yes")
+            .output()
+            .await
+            .context("running redis-cli --cluster reshard")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster reshard failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Waits until `n` nodes are replicas whose link to their master is up.
     pub async fn wait_replicas_synced(&self, n: usize, within: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;
