@@ -17,6 +17,7 @@ use tickmesh_api::coupon::{Campaign, CreateCampaignRequest, IssueOutcome, IssueR
 use tickmesh_runtime::proto_time::{nanos_to_timestamp, now_nanos};
 use tonic::transport::Channel;
 
+use super::cluster::{BenchCluster, Usage};
 use super::redis_benchmark::{host_port, redis_benchmark};
 use super::{median, ms, percentile};
 
@@ -30,6 +31,11 @@ pub struct CouponBenchOptions {
     pub lock_calls: usize,
     pub rounds: usize,
     pub redis_url: Option<String>,
+    /// Then Issue spread over many campaigns on the single node and on a
+    /// local Redis Cluster (3 masters, 1 replica each), with replica acks at
+    /// their cluster default (1) and off, and the share of the commands each
+    /// master served.
+    pub redis_cluster: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -43,7 +49,31 @@ pub struct CouponReport {
     pub lock_per_s: f64,
     pub lock_p50: Duration,
     pub lock_p99: Duration,
+    pub cluster: Option<CouponClusterReport>,
 }
+
+/// Issue spread over [`SPREAD_CAMPAIGNS`] campaigns, per topology.
+#[derive(Clone, Debug, Default)]
+pub struct CouponClusterReport {
+    pub single: Figures,
+    /// `coupon.replica_acks` at its default ("auto": 1 replica on a cluster).
+    pub cluster_acks: Figures,
+    /// `coupon.replica_acks = "off"`.
+    pub cluster_no_acks: Figures,
+    pub acks_master_shares: Vec<f64>,
+    pub no_acks_master_shares: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Figures {
+    pub per_s: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// Campaigns the cluster comparison spreads its calls over (one campaign is
+/// one hash slot, so one master: spreading needs many).
+pub const SPREAD_CAMPAIGNS: usize = 48;
 
 /// gRPC connections the callers share.
 const CHANNELS: usize = 4;
@@ -151,7 +181,8 @@ pub async fn coupon(options: CouponBenchOptions) -> anyhow::Result<CouponReport>
             })
             .await
             .context("creating the bench campaign")?;
-        let (rate, mut latencies) = issue_via_grpc(&channels, &options, &id).await?;
+        let (rate, mut latencies) =
+            issue_via_grpc(&channels, &options, std::slice::from_ref(&id)).await?;
         grpc_lat.append(&mut latencies);
 
         // (b) the lock-based design.
@@ -185,6 +216,7 @@ pub async fn coupon(options: CouponBenchOptions) -> anyhow::Result<CouponReport>
         lock_per_s: median(lock),
         lock_p50: percentile(&lock_lat, 0.5),
         lock_p99: percentile(&lock_lat, 0.99),
+        cluster: None,
     };
     println!();
     println!(
@@ -214,22 +246,211 @@ pub async fn coupon(options: CouponBenchOptions) -> anyhow::Result<CouponReport>
         report.issue_per_s / report.lock_per_s,
         100.0 * report.issue_per_s / report.evalsha_per_s
     );
-    mesh.stop().await?;
+    let mut report = report;
+    if options.redis_cluster {
+        println!();
+        println!("Issue spread over {SPREAD_CAMPAIGNS} campaigns, single node ({redis_url}):");
+        let (mut rates, mut latencies) = (Vec::new(), Vec::new());
+        for round in 0..options.rounds {
+            let (rate, mut lat, _) =
+                spread_round(&channels, &options, &format!("r{round}")).await?;
+            println!("  round {}: {rate:>8.0}/s", round + 1);
+            rates.push(rate);
+            latencies.append(&mut lat);
+        }
+        mesh.stop().await?;
+        let single = figures(rates, latencies);
+        report.cluster = Some(cluster_comparison(&options, single).await?);
+    } else {
+        mesh.stop().await?;
+    }
     Ok(report)
 }
 
-/// `options.calls` Issue calls for distinct users from `concurrency` callers.
+fn figures(rates: Vec<f64>, mut latencies: Vec<Duration>) -> Figures {
+    latencies.sort();
+    Figures {
+        per_s: median(rates),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+    }
+}
+
+/// Creates [`SPREAD_CAMPAIGNS`] campaigns named after `label` (the same
+/// names, so the same hash slots, on every topology) and issues
+/// `options.calls` coupons over them, call n to campaign n mod their count.
+async fn spread_round(
+    channels: &[Channel],
+    options: &CouponBenchOptions,
+    label: &str,
+) -> anyhow::Result<(f64, Vec<Duration>, Vec<String>)> {
+    let mut admin = CouponIssueServiceClient::new(channels[0].clone());
+    let stock = 2 * options.calls.div_ceil(SPREAD_CAMPAIGNS) as i64 + 1;
+    let ids: Vec<String> = (0..SPREAD_CAMPAIGNS)
+        .map(|i| format!("bench-spread-{label}-{i}"))
+        .collect();
+    for id in &ids {
+        admin
+            .create_campaign(CreateCampaignRequest {
+                campaign: Some(campaign(id, stock)),
+            })
+            .await
+            .with_context(|| format!("creating campaign {id}"))?;
+    }
+    let (rate, latencies) = issue_via_grpc(channels, options, &ids).await?;
+    Ok((rate, latencies, ids))
+}
+
+/// The spread workload on a local Redis Cluster, through two meshes on it:
+/// `coupon.replica_acks` at its default (1 replica on a cluster: every
+/// issuance waits for WAIT on its campaign's master) and off, round by
+/// round, alternating which goes first. The raw EVALSHA and lock-based
+/// baselines are not repeated on the cluster (they would need per-slot
+/// routing of redis-benchmark; one campaign is one slot, so one master).
+async fn cluster_comparison(
+    options: &CouponBenchOptions,
+    single: Figures,
+) -> anyhow::Result<CouponClusterReport> {
+    let cluster = BenchCluster::start().await?;
+    let (_, _, acks) = super::bench_mesh(Some(cluster.url().into()), "bench-coupon-acks", |c| {
+        c.services.enabled = vec!["coupon".into()];
+    })
+    .await?;
+    let (_, _, no_acks) =
+        super::bench_mesh(Some(cluster.url().into()), "bench-coupon-noacks", |c| {
+            c.services.enabled = vec!["coupon".into()];
+            c.coupon.replica_acks = "off".into();
+        })
+        .await?;
+    let waits = tickmesh_runtime::config::CouponConfig::default().replicas_to_wait(true);
+    println!();
+    println!(
+        "Issue spread over {SPREAD_CAMPAIGNS} campaigns on a Redis Cluster: {}",
+        cluster.describe()
+    );
+    println!(
+        "  mesh {} with coupon.replica_acks at its default (\"auto\": WAIT {waits} replica on a cluster), mesh {} with replica_acks \"off\"",
+        acks.endpoint(),
+        no_acks.endpoint()
+    );
+    let mut acks_channels = Vec::with_capacity(CHANNELS);
+    let mut no_acks_channels = Vec::with_capacity(CHANNELS);
+    for _ in 0..CHANNELS {
+        acks_channels.push(Channel::from_shared(acks.endpoint())?.connect().await?);
+        no_acks_channels.push(Channel::from_shared(no_acks.endpoint())?.connect().await?);
+    }
+    let (mut acks_rates, mut no_acks_rates) = (Vec::new(), Vec::new());
+    let (mut acks_lat, mut no_acks_lat) = (Vec::new(), Vec::new());
+    let (mut acks_usage, mut no_acks_usage) = (Usage::default(), Usage::default());
+    let (mut acks_tags, mut no_acks_tags) = (Vec::new(), Vec::new());
+    for round in 0..options.rounds {
+        for with_acks in [round % 2 == 0, round % 2 != 0] {
+            let (channels, rates, latencies, usage, tags, label) = if with_acks {
+                (
+                    &acks_channels,
+                    &mut acks_rates,
+                    &mut acks_lat,
+                    &mut acks_usage,
+                    &mut acks_tags,
+                    "acks",
+                )
+            } else {
+                (
+                    &no_acks_channels,
+                    &mut no_acks_rates,
+                    &mut no_acks_lat,
+                    &mut no_acks_usage,
+                    &mut no_acks_tags,
+                    "noacks",
+                )
+            };
+            let meter = cluster.start_round().await?;
+            let (rate, mut lat, mut ids) = spread_round(channels, options, &format!("r{round}"))
+                .await
+                .with_context(|| format!("cluster, replica acks {label}, round {}", round + 1))?;
+            meter.stop(&cluster, usage).await?;
+            rates.push(rate);
+            latencies.append(&mut lat);
+            tags.append(&mut ids);
+        }
+        println!(
+            "  round {}: replica acks {waits} {:>8.0}/s   replica acks off {:>8.0}/s",
+            round + 1,
+            acks_rates[round],
+            no_acks_rates[round]
+        );
+    }
+    acks.stop().await?;
+    no_acks.stop().await?;
+    let report = CouponClusterReport {
+        single,
+        cluster_acks: figures(acks_rates, acks_lat),
+        cluster_no_acks: figures(no_acks_rates, no_acks_lat),
+        acks_master_shares: acks_usage.shares(),
+        no_acks_master_shares: no_acks_usage.shares(),
+    };
+    println!();
+    println!(
+        "Issue via gRPC over {SPREAD_CAMPAIGNS} campaigns, medians of {} rounds ({} concurrent):",
+        options.rounds, options.concurrency
+    );
+    let row = |name: &str, f: &Figures| {
+        println!(
+            "  {name:<48} {:>9.0} issues/s   p50 {:.3} ms   p99 {:.3} ms",
+            f.per_s,
+            ms(f.p50),
+            ms(f.p99)
+        )
+    };
+    row("single node", &report.single);
+    row(
+        &format!("cluster, replica_acks default (WAIT {waits} replica)"),
+        &report.cluster_acks,
+    );
+    row("cluster, replica_acks off", &report.cluster_no_acks);
+    println!(
+        "  cluster / single node: {:.2}x with replica acks, {:.2}x without",
+        report.cluster_acks.per_s / report.single.per_s,
+        report.cluster_no_acks.per_s / report.single.per_s
+    );
+    println!(
+        "  per master (keys = the campaigns' hash tags; commands from INFO total_commands_processed; all nodes share this machine's cores):"
+    );
+    for (name, usage, tags, f) in [
+        (
+            "replica acks default",
+            &acks_usage,
+            &acks_tags,
+            &report.cluster_acks,
+        ),
+        (
+            "replica acks off",
+            &no_acks_usage,
+            &no_acks_tags,
+            &report.cluster_no_acks,
+        ),
+    ] {
+        println!("  {name}:");
+        let keys = cluster.key_counts(tags.iter().map(String::as_str));
+        usage.print(&cluster, &keys, f.per_s, "issues");
+    }
+    Ok(report)
+}
+
+/// `options.calls` Issue calls for distinct users from `concurrency` callers,
+/// call n to `campaigns[n mod len]`.
 async fn issue_via_grpc(
     channels: &[Channel],
     options: &CouponBenchOptions,
-    campaign: &str,
+    campaigns: &[String],
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let campaigns = Arc::new(campaigns.to_vec());
     let per_caller = options.calls.div_ceil(options.concurrency);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(options.concurrency);
     for caller in 0..options.concurrency {
         let mut client = CouponIssueServiceClient::new(channels[caller % channels.len()].clone());
-        let campaign = campaign.to_string();
+        let campaigns = campaigns.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_caller);
             for i in 0..per_caller {
@@ -237,7 +458,7 @@ async fn issue_via_grpc(
                 let t = Instant::now();
                 let r = client
                     .issue(IssueRequest {
-                        campaign_id: campaign.clone(),
+                        campaign_id: campaigns[n % campaigns.len()].clone(),
                         user_id: format!("user-{n}"),
                         request_id: format!("req-{n}"),
                     })

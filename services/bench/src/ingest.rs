@@ -12,8 +12,11 @@ use tickmesh_runtime::proto_time::now_nanos;
 use tickmesh_runtime::redis_server::{Fsync, RedisServer};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{median, percentile};
+use super::cluster::{BenchCluster, Usage};
+use super::{median, ms, percentile};
 use tickmesh_mesh::demo_feed::{DemoSymbol, Walk};
+use tickmesh_runtime::config::RedisConfig;
+use tickmesh_runtime::redis_conn::RedisHandle;
 
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
@@ -29,6 +32,9 @@ pub struct IngestOptions {
     /// Also measure `marketfeed.durable_acks` off and on, on redis-servers of
     /// the bench's own (AOF everysec, then appendfsync always).
     pub durable: bool,
+    /// Then the same rounds on a local Redis Cluster (3 masters, 1 replica
+    /// each), with the share of the commands each master served.
+    pub redis_cluster: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -41,6 +47,7 @@ pub struct IngestReport {
     pub paced_latency_p99: Duration,
     pub quotes_2500_median: Duration,
     pub durable: Option<DurableReport>,
+    pub cluster: Option<ClusterIngestReport>,
 }
 
 impl IngestReport {
@@ -66,6 +73,20 @@ impl DurableReport {
     pub fn ratio(&self) -> f64 {
         self.on_trades_per_s / self.off_trades_per_s
     }
+}
+
+/// The same workload on a local Redis Cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterIngestReport {
+    pub baseline_trades_per_s: f64,
+    pub tickmesh_trades_per_s: f64,
+    pub latency_median: Duration,
+    pub latency_p99: Duration,
+    pub paced_latency_median: Duration,
+    pub paced_latency_p99: Duration,
+    pub quotes_2500_median: Duration,
+    /// Share of the commands each master processed during the Publish rounds.
+    pub master_shares: Vec<f64>,
 }
 
 fn bench_symbol(i: usize) -> DemoSymbol {
@@ -165,6 +186,7 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
         paced_latency_p99: percentile(&paced_latencies, 0.99),
         quotes_2500_median: quotes,
         durable,
+        cluster: None,
     };
     println!();
     println!(
@@ -213,6 +235,10 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
             "ratio durable on / off:                     {:>10.2}x",
             d.ratio()
         );
+    }
+    let mut report = report;
+    if options.redis_cluster {
+        report.cluster = Some(cluster_comparison(&options, &report).await?);
     }
     Ok(report)
 }
@@ -305,6 +331,14 @@ async fn durable_comparison(options: &IngestOptions) -> anyhow::Result<DurableRe
 /// The seed design: every trade its own XADD round trip.
 async fn baseline_round(redis: &redis::Client, trades: &[Trade]) -> anyhow::Result<f64> {
     let mut conn = redis.get_multiplexed_async_connection().await?;
+    baseline_on(&mut conn, trades).await
+}
+
+/// [`baseline_round`] on a given connection (a cluster's routes by key).
+async fn baseline_on(
+    conn: &mut impl redis::aio::ConnectionLike,
+    trades: &[Trade],
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     for t in trades {
         let ts = t
@@ -325,10 +359,149 @@ async fn baseline_round(redis: &redis::Client, trades: &[Trade]) -> anyhow::Resu
             .arg(ts)
             .arg("s")
             .arg(t.side)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
     }
     Ok(trades.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The rounds, the paced phase and GetQuotes again on a local Redis Cluster
+/// (3 masters x 1 replica), the XADD baseline through a cluster connection
+/// (routed by key); then single node and cluster side by side, and what each
+/// master served.
+async fn cluster_comparison(
+    options: &IngestOptions,
+    single: &IngestReport,
+) -> anyhow::Result<ClusterIngestReport> {
+    let cluster = BenchCluster::start().await?;
+    let (_, url, mesh) = super::bench_mesh(Some(cluster.url().into()), "bench-cluster", |c| {
+        c.marketfeed.max_batch_trades = options.batch.max(1000);
+    })
+    .await?;
+    let endpoint = mesh.endpoint();
+    println!();
+    println!(
+        "bench ingest on a Redis Cluster: {}, mesh {endpoint}",
+        cluster.describe()
+    );
+    let config = RedisConfig {
+        url,
+        ..Default::default()
+    };
+    let handle = RedisHandle::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut conn = handle.conn();
+    let mut usage = Usage::default();
+    let (mut baseline_rates, mut mesh_rates, mut latencies) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..options.rounds {
+        let trades = make_trades(options.baseline_trades, options.symbols, 3000 + round);
+        baseline_rates.push(baseline_on(&mut conn, &trades).await?);
+        let trades = make_trades(options.trades, options.symbols, 3000 + round);
+        let meter = cluster.start_round().await?;
+        let (rate, mut lat) = mesh_round(&endpoint, trades, options, 3000 + round, None)
+            .await
+            .with_context(|| format!("cluster round {}", round + 1))?;
+        meter.stop(&cluster, &mut usage).await?;
+        mesh_rates.push(rate);
+        println!(
+            "  round {}: baseline {:>10.0} trades/s   tickmesh {:>10.0} trades/s",
+            round + 1,
+            baseline_rates[round],
+            rate
+        );
+        latencies.append(&mut lat);
+    }
+    latencies.sort();
+    let paced_batch = 100usize;
+    let paced = IngestOptions {
+        batch: paced_batch,
+        publishers: 1,
+        ..options.clone()
+    };
+    let gap = Duration::from_secs_f64(paced_batch as f64 / options.paced_rate.max(1) as f64);
+    let (_, mut paced_latencies) = mesh_round(
+        &endpoint,
+        make_trades(
+            (options.paced_rate * 3).max(paced_batch),
+            options.symbols,
+            3999,
+        ),
+        &paced,
+        3999,
+        Some(gap),
+    )
+    .await?;
+    paced_latencies.sort();
+    let quotes = quotes_latency(&endpoint).await?;
+    mesh.stop().await?;
+    let report = ClusterIngestReport {
+        baseline_trades_per_s: median(baseline_rates),
+        tickmesh_trades_per_s: median(mesh_rates),
+        latency_median: percentile(&latencies, 0.5),
+        latency_p99: percentile(&latencies, 0.99),
+        paced_latency_median: percentile(&paced_latencies, 0.5),
+        paced_latency_p99: percentile(&paced_latencies, 0.99),
+        quotes_2500_median: quotes,
+        master_shares: usage.shares(),
+    };
+    println!();
+    println!(
+        "single node vs Redis Cluster ({} masters x {} replica), same workload, medians of {} rounds:",
+        super::cluster::MASTERS,
+        super::cluster::REPLICAS,
+        options.rounds
+    );
+    println!("                                                 single node       cluster");
+    let row = |name: &str, a: String, b: String| println!("  {name:<45} {a:>13} {b:>13}");
+    let per_s = |v: f64| format!("{v:.0}/s");
+    let millis = |d: Duration| format!("{:.2} ms", ms(d));
+    row(
+        "baseline (one XADD round trip per trade)",
+        per_s(single.baseline_trades_per_s),
+        per_s(report.baseline_trades_per_s),
+    );
+    row(
+        "tickmesh (gRPC Publish, batched) trades",
+        per_s(single.tickmesh_trades_per_s),
+        per_s(report.tickmesh_trades_per_s),
+    );
+    row(
+        "publish -> readable, full speed, median",
+        millis(single.latency_median),
+        millis(report.latency_median),
+    );
+    row(
+        "publish -> readable, full speed, p99",
+        millis(single.latency_p99),
+        millis(report.latency_p99),
+    );
+    row(
+        &format!(
+            "publish -> readable, paced {}/s, median",
+            options.paced_rate
+        ),
+        millis(single.paced_latency_median),
+        millis(report.paced_latency_median),
+    );
+    row(
+        "GetQuotes for 2,500 symbols, median",
+        millis(single.quotes_2500_median),
+        millis(report.quotes_2500_median),
+    );
+    println!(
+        "  cluster / single node: {:.2}x (tickmesh), {:.2}x (baseline)",
+        report.tickmesh_trades_per_s / single.tickmesh_trades_per_s,
+        report.baseline_trades_per_s / single.baseline_trades_per_s
+    );
+    let symbols: Vec<String> = (0..options.symbols)
+        .map(|i| bench_symbol(i).instrument.symbol)
+        .collect();
+    let keys = cluster.key_counts(symbols.iter().map(String::as_str));
+    println!(
+        "  per master during the Publish rounds (keys = the {} symbols' hash tags; commands from INFO total_commands_processed; all nodes share this machine's cores):",
+        options.symbols
+    );
+    usage.print(&cluster, &keys, report.tickmesh_trades_per_s, "trades");
+    Ok(report)
 }
 
 async fn mesh_round(

@@ -3,6 +3,7 @@
 //! noisy; compare ratios, not absolute numbers).
 
 pub mod candles;
+pub mod cluster;
 pub mod coupon;
 pub mod feeds;
 pub mod history;

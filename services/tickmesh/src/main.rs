@@ -144,6 +144,11 @@ enum BenchCommand {
         /// Use this Redis instead of starting one.
         #[arg(long)]
         redis_url: Option<String>,
+        /// Then Issue over many campaigns on the single node and on a local
+        /// Redis Cluster (3 masters x 1 replica; replica acks default and
+        /// off), with each master's share of the commands.
+        #[arg(long)]
+        redis_cluster: bool,
     },
     /// Enter/s, admissions/s and admission → WatchPosition push latency with every waiter watching, against raw redis-benchmark ZADD / ZRANK.
     Queue {
@@ -286,6 +291,10 @@ enum BenchCommand {
         /// redis-servers of its own: AOF everysec, then appendfsync always).
         #[arg(long)]
         skip_durable: bool,
+        /// Then the same rounds on a local Redis Cluster (3 masters x 1
+        /// replica), with each master's share of the commands.
+        #[arg(long)]
+        redis_cluster: bool,
     },
 }
 
@@ -439,6 +448,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 lock_calls,
                 rounds,
                 redis_url,
+                redis_cluster,
             } => {
                 anyhow::ensure!(
                     [calls, concurrency, lock_calls, rounds]
@@ -452,6 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     lock_calls,
                     rounds,
                     redis_url,
+                    redis_cluster,
                 })
                 .await?;
                 Ok(())
@@ -614,6 +625,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 paced_rate,
                 redis_url,
                 skip_durable,
+                redis_cluster,
             } => {
                 anyhow::ensure!(
                     symbols >= 1
@@ -634,6 +646,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     paced_rate,
                     redis_url,
                     durable: !skip_durable,
+                    redis_cluster,
                 })
                 .await?;
                 Ok(())
