@@ -808,15 +808,7 @@ async fn on_a_cluster_each_master_confirms_its_own_symbols_on_its_replica() {
     let mut cluster = RedisCluster::start(3, 1, Duration::from_millis(1000))
         .await
         .unwrap();
-    let url = format!(
-        "redis+cluster://{}",
-        cluster
-            .ports()
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let url = cluster.url();
     let mut config = config(&url);
     config.marketfeed.durable_acks = true;
     config.marketfeed.durable_replicas = 1;
@@ -842,9 +834,20 @@ async fn on_a_cluster_each_master_confirms_its_own_symbols_on_its_replica() {
             .count();
         assert_eq!(missing, 0, "every acknowledged trade is on a replica");
     }
-    // One replica gone: batches touching its master's symbols are refused.
-    let topology = cluster.topology().await.unwrap();
-    let replica = topology.iter().find(|n| !n.master).unwrap().port;
+    // The replica of the master serving BTCUSDT gone: batches touching that
+    // master's symbols are refused.
+    let master = cluster
+        .master_of(&Keys::new("tm").tick_log(SYMBOLS[0]))
+        .await
+        .unwrap();
+    let replica = cluster
+        .topology()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.master_id.as_deref() == Some(master.id.as_str()))
+        .expect("the master has a replica")
+        .port;
     cluster.kill(replica).await;
     let status = c
         .publish_trades(PublishTradesRequest {
