@@ -35,15 +35,7 @@ impl BenchCluster {
             .collect();
         masters.sort_by_key(|n| n.slots.first().map_or(0, |s| s.0));
         anyhow::ensure!(masters.len() == MASTERS, "masters: {masters:?}");
-        let url = format!(
-            "redis+cluster://{}",
-            cluster
-                .ports()
-                .iter()
-                .map(|p| format!("127.0.0.1:{p}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let url = cluster.url();
         Ok(Self {
             _cluster: cluster,
             masters,

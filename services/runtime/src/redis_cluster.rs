@@ -85,6 +85,27 @@ impl RedisCluster {
         self.nodes.iter().map(|n| n.url()).collect()
     }
 
+    /// The `redis+cluster://127.0.0.1:p1,…` URL services connect with
+    /// (every node a seed).
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// The master that serves `key`'s hash slot now.
+    pub async fn master_of(&self, key: &str) -> anyhow::Result<ClusterNode> {
+        let slot = key_slot(key);
+        self.topology()
+            .await?
+            .into_iter()
+            .find(|n| n.master && !n.failed && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .with_context(|| format!("no live master serves slot {slot} of {key:?}"))
+    }
+
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port()).collect()
     }
@@ -205,6 +226,17 @@ impl Drop for RedisCluster {
         self.nodes.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The hash slot of a key (CRC16 of its hash tag, mod 16,384).
+pub fn key_slot(key: &str) -> u16 {
+    let slot = redis::cluster_routing::Slot::for_key(key);
+    // `Slot` keeps its number private; its Debug form is `Slot(n)`.
+    format!("{slot:?}")
+        .trim_start_matches("Slot(")
+        .trim_end_matches(')')
+        .parse()
+        .expect("a slot number")
 }
 
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

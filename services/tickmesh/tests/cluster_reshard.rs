@@ -21,15 +21,7 @@ async fn slots_move_while_trades_are_ingested_and_nothing_is_lost_or_doubled() {
     let cluster = RedisCluster::start(3, 0, Duration::from_millis(1000))
         .await
         .expect("start a local Redis Cluster");
-    let url = format!(
-        "redis+cluster://{}",
-        cluster
-            .ports()
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let url = cluster.url();
     let mesh = start(config(&url)).await;
     let mut c = client(&mesh).await;
     let symbols: Vec<String> = (0..SYMBOLS).map(|i| format!("SYM{i}USDT")).collect();

@@ -527,15 +527,7 @@ async fn a_cluster_master_killed_mid_campaign_keeps_the_invariants() {
     let mut cluster = RedisCluster::start(3, 1, Duration::from_millis(1000))
         .await
         .expect("start a local Redis Cluster");
-    let url = format!(
-        "redis+cluster://{}",
-        cluster
-            .ports()
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let url = cluster.url();
     let store = temp_path("coupon.redb");
     let cfg = coupon_config(&url, &store);
     assert_eq!(
@@ -574,18 +566,7 @@ async fn a_cluster_master_killed_mid_campaign_keeps_the_invariants() {
     );
     // The master of the campaign's slot.
     let key = tickmesh_coupon::keys::Keys::new("tm").state("failover");
-    let slot = redis::cluster_routing::Slot::for_key(&key);
-    let slot: u16 = format!("{slot:?}")
-        .trim_start_matches("Slot(")
-        .trim_end_matches(')')
-        .parse()
-        .unwrap();
-    let topology = cluster.topology().await.unwrap();
-    let master = topology
-        .iter()
-        .find(|n| n.master && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
-        .expect("a master serves the campaign")
-        .port;
+    let master = cluster.master_of(&key).await.unwrap().port;
     cluster.kill(master).await;
     cluster.wait_ok(Duration::from_secs(30)).await.unwrap();
     // The promoted replica has no replica of its own: issuances answer

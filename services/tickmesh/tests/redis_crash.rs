@@ -856,18 +856,12 @@ impl Servers {
     /// replica took over the slots.
     async fn kill_master_of(&mut self, symbol: &str) {
         let cluster = self.cluster.as_mut().expect("a cluster in this case");
-        let slot = redis::cluster_routing::Slot::for_key(format!("{PREFIX}:{{{symbol}}}:seq"));
-        let slot: u16 = format!("{slot:?}")
-            .trim_start_matches("Slot(")
-            .trim_end_matches(')')
-            .parse()
-            .expect("slot number");
-        let topology = cluster.topology().await.expect("cluster topology");
-        let master = topology
-            .iter()
-            .find(|n| n.master && !n.failed && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
-            .expect("a master serves the slot")
-            .clone();
+        let key = format!("{PREFIX}:{{{symbol}}}:seq");
+        let slot = tickmesh_runtime::redis_cluster::key_slot(&key);
+        let master = cluster
+            .master_of(&key)
+            .await
+            .expect("a master serves the slot");
         cluster.kill(master.port).await;
         cluster
             .wait_ok(Duration::from_secs(30))
@@ -1269,15 +1263,7 @@ async fn run_case(case: &Case) -> Result<String, String> {
         let cluster = RedisCluster::start(3, 1, Duration::from_millis(1000))
             .await
             .expect("start a local Redis Cluster");
-        let url = format!(
-            "redis+cluster://{}",
-            cluster
-                .ports()
-                .iter()
-                .map(|p| format!("127.0.0.1:{p}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let url = cluster.url();
         (None, Some(cluster), url)
     } else {
         let redis = RedisServer::start_with(&dir.join("redis"), Some(fsync))

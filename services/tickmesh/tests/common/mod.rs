@@ -64,15 +64,7 @@ impl AuditedRedis {
     pub fn url(&self) -> String {
         match (&self.server, &self.cluster) {
             (Some(server), _) => server.url(),
-            (None, Some(cluster)) => format!(
-                "redis+cluster://{}",
-                cluster
-                    .ports()
-                    .iter()
-                    .map(|p| format!("127.0.0.1:{p}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
+            (None, Some(cluster)) => cluster.url(),
             (None, None) => unreachable!("a server or a cluster"),
         }
     }
