@@ -217,6 +217,41 @@ async fn issue_all(
     out
 }
 
+/// One Issue call's (user, request id, outcome, coupon code).
+type Answer = (String, String, IssueOutcome, String);
+
+/// Collects the rush's answers, waits until the store holds `stock`
+/// issuances (pending log entries claimed and stored), and checks the
+/// invariants over both.
+async fn finish_rush(
+    tasks: Vec<tokio::task::JoinHandle<Vec<Answer>>>,
+    coupons: &std::sync::Arc<tickmesh_coupon::service::Coupons>,
+    campaign: &str,
+    stock: usize,
+    within: Duration,
+) {
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+    let store = coupons.store().clone();
+    assert!(
+        eventually(within, || {
+            let s = store.clone();
+            let campaign = campaign.to_string();
+            async move { s.issuances(&campaign).await.unwrap().len() >= stock }
+        })
+        .await,
+        "every issuance of {campaign} reaches the durable store"
+    );
+    check_invariants(
+        answers,
+        coupons.store().issuances(campaign).await.unwrap(),
+        stock,
+    )
+    .await;
+}
+
 /// Checks the invariants over every answer and the durable records.
 async fn check_invariants(
     answers: Vec<(String, String, IssueOutcome, String)>,
@@ -292,26 +327,8 @@ async fn a_mesh_killed_mid_campaign_loses_no_issuance() {
     }
     let second = second.expect("a second mesh opens the store");
     *endpoints.lock().unwrap() = vec![second.endpoint()];
-    let mut answers = Vec::new();
-    for t in tasks {
-        answers.extend(t.await.unwrap());
-    }
     let coupons = second.coupon.clone().unwrap();
-    let store_handle = coupons.store().clone();
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let s = store_handle.clone();
-            async move { s.issuances("kill").await.unwrap().len() >= STOCK }
-        })
-        .await,
-        "the killed mesh's pending log entries are claimed and stored"
-    );
-    check_invariants(
-        answers,
-        coupons.store().issuances("kill").await.unwrap(),
-        STOCK,
-    )
-    .await;
+    finish_rush(tasks, &coupons, "kill", STOCK, Duration::from_secs(10)).await;
     second.stop().await.unwrap();
 }
 
@@ -348,24 +365,7 @@ async fn redis_killed_mid_campaign_with_aof_keeps_the_invariants() {
         .await
     );
     redis.restart().await.unwrap(); // SIGKILL, then start from the AOF
-    let mut answers = Vec::new();
-    for t in tasks {
-        answers.extend(t.await.unwrap());
-    }
-    let store_handle = coupons.store().clone();
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let s = store_handle.clone();
-            async move { s.issuances("aof").await.unwrap().len() >= STOCK }
-        })
-        .await
-    );
-    check_invariants(
-        answers,
-        coupons.store().issuances("aof").await.unwrap(),
-        STOCK,
-    )
-    .await;
+    finish_rush(tasks, &coupons, "aof", STOCK, Duration::from_secs(10)).await;
     mesh.stop().await.unwrap();
 }
 
@@ -577,24 +577,6 @@ async fn a_cluster_master_killed_mid_campaign_keeps_the_invariants() {
         .wait_replicas_synced(3, Duration::from_secs(30))
         .await
         .unwrap();
-    let mut answers = Vec::new();
-    for t in tasks {
-        answers.extend(t.await.unwrap());
-    }
-    let store_handle = coupons.store().clone();
-    assert!(
-        eventually(Duration::from_secs(15), || {
-            let s = store_handle.clone();
-            async move { s.issuances("failover").await.unwrap().len() >= STOCK }
-        })
-        .await,
-        "every issuance reaches the durable store"
-    );
-    check_invariants(
-        answers,
-        coupons.store().issuances("failover").await.unwrap(),
-        STOCK,
-    )
-    .await;
+    finish_rush(tasks, &coupons, "failover", STOCK, Duration::from_secs(15)).await;
     mesh.stop().await.unwrap();
 }
