@@ -220,27 +220,7 @@ fn slot_ranges(slots: &[(u16, u16)]) -> String {
 /// The Redis Cluster hash slot of a key (CRC16/XMODEM of its hash tag, or of
 /// the whole key without one, mod 16384).
 pub fn key_slot(key: &[u8]) -> u16 {
-    let tag = key
-        .iter()
-        .position(|b| *b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            let close = rest.iter().position(|b| *b == b'}')?;
-            (close > 0).then(|| &rest[..close])
-        })
-        .unwrap_or(key);
-    let mut crc: u16 = 0;
-    for byte in tag {
-        crc ^= u16::from(*byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
+    tickmesh_runtime::redis_cluster::key_slot(key)
 }
 
 #[cfg(test)]

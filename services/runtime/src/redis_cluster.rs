@@ -229,7 +229,7 @@ impl Drop for RedisCluster {
 }
 
 /// The hash slot of a key (CRC16 of its hash tag, mod 16,384).
-pub fn key_slot(key: &str) -> u16 {
+pub fn key_slot(key: impl AsRef<[u8]>) -> u16 {
     let slot = redis::cluster_routing::Slot::for_key(key);
     // `Slot` keeps its number private; its Debug form is `Slot(n)`.
     format!("{slot:?}")

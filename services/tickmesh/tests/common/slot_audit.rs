@@ -21,25 +21,7 @@ use tokio::net::TcpStream;
 
 /// The cluster hash slot of `key` (CRC16/XMODEM of its hash tag, mod 16384).
 pub fn slot(key: &[u8]) -> u16 {
-    let tagged = match key.iter().position(|&b| b == b'{') {
-        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
-    };
-    let mut crc: u16 = 0;
-    for &b in tagged {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
+    tickmesh_runtime::redis_cluster::key_slot(key)
 }
 
 /// Commands that name no key.
