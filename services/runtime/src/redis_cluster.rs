@@ -194,23 +194,25 @@ impl RedisCluster {
     }
 
     /// Waits until every live node says `cluster_state:ok` and every slot is
-    /// served by a master that is not failed.
+    /// served by a master that answers. Right after a master is killed the
+    /// cluster still says ok (it notices after `cluster-node-timeout`), so
+    /// this waits for its replica's promotion, not just for a quiet moment.
     pub async fn wait_ok(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let mut all_ok = true;
-            let mut live = 0;
+            let mut live = Vec::new();
             for node in &self.nodes {
                 match query(node.port(), &["CLUSTER", "INFO"]).await {
                     Ok(info) => {
-                        live += 1;
+                        live.push(node.port());
                         all_ok &= info.contains("cluster_state:ok")
                             && info.contains("cluster_slots_ok:16384");
                     }
                     Err(_) => continue,
                 }
             }
-            if all_ok && live > 0 {
+            if all_ok && !live.is_empty() && self.masters_answer(&live).await {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -218,6 +220,25 @@ impl RedisCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+impl RedisCluster {
+    /// Every master that serves slots, in each live node's view, is one of
+    /// the `live` nodes.
+    async fn masters_answer(&self, live: &[u16]) -> bool {
+        for &port in live {
+            let Ok(text) = query(port, &["CLUSTER", "NODES"]).await else {
+                return false;
+            };
+            let serving_dead = parse_nodes(&text)
+                .iter()
+                .any(|n| n.master && !n.slots.is_empty() && !live.contains(&n.port));
+            if serving_dead {
+                return false;
+            }
+        }
+        true
     }
 }
 
