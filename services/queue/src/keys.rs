@@ -11,6 +11,7 @@
 //! | `<p>:queue:{R}:pre` | sorted set | random pre-queue user → random draw, until the opening |
 //! | `<p>:queue:{R}:active` | sorted set | admitted user → session expiry (ms) |
 //! | `<p>:queue:{R}:chg` | stream | admissions, departures, sold-out: what WatchPosition follows |
+//! | `<p>:queue:{R}:ack` | string | a counter written (`INCR`) only as the fence before `WAIT` when `queue.replica_acks` is on (see `tickmesh_runtime::replica_acks`) |
 
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -56,6 +57,11 @@ impl Keys {
         self.room_key(room, "chg")
     }
 
+    /// The fence a replica-acknowledged write increments before its `WAIT`.
+    pub fn ack_fence(&self, room: &str) -> String {
+        self.room_key(room, "ack")
+    }
+
     /// The room of a changes stream key.
     pub fn room_of_changes<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(self.prefix.as_str())?
@@ -78,6 +84,7 @@ mod tests {
             k.pre_queue("launch"),
             k.active("launch"),
             k.changes("launch"),
+            k.ack_fence("launch"),
         ] {
             assert!(key.starts_with("tm:queue:{launch}:"), "{key}");
         }

@@ -5,11 +5,19 @@
 //! people ahead. Entering again finds the same place. Before a random
 //! pre-queue room opens, users go to `pre` with a random draw instead (see
 //! `admission.rs` for the opening).
+//!
+//! With `queue.replica_acks` on, Enter and Leave send the room's fence and
+//! `WAIT` after their script (`tickmesh_runtime::replica_acks`), and an
+//! admission is confirmed the same way before its token is handed out
+//! ([`Places::confirm_admission`]): what a user is told is on the replicas.
+
+use std::sync::Arc;
 
 use redis::Value;
 use tickmesh_core::{Error, Result};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::redis_conn::unavailable;
+use tickmesh_runtime::replica_acks::ReplicaAcks;
 
 use crate::admission::OPEN_IF_DUE;
 use crate::keys::Keys;
@@ -110,16 +118,46 @@ pub struct Places {
     changes_max_len: u64,
     enter: redis::Script,
     leave: redis::Script,
+    acks: Arc<ReplicaAcks>,
 }
 
 impl Places {
-    pub fn new(redis: RedisHandle, keys: Keys, changes_max_len: u64) -> Self {
+    /// `acks`: what Enter, Leave and admissions wait for (`queue.replica_acks`).
+    pub fn new(
+        redis: RedisHandle,
+        keys: Keys,
+        changes_max_len: u64,
+        acks: Arc<ReplicaAcks>,
+    ) -> Self {
         Self {
             redis,
             keys,
             changes_max_len,
             enter: redis::Script::new(&format!("{OPEN_IF_DUE}\n{ENTER}")),
             leave: redis::Script::new(LEAVE),
+            acks,
+        }
+    }
+
+    /// Confirms that an admission read a moment ago is on the replicas (a
+    /// no-op when `queue.replica_acks` is off): the room's fence and `WAIT`.
+    /// The admission was written by some instance's admission pass, not by
+    /// this call; the fence, written after it on the same master, is what
+    /// makes `WAIT` cover it.
+    pub async fn confirm_admission(&self, room: &str, user: &str) -> Result<()> {
+        if !self.acks.is_on() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        self.acks.fence(&mut pipe, &self.keys.ack_fence(room));
+        let replies = self.acks.query(&pipe, &[]).await?;
+        match replies.last() {
+            Some(wait) => self.acks.check(
+                wait,
+                &format!("the admission of {user:?} to room {room:?}"),
+                "asking again (GetPosition, WatchPosition) is safe",
+            ),
+            None => Err(Error::Internal("WAIT answered nothing".into())),
         }
     }
 
@@ -130,19 +168,27 @@ impl Places {
         openssl::rand::rand_bytes(&mut draw).map_err(|e| Error::Internal(e.to_string()))?;
         // 52 random bits: exact as a sorted-set score.
         let draw = u64::from_be_bytes(draw) >> 12;
-        let reply: Vec<Value> = self
-            .enter
-            .key(k.room(room))
-            .key(k.waiting(room))
-            .key(k.seen(room))
-            .key(k.active(room))
-            .key(k.pre_queue(room))
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(self.enter.get_hash())
+            .arg(5)
+            .arg(k.room(room))
+            .arg(k.waiting(room))
+            .arg(k.seen(room))
+            .arg(k.active(room))
+            .arg(k.pre_queue(room))
             .arg(now_ms)
             .arg(user)
-            .arg(draw)
-            .invoke_async(&mut self.redis.conn())
-            .await
-            .map_err(unavailable)?;
+            .arg(draw);
+        self.acks.fence(&mut pipe, &k.ack_fence(room));
+        let mut replies = self.acks.query(&pipe, &[&self.enter]).await?.into_iter();
+        let reply = match replies.next() {
+            Some(Value::Array(reply)) => reply,
+            other => {
+                return Err(Error::Internal(format!("enter script answered {other:?}")));
+            }
+        };
+        let wait = replies.last();
         let text = |i: usize| -> Option<String> {
             match reply.get(i)? {
                 Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -156,6 +202,17 @@ impl Places {
         let kind = text(0).unwrap_or_default();
         if kind == "none" {
             return Err(Error::NotFound(format!("room {room:?}")));
+        }
+        // The fence covers the place, whether this call wrote it or found it
+        // (entered before, admitted since); a sold-out answer holds nothing.
+        if kind != "sold"
+            && let Some(wait) = &wait
+        {
+            self.acks.check(
+                wait,
+                &format!("the place of {user:?} in room {room:?}"),
+                "entering again is safe (it finds the same place)",
+            )?;
         }
         let rates = RoomRates {
             rate_m: num(2) as u64,
@@ -299,18 +356,32 @@ impl Places {
     /// they were anywhere.
     pub async fn leave(&self, room: &str, user: &str) -> Result<bool> {
         let k = &self.keys;
-        let removed: i64 = self
-            .leave
-            .key(k.waiting(room))
-            .key(k.seen(room))
-            .key(k.pre_queue(room))
-            .key(k.active(room))
-            .key(k.changes(room))
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(self.leave.get_hash())
+            .arg(5)
+            .arg(k.waiting(room))
+            .arg(k.seen(room))
+            .arg(k.pre_queue(room))
+            .arg(k.active(room))
+            .arg(k.changes(room))
             .arg(user)
-            .arg(self.changes_max_len)
-            .invoke_async(&mut self.redis.conn())
-            .await
-            .map_err(unavailable)?;
+            .arg(self.changes_max_len);
+        self.acks.fence(&mut pipe, &k.ack_fence(room));
+        let replies = self.acks.query(&pipe, &[&self.leave]).await?;
+        let removed = match replies.first() {
+            Some(Value::Int(n)) => *n,
+            other => {
+                return Err(Error::Internal(format!("leave script answered {other:?}")));
+            }
+        };
+        if let Some(wait) = replies.get(2) {
+            self.acks.check(
+                wait,
+                &format!("the departure of {user:?} from room {room:?}"),
+                "leaving again is safe",
+            )?;
+        }
         Ok(removed > 0)
     }
 }

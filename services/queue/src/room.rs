@@ -5,11 +5,14 @@
 //! `sess_ms`, `exp_ms`, `opens_ms`, `method`). Both are written together by
 //! one script, and only if the request is valid: bad input writes nothing.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use tickmesh_core::ids::check_symbol;
 use tickmesh_core::{Error, FieldViolation, Result};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::redis_conn::unavailable;
+use tickmesh_runtime::replica_acks::ReplicaAcks;
 
 use crate::keys::Keys;
 
@@ -197,14 +200,17 @@ pub struct RoomStore {
     redis: RedisHandle,
     keys: Keys,
     save: redis::Script,
+    acks: Arc<ReplicaAcks>,
 }
 
 impl RoomStore {
-    pub fn new(redis: RedisHandle, keys: Keys) -> Self {
+    /// `acks`: what a save waits for (`queue.replica_acks`).
+    pub fn new(redis: RedisHandle, keys: Keys, acks: Arc<ReplicaAcks>) -> Self {
         Self {
             redis,
             keys,
             save: redis::Script::new(SAVE),
+            acks,
         }
     }
 
@@ -218,16 +224,26 @@ impl RoomStore {
             // slot). Written first: an id whose room then failed to be
             // created is skipped by every reader (no such room), while a
             // room created but never indexed would never be admitted.
-            let _: i64 = redis::cmd("SADD")
-                .arg(self.keys.rooms())
-                .arg(&room.id)
-                .query_async(&mut self.redis.conn())
-                .await
-                .map_err(unavailable)?;
+            // With replica acks, the index entry too is on the replicas
+            // before the room is written (its WAIT, on the connection that
+            // wrote: the index has no slot of its own for a fence).
+            let mut pipe = redis::pipe();
+            pipe.cmd("SADD").arg(self.keys.rooms()).arg(&room.id);
+            self.acks.wait(&mut pipe);
+            let replies = self.acks.query(&pipe, &[]).await?;
+            if let Some(wait) = replies.get(1) {
+                self.acks.check(
+                    wait,
+                    &format!("the index entry of room {:?}", room.id),
+                    "creating the room again is safe",
+                )?;
+            }
         }
-        let outcome: String = self
-            .save
-            .key(self.keys.room(&room.id))
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(self.save.get_hash())
+            .arg(1)
+            .arg(self.keys.room(&room.id))
             .arg(if update { "update" } else { "create" })
             .arg(now_ms)
             .arg(def)
@@ -237,10 +253,25 @@ impl RoomStore {
             .arg(room.open_time_ms.unwrap_or(0))
             .arg(room.method.as_script())
             .arg(room.position_expiry_ms)
-            .arg(&room.campaign_id)
-            .invoke_async(&mut self.redis.conn())
-            .await
-            .map_err(unavailable)?;
+            .arg(&room.campaign_id);
+        self.acks.fence(&mut pipe, &self.keys.ack_fence(&room.id));
+        let replies = self.acks.query(&pipe, &[&self.save]).await?;
+        let outcome = match replies.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(redis::Value::SimpleString(s)) => s.clone(),
+            other => {
+                return Err(Error::Internal(format!("room script answered {other:?}")));
+            }
+        };
+        if outcome == "ok"
+            && let Some(wait) = replies.get(2)
+        {
+            self.acks.check(
+                wait,
+                &format!("room {:?}", room.id),
+                "UpdateRoom with the same settings is safe and confirms it",
+            )?;
+        }
         match outcome.as_str() {
             "ok" => Ok(room),
             "exists" => Err(Error::FailedPrecondition(format!(

@@ -9,6 +9,7 @@ use tickmesh_core::{Error, Result};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::config::QueueConfig;
 use tickmesh_runtime::redis_conn::unavailable;
+use tickmesh_runtime::replica_acks::ReplicaAcks;
 use tickmesh_runtime::stream_hub::StreamHub;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -80,6 +81,19 @@ impl Queue {
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let keys = Keys::new(redis.prefix());
+        let acks = Arc::new(ReplicaAcks::new(
+            redis.clone(),
+            config.replicas_to_wait(),
+            config.replica_ack_timeout,
+            "queue.replica_acks",
+        ));
+        if acks.is_on() {
+            tracing::info!(
+                replicas = acks.replicas(),
+                timeout_ms = acks.timeout().as_millis() as u64,
+                "queue places, admissions and rooms are answered once replicated (queue.replica_acks)"
+            );
+        }
         let hub = StreamHub::new(
             redis.clone(),
             ChangeCodec { keys: keys.clone() },
@@ -87,8 +101,8 @@ impl Queue {
             shutdown.clone(),
         );
         Arc::new(Self {
-            rooms: RoomStore::new(redis.clone(), keys.clone()),
-            places: Places::new(redis.clone(), keys.clone(), config.changes_max_len),
+            rooms: RoomStore::new(redis.clone(), keys.clone(), acks.clone()),
+            places: Places::new(redis.clone(), keys.clone(), config.changes_max_len, acks),
             admitter: Admitter::new(
                 redis.clone(),
                 keys.clone(),
@@ -181,6 +195,7 @@ impl Queue {
             issued_ms: now,
             expires_ms: now + ttl,
         });
+        // Enter's own fence confirmed the place, an admission included.
         Ok((token, self.place(room_id, user_id, standing)))
     }
 
@@ -201,7 +216,7 @@ impl Queue {
             .places
             .standing(&c.room, &c.user, self.now_ms())
             .await?;
-        Ok(self.place(&c.room, &c.user, standing))
+        self.confirmed_place(&c.room, &c.user, standing).await
     }
 
     pub async fn heartbeat(&self, token: &str) -> Result<Place> {
@@ -209,7 +224,7 @@ impl Queue {
         let now = self.now_ms();
         self.places.heartbeat(&c.room, &c.user, now).await?;
         let standing = self.places.standing(&c.room, &c.user, now).await?;
-        Ok(self.place(&c.room, &c.user, standing))
+        self.confirmed_place(&c.room, &c.user, standing).await
     }
 
     /// Where `user` stands in `room` (no token needed: for operators and tests).
@@ -217,7 +232,24 @@ impl Queue {
         self.places.standing(room, user, self.now_ms()).await
     }
 
-    /// A standing with its admission token when admitted.
+    /// A standing read a moment ago, with its admission token when admitted:
+    /// with `queue.replica_acks` on, only once the admission is confirmed on
+    /// the replicas (UNAVAILABLE otherwise), so a token handed out survives
+    /// a failover of the room's master.
+    pub async fn confirmed_place(
+        &self,
+        room: &str,
+        user: &str,
+        standing: Standing,
+    ) -> Result<Place> {
+        if matches!(standing, Standing::Admitted { .. }) {
+            self.places.confirm_admission(room, user).await?;
+        }
+        Ok(self.place(room, user, standing))
+    }
+
+    /// A standing with its admission token when admitted (not confirmed on
+    /// the replicas: see [`Queue::confirmed_place`]).
     pub fn place(&self, room: &str, user: &str, standing: Standing) -> Place {
         let admission_token = match standing {
             Standing::Admitted {
@@ -254,8 +286,14 @@ impl Queue {
                 tokio::select! {
                     item = standings.recv() => {
                         let Some(item) = item else { return };
-                        let item = item.map(|s| queue.place(&c.room, &c.user, s));
-                        if tx.send(item).await.is_err() {
+                        let item = match item {
+                            Ok(s) => queue.confirmed_place(&c.room, &c.user, s).await,
+                            Err(e) => Err(e),
+                        };
+                        // An unconfirmed admission ends the stream with
+                        // UNAVAILABLE: watching again asks again.
+                        let failed = item.is_err();
+                        if tx.send(item).await.is_err() || failed {
                             return;
                         }
                     }

@@ -2,7 +2,9 @@
 //! in each instance. The cache is refreshed on a timer and on a miss, so a
 //! board created on another instance is usable at once and a changed one
 //! within `ranking.board_refresh`. A refresh writes back the cached boards
-//! Redis lost.
+//! Redis lost. With `ranking.replica_acks` on, an upsert answers once its
+//! write is on that many replicas (`WAIT` right after it, on the connection
+//! that wrote).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -12,6 +14,7 @@ use redis::AsyncCommands;
 use tickmesh_core::{Error, Result, page_token};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::redis_conn::unavailable;
+use tickmesh_runtime::replica_acks::ReplicaAcks;
 use tokio_util::sync::CancellationToken;
 
 use crate::board::Board;
@@ -25,14 +28,23 @@ pub struct BoardBook {
     redis: RedisHandle,
     keys: Keys,
     cache: RwLock<HashMap<String, Arc<Board>>>,
+    acks: Arc<ReplicaAcks>,
 }
 
 impl BoardBook {
+    /// A book whose upserts answer without waiting for replicas.
     pub fn new(redis: RedisHandle, keys: Keys) -> Self {
+        let acks = Arc::new(ReplicaAcks::off(redis.clone(), "ranking.replica_acks"));
+        Self::with_acks(redis, keys, acks)
+    }
+
+    /// A book whose upserts wait for replicas as `acks` says.
+    pub fn with_acks(redis: RedisHandle, keys: Keys, acks: Arc<ReplicaAcks>) -> Self {
         Self {
             redis,
             keys,
             cache: RwLock::new(HashMap::new()),
+            acks,
         }
     }
 
@@ -41,14 +53,16 @@ impl BoardBook {
         Error::check(board.normalize("board."))?;
         board.update_time_ns = now_ns;
         let json = encode(&board)?;
-        let mut conn = self.redis.conn();
         let key = self.keys.boards();
         // HSETNX first: of two concurrent creations, exactly one wins and the
-        // other is checked against it like any update.
-        let created: bool = conn
-            .hset_nx(&key, &board.id, &json)
-            .await
-            .map_err(unavailable)?;
+        // other is checked against it like any update. Each write carries
+        // its own WAIT (when on): the write and the WAIT must share the
+        // connection (the boards hash has no slot of its own for a fence).
+        let mut pipe = redis::pipe();
+        pipe.hset_nx(&key, &board.id, &json);
+        self.acks.wait(&mut pipe);
+        let mut replies = self.acks.query(&pipe, &[]).await?;
+        let created = matches!(replies.first(), Some(redis::Value::Int(1)));
         if !created {
             let stored = self.get(&board.id).await?;
             let changed = board.immutable_changes(&stored);
@@ -59,12 +73,19 @@ impl BoardBook {
                     changed.join(", ")
                 )));
             }
-            let _: i64 = conn
-                .hset(&key, &board.id, &json)
-                .await
-                .map_err(unavailable)?;
+            let mut pipe = redis::pipe();
+            pipe.hset(&key, &board.id, &json);
+            self.acks.wait(&mut pipe);
+            replies = self.acks.query(&pipe, &[]).await?;
         }
         self.cache_put(Arc::new(board.clone()));
+        if let Some(wait) = replies.get(1) {
+            self.acks.check(
+                wait,
+                &format!("board {:?}", board.id),
+                "upserting the same board again is safe",
+            )?;
+        }
         Ok((board, created))
     }
 

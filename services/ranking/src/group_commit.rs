@@ -80,10 +80,18 @@ impl GroupCommit {
     }
 }
 
+/// Records the jobs' events in one round trip and answers each job: its
+/// outcomes, or the first error among its events (a board whose write the
+/// replicas did not confirm fails the calls with events on it, not the
+/// others of the group).
 async fn commit(recorder: &Recorder, now_ns: i64, jobs: Vec<Job>) {
     if jobs.len() == 1 {
         let job = jobs.into_iter().next().expect("one job");
-        let _ = job.reply.send(recorder.record(&job.events, now_ns).await);
+        let answer = recorder
+            .record(&job.events, now_ns)
+            .await
+            .and_then(|each| each.into_iter().collect());
+        let _ = job.reply.send(answer);
         return;
     }
     let mut all = Vec::with_capacity(jobs.iter().map(|j| j.events.len()).sum());
@@ -96,7 +104,7 @@ async fn commit(recorder: &Recorder, now_ns: i64, jobs: Vec<Job>) {
         Ok(outcomes) => {
             let mut outcomes = outcomes.into_iter();
             for (n, reply) in replies {
-                let _ = reply.send(Ok(outcomes.by_ref().take(n).collect()));
+                let _ = reply.send(outcomes.by_ref().take(n).collect());
             }
         }
         Err(e) => {

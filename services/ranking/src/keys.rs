@@ -15,6 +15,7 @@
 //! | `<p>:rank:{B}:data` | hash | member → display data |
 //! | `<p>:rank:{B}:roll` | hash | rolling 24 h state: oldest hour bucket kept, roll-off cursor |
 //! | `<p>:rank:{B}:chg` | stream | one entry per change, for WatchTop |
+//! | `<p>:rank:{B}:ack` | string | a counter written (`INCR`) only as the fence before `WAIT` when `ranking.replica_acks` is on (see `tickmesh_runtime::replica_acks`) |
 
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -78,6 +79,11 @@ impl Keys {
         self.board(board, "chg")
     }
 
+    /// The fence a replica-acknowledged write increments before its `WAIT`.
+    pub fn ack_fence(&self, board: &str) -> String {
+        self.board(board, "ack")
+    }
+
     /// The board of a changes stream key.
     pub fn board_of_changes<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(self.prefix.as_str())?
@@ -104,6 +110,7 @@ mod tests {
             k.member_data("orders"),
             k.rolling_state("orders"),
             k.changes("orders"),
+            k.ack_fence("orders"),
         ] {
             assert!(key.starts_with("tm:rank:{orders}:"), "{key}");
         }

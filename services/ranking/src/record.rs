@@ -3,12 +3,17 @@
 //! refuses an event whose score would leave the exact range, and writes the
 //! entries — atomically, so an event counts in all windows or in none. All
 //! boards of a batch go to Redis in one pipelined round trip.
+//!
+//! With `ranking.replica_acks` on, each board's script is followed by the
+//! board's fence and `WAIT` (`tickmesh_runtime::replica_acks`), so on a Redis
+//! Cluster every board's master confirms its own part; the events of a board
+//! whose replicas did not confirm in time are answered UNAVAILABLE.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tickmesh_core::{Error, Result};
-use tickmesh_runtime::RedisHandle;
+use tickmesh_runtime::replica_acks::ReplicaAcks;
 
 use crate::board::{Board, WindowKind};
 use crate::keys::Keys;
@@ -279,7 +284,7 @@ pub enum Outcome {
 }
 
 pub struct Recorder {
-    redis: RedisHandle,
+    acks: Arc<ReplicaAcks>,
     keys: Keys,
     script: redis::Script,
     changes_max_len: u64,
@@ -303,9 +308,14 @@ pub fn rolling_from_ms(board: &Board, now_ns: i64) -> i64 {
 }
 
 impl Recorder {
-    pub fn new(redis: RedisHandle, keys: Keys, changes_max_len: u64, dedupe_ttl: Duration) -> Self {
+    pub fn new(
+        acks: Arc<ReplicaAcks>,
+        keys: Keys,
+        changes_max_len: u64,
+        dedupe_ttl: Duration,
+    ) -> Self {
         Self {
-            redis,
+            acks,
             keys,
             script: lua::script(RECORD_LUA),
             changes_max_len,
@@ -314,7 +324,9 @@ impl Recorder {
     }
 
     /// Records `events` (any mix of boards; order within a board is kept).
-    pub async fn record(&self, events: &[ValidEvent], now_ns: i64) -> Result<Vec<Outcome>> {
+    /// Each event's answer is its outcome, or UNAVAILABLE when its board's
+    /// write was not confirmed by enough replicas (`ranking.replica_acks`).
+    pub async fn record(&self, events: &[ValidEvent], now_ns: i64) -> Result<Vec<Result<Outcome>>> {
         let mut groups: Vec<(&Board, Vec<usize>)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
             match groups.iter_mut().find(|(b, _)| b.id == e.board.id) {
@@ -377,12 +389,38 @@ impl Recorder {
                     .arg(e.value)
                     .arg(&e.member_data);
             }
+            self.acks.fence(&mut pipe, &self.keys.ack_fence(id));
             windows_of.push(windows);
         }
-        let mut conn = self.redis.conn();
-        let replies: Vec<Vec<i64>> = lua::query_loading(&mut conn, &pipe, &[&self.script]).await?;
-        let mut outcomes = vec![Outcome::Duplicate; events.len()];
-        for (((_, indices), windows), reply) in groups.iter().zip(&windows_of).zip(replies) {
+        let replies = self.acks.query(&pipe, &[&self.script]).await?;
+        let per_board = 1 + self.acks.replies();
+        if replies.len() != groups.len() * per_board {
+            return Err(Error::Internal(format!(
+                "record pipeline answered {} replies for {} boards",
+                replies.len(),
+                groups.len()
+            )));
+        }
+        let mut outcomes: Vec<Result<Outcome>> = Vec::with_capacity(events.len());
+        outcomes.resize_with(events.len(), || Ok(Outcome::Duplicate));
+        let mut replies = replies.into_iter();
+        for ((board, indices), windows) in groups.iter().zip(&windows_of) {
+            let script_reply = replies.next().unwrap_or(redis::Value::Nil);
+            let fence = replies.by_ref().take(per_board - 1).last();
+            let unconfirmed = match &fence {
+                None => None,
+                Some(wait) => match self.acks.check(
+                    wait,
+                    &format!("events of board {:?}", board.id),
+                    "retrying with the same event ids is safe (each is counted once)",
+                ) {
+                    Ok(()) => None,
+                    Err(Error::Unavailable(message)) => Some(message),
+                    Err(other) => return Err(other),
+                },
+            };
+            let reply: Vec<i64> = redis::from_redis_value(script_reply)
+                .map_err(|e| Error::Internal(format!("record script answered: {e}")))?;
             let stride = windows.len() + 1;
             if reply.len() != indices.len() * stride {
                 return Err(Error::Internal(format!(
@@ -392,7 +430,11 @@ impl Recorder {
                 )));
             }
             for (&i, values) in indices.iter().zip(reply.chunks(stride)) {
-                outcomes[i] = match values[0] {
+                if let Some(message) = &unconfirmed {
+                    outcomes[i] = Err(Error::Unavailable(message.clone()));
+                    continue;
+                }
+                outcomes[i] = Ok(match values[0] {
                     1 => Outcome::Recorded(
                         windows
                             .iter()
@@ -402,7 +444,7 @@ impl Recorder {
                     ),
                     0 => Outcome::Duplicate,
                     _ => Outcome::OutOfRange,
-                };
+                });
             }
         }
         Ok(outcomes)

@@ -10,6 +10,7 @@ use tickmesh_core::{Error, FieldViolation, Result, page_token};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::config::RankingConfig;
 use tickmesh_runtime::redis_conn::unavailable;
+use tickmesh_runtime::replica_acks::ReplicaAcks;
 use tickmesh_runtime::stream_hub::StreamHub;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -94,6 +95,9 @@ pub struct Ranking {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hub: StreamHub<ChangeCodec>,
     pub(crate) shutdown: CancellationToken,
+    /// `ranking.replica_acks`: what event, board and removal writes wait for.
+    acks: Arc<ReplicaAcks>,
+    remove_script: redis::Script,
 }
 
 impl Ranking {
@@ -105,7 +109,24 @@ impl Ranking {
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let keys = Keys::new(redis.prefix());
-        let boards = Arc::new(BoardBook::new(redis.clone(), keys.clone()));
+        let acks = Arc::new(ReplicaAcks::new(
+            redis.clone(),
+            config.replicas_to_wait(),
+            config.replica_ack_timeout,
+            "ranking.replica_acks",
+        ));
+        if acks.is_on() {
+            tracing::info!(
+                replicas = acks.replicas(),
+                timeout_ms = acks.timeout().as_millis() as u64,
+                "ranking writes are answered once replicated (ranking.replica_acks)"
+            );
+        }
+        let boards = Arc::new(BoardBook::with_acks(
+            redis.clone(),
+            keys.clone(),
+            acks.clone(),
+        ));
         boards
             .clone()
             .spawn_refresh(config.board_refresh, shutdown.clone());
@@ -118,7 +139,7 @@ impl Ranking {
         Arc::new(Self {
             committer: GroupCommit::start(
                 Arc::new(Recorder::new(
-                    redis.clone(),
+                    acks.clone(),
                     keys.clone(),
                     config.changes_max_len,
                     config.dedupe_ttl,
@@ -147,6 +168,8 @@ impl Ranking {
             clock,
             hub,
             shutdown,
+            acks,
+            remove_script: crate::lua::script(REMOVE_LUA),
         })
     }
 
@@ -606,16 +629,33 @@ impl Ranking {
             keys.push(self.keys.entries(id, n));
             keys.push(self.keys.members(id, n));
         }
-        let script = crate::lua::script(REMOVE_LUA);
-        let mut invocation = script.key(keys);
-        invocation.arg(member).arg(self.config.changes_max_len);
+        let script = &self.remove_script;
+        let mut pipe = redis::pipe();
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(member)
+            .arg(self.config.changes_max_len);
         for n in &names {
-            invocation.arg(n);
+            cmd.arg(n);
         }
-        let removed: u32 = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        self.acks.fence(&mut pipe, &self.keys.ack_fence(id));
+        let replies = self.acks.query(&pipe, &[script]).await?;
+        let removed = match replies.first() {
+            Some(redis::Value::Int(n)) => *n as u32,
+            other => {
+                return Err(Error::Internal(format!("remove script answered {other:?}")));
+            }
+        };
+        if let Some(wait) = replies.get(2) {
+            self.acks.check(
+                wait,
+                &format!("removal of {member:?} from board {id:?}"),
+                "removing it again is safe",
+            )?;
+        }
         tracing::info!(board = %id, member, windows = removed, "member removed");
         Ok(removed)
     }

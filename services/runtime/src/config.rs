@@ -397,6 +397,16 @@ pub struct RankingConfig {
     pub watch_interval: Duration,
     /// Entries kept in each board's change stream (what WatchTop follows).
     pub changes_max_len: u64,
+    /// Replicas that must have a write before RecordEvent(s), UpsertBoard
+    /// and RemoveMember answer (`WAIT n` after it, on the board's master):
+    /// "auto" (today: none, on a single node and on a Redis Cluster alike),
+    /// "off", or a number.
+    pub replica_acks: String,
+    /// How long a write waits for its replicas; past it the call answers
+    /// UNAVAILABLE (the write may stand: retrying with the same event ids
+    /// is safe).
+    #[serde(with = "serde_human")]
+    pub replica_ack_timeout: Duration,
 }
 
 impl Default for RankingConfig {
@@ -412,6 +422,8 @@ impl Default for RankingConfig {
             snapshot_grace: Duration::from_secs(5),
             watch_interval: Duration::from_millis(100),
             changes_max_len: 1000,
+            replica_acks: "auto".into(),
+            replica_ack_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -438,6 +450,13 @@ fn resolve_store(value: &str, history: &HistoryConfig) -> StoreBackend {
 }
 
 impl RankingConfig {
+    /// Replicas a write waits for: `replica_acks` resolved ("auto" is none
+    /// on either topology: a lost event is re-sent with its id, and waiting
+    /// costs every write a round trip to a replica). Validated at load.
+    pub fn replicas_to_wait(&self) -> u32 {
+        replicas_to_wait(&self.replica_acks, 0)
+    }
+
     /// Where closed-window snapshots go (`snapshot_store` resolved).
     pub fn snapshot_backend(&self, history: &HistoryConfig) -> StoreBackend {
         resolve_store(&self.snapshot_store, history)
@@ -488,6 +507,16 @@ pub struct QueueConfig {
     pub coupon_endpoint: String,
     /// Entries kept in each room's change stream (what WatchPosition follows).
     pub changes_max_len: u64,
+    /// Replicas that must have a user's place before Enter and Leave answer,
+    /// and an admission before its token is handed out (`WAIT n` on the
+    /// room's master), and a room before CreateRoom and UpdateRoom answer:
+    /// "auto" (today: none, on a single node and on a Redis Cluster alike),
+    /// "off", or a number.
+    pub replica_acks: String,
+    /// How long a write waits for its replicas; past it the call answers
+    /// UNAVAILABLE (the write may stand: entering or leaving again is safe).
+    #[serde(with = "serde_human")]
+    pub replica_ack_timeout: Duration,
 }
 
 impl Default for QueueConfig {
@@ -502,8 +531,39 @@ impl Default for QueueConfig {
             stock_check_interval: Duration::from_secs(1),
             coupon_endpoint: String::new(),
             changes_max_len: 1000,
+            replica_acks: "auto".into(),
+            replica_ack_timeout: Duration::from_secs(1),
         }
     }
+}
+
+impl QueueConfig {
+    /// Replicas a write waits for: `replica_acks` resolved ("auto" is none
+    /// on either topology: a lost place is entered again, and waiting costs
+    /// every Enter a round trip to a replica). Validated at load.
+    pub fn replicas_to_wait(&self) -> u32 {
+        replicas_to_wait(&self.replica_acks, 0)
+    }
+}
+
+/// A `replica_acks` value ("auto", "off" or a number) as replicas to wait
+/// for, `auto` standing for "auto".
+fn replicas_to_wait(value: &str, auto: u32) -> u32 {
+    match value {
+        "auto" => auto,
+        "off" => 0,
+        n => n.parse().unwrap_or(0),
+    }
+}
+
+/// Checks a `replica_acks` value; returns the reason when refused.
+fn check_replica_acks(value: &str) -> Result<(), String> {
+    if matches!(value, "auto" | "off") || value.parse::<u32>().is_ok_and(|n| n <= 100) {
+        return Ok(());
+    }
+    Err(format!(
+        "{value:?} is not \"auto\", \"off\" or a number of replicas up to 100"
+    ))
 }
 
 /// Checks a `<key id>:<secret>` token key; returns the reason when refused.
@@ -915,6 +975,7 @@ impl Config {
             ("ranking.board_refresh", ranking.board_refresh),
             ("ranking.maintenance_interval", ranking.maintenance_interval),
             ("ranking.watch_interval", ranking.watch_interval),
+            ("ranking.replica_ack_timeout", ranking.replica_ack_timeout),
         ] {
             if value.is_zero() {
                 return bad(key, "must be more than zero".into());
@@ -947,6 +1008,9 @@ impl Config {
         if ranking.changes_max_len < 100 {
             return bad("ranking.changes_max_len", "must be at least 100".into());
         }
+        if let Err(reason) = check_replica_acks(&ranking.replica_acks) {
+            return bad("ranking.replica_acks", reason);
+        }
         let queue = &self.queue;
         if !queue.token_key.is_empty()
             && let Err(reason) = check_token_key(&queue.token_key)
@@ -963,6 +1027,7 @@ impl Config {
             ("queue.admission_interval", queue.admission_interval),
             ("queue.watch_interval", queue.watch_interval),
             ("queue.stock_check_interval", queue.stock_check_interval),
+            ("queue.replica_ack_timeout", queue.replica_ack_timeout),
         ] {
             if value.is_zero() {
                 return bad(key, "must be more than zero".into());
@@ -976,6 +1041,9 @@ impl Config {
         }
         if queue.changes_max_len < 100 {
             return bad("queue.changes_max_len", "must be at least 100".into());
+        }
+        if let Err(reason) = check_replica_acks(&queue.replica_acks) {
+            return bad("queue.replica_acks", reason);
         }
         let endpoint = &queue.coupon_endpoint;
         if !(endpoint.is_empty()
@@ -1719,6 +1787,66 @@ mod tests {
         let config = Config::load(Some(&file.0), env(&[])).unwrap();
         assert!(config.marketfeed.durable_acks);
         assert_eq!(config.marketfeed.durable_replicas, 1);
+    }
+
+    #[test]
+    fn ranking_and_queue_replica_acks_and_their_limits() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            (
+                config.ranking.replicas_to_wait(),
+                config.queue.replicas_to_wait()
+            ),
+            (0, 0),
+            "\"auto\" waits for no replica"
+        );
+        let config = Config::load(
+            None,
+            env(&[
+                ("TICKMESH_RANKING_REPLICA_ACKS", "2"),
+                ("TICKMESH_RANKING_REPLICA_ACK_TIMEOUT", "250ms"),
+                ("TICKMESH_QUEUE_REPLICA_ACKS", "1"),
+                ("TICKMESH_QUEUE_REPLICA_ACK_TIMEOUT", "2s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.ranking.replicas_to_wait(), 2);
+        assert_eq!(
+            config.ranking.replica_ack_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(config.queue.replicas_to_wait(), 1);
+        assert_eq!(config.queue.replica_ack_timeout, Duration::from_secs(2));
+        let file = write("[ranking]\nreplica_acks = \"off\"\n[queue]\nreplica_acks = \"100\"\n");
+        let config = Config::load(Some(&file.0), env(&[])).unwrap();
+        assert_eq!(config.ranking.replicas_to_wait(), 0);
+        assert_eq!(config.queue.replicas_to_wait(), 100);
+        for section in ["RANKING", "QUEUE"] {
+            let key = section.to_ascii_lowercase();
+            for bad in ["on", "-1", "101", "1.5", ""] {
+                let e = Config::load(
+                    None,
+                    env(&[(&format!("TICKMESH_{section}_REPLICA_ACKS"), bad)]),
+                )
+                .unwrap_err();
+                assert!(
+                    e.0.contains(&format!("`{key}.replica_acks`"))
+                        && e.0.contains(&format!("TICKMESH_{section}_REPLICA_ACKS"))
+                        && e.0.contains("\"auto\", \"off\" or a number"),
+                    "{bad:?}: {e}"
+                );
+            }
+            let e = Config::load(
+                None,
+                env(&[(&format!("TICKMESH_{section}_REPLICA_ACK_TIMEOUT"), "0s")]),
+            )
+            .unwrap_err();
+            assert!(e.0.contains(&format!("`{key}.replica_ack_timeout`")), "{e}");
+        }
+        // A number in the file must be quoted, as for coupon.replica_acks.
+        let file = write("[queue]\nreplica_acks = 1\n");
+        let e = Config::load(Some(&file.0), env(&[])).unwrap_err();
+        assert!(e.0.contains("`queue.replica_acks`"), "{e}");
     }
 
     #[test]

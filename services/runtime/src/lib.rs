@@ -13,6 +13,7 @@ pub mod pollers_config;
 pub mod proto_time;
 pub mod redis_conn;
 pub mod redis_slots;
+pub mod replica_acks;
 pub mod server;
 pub mod shutdown;
 pub mod status;
