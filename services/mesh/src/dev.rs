@@ -55,10 +55,12 @@ pub struct DevOptions {
 }
 
 /// Dev mode's defaults, which the file and the environment override:
-/// instrument auto-registration on.
+/// instrument auto-registration on, and pages served from localhost may call
+/// the mesh over gRPC-Web (CORS).
 pub fn defaults() -> Config {
     let mut config = Config::default();
     config.marketfeed.auto_register_instruments = true;
+    config.server.cors_allowed_origins = tickmesh_runtime::web::dev_origins();
     config
 }
 

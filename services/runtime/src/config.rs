@@ -68,6 +68,14 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// Concurrent streams (calls) per connection.
     pub max_concurrent_streams: u32,
+    /// Browsers may call every service over gRPC-Web (HTTP/1.1 or HTTP/2)
+    /// on the same port as gRPC.
+    pub grpc_web: bool,
+    /// Origins (`scheme://host[:port]`, `:*` for any port, or `"*"`) whose
+    /// pages may call the mesh from a browser (CORS). None by default; dev
+    /// mode allows localhost pages.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +88,8 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_concurrent_streams: 1024,
+            grpc_web: true,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -827,6 +837,11 @@ impl Config {
         }
         if self.server.max_concurrent_streams == 0 {
             return bad("server.max_concurrent_streams", "must be at least 1".into());
+        }
+        for origin in &self.server.cors_allowed_origins {
+            if let Err(reason) = crate::web::OriginPattern::parse(origin) {
+                return bad("server.cors_allowed_origins", reason);
+            }
         }
         if self.services.enabled.is_empty() {
             return bad("services.enabled", "names no service".into());

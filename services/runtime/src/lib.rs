@@ -18,6 +18,7 @@ pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod web;
 
 pub use config::Config;
 pub use redis_conn::{RedisConn, RedisHandle};

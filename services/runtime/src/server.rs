@@ -1,7 +1,8 @@
 //! The gRPC server every tickmesh process runs: the enabled services on one
-//! port, plus health, reflection (v1 and v1alpha, so grpcurl needs no .proto
-//! files), keepalive, connection age, message-size limits, per-call tracing
-//! spans, and graceful shutdown.
+//! port (also as gRPC-Web for browsers, see [`crate::web`]), plus health,
+//! reflection (v1 and v1alpha, so grpcurl needs no .proto files), keepalive,
+//! connection age, message-size limits, per-call tracing spans, and graceful
+//! shutdown.
 //!
 //! Client deadlines (`grpc-timeout`) are honoured by tonic for every call. No
 //! server-wide timeout is set, because it would also cut long client streams
@@ -63,12 +64,21 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
     let drain = shutdown.clone();
+    // gRPC-Web for browsers (HTTP/1.1 too), and CORS in front of it so a
+    // preflight is answered before anything else sees it.
+    let web = config.grpc_web.then(|| {
+        tower::ServiceBuilder::new()
+            .layer(crate::web::cors_layer(&config.cors_allowed_origins))
+            .layer(tonic_web::GrpcWebLayer::new())
+    });
     let server = Server::builder()
+        .accept_http1(config.grpc_web)
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_connection_age(config.max_connection_age)
         .max_connection_age_grace(config.grace_period)
         .max_concurrent_streams(config.max_concurrent_streams)
+        .layer(tower::util::option_layer(web))
         .layer(GrpcTraceLayer)
         .add_routes(routes.routes())
         // Builder options like `tcp_nodelay` only apply to sockets tonic binds
