@@ -26,10 +26,14 @@ ensure_redis() {
 }
 
 # OpenSSL headers and pkg-config, for the `openssl-sys` build of the ScyllaDB
-# TLS support (tickmesh-scylla).
+# TLS support (tickmesh-scylla), and the `openssl` command, with which the
+# Redis TLS tests make their throwaway CA (tickmesh-runtime test_certs).
 ensure_ssl_dev() {
   if ! pkg-config --exists openssl >/dev/null 2>&1; then
     apt_install libssl-dev pkg-config
+  fi
+  if ! command -v openssl >/dev/null 2>&1; then
+    apt_install openssl
   fi
   pkg-config --modversion openssl >&2
 }

@@ -64,6 +64,11 @@ impl Mesh {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let redis = RedisHandle::new(&config.redis).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // A TLS handshake that fails stops the start; a Redis that is down does not.
+        redis
+            .check_tls()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let admin = AdminAuth::new(&config.auth.admin_token);
         if admin.is_open() {
             tracing::warn!(

@@ -129,12 +129,22 @@ impl ServicesConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://host:port/db`, `rediss://` for TLS, or `unix:///path/to/socket`;
-    /// `redis+cluster://host1:port,host2:port` for a Redis Cluster.
+    /// `redis+cluster://host1:port,host2:port` (`rediss+cluster://` for TLS)
+    /// for a Redis Cluster.
     pub url: String,
-    /// Seed nodes of a Redis Cluster (`["redis://h1:6379", "redis://h2:6379"]`;
-    /// user and password in the URLs). When set, `url` is not used.
+    /// Seed nodes of a Redis Cluster (`["redis://h1:6379", "redis://h2:6379"]`,
+    /// `rediss://` for TLS; user and password in the URLs). When set, `url`
+    /// is not used.
     #[serde(deserialize_with = "list_or_csv")]
     pub cluster_nodes: Vec<String>,
+    /// PEM file of the CA certificate(s) that signed the Redis servers'
+    /// certificates, for `rediss://`; empty: the system's trust store.
+    pub tls_ca_file: String,
+    /// Client certificate (PEM) for mutual TLS (`tls-auth-clients yes`);
+    /// requires `tls_key_file`.
+    pub tls_cert_file: String,
+    /// Unencrypted PEM private key of `tls_cert_file`; requires `tls_cert_file`.
+    pub tls_key_file: String,
     /// Prefix of every key tickmesh writes, so several meshes can share a Redis.
     pub key_prefix: String,
     #[serde(with = "serde_human")]
@@ -151,6 +161,9 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             cluster_nodes: Vec::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             key_prefix: "tm".into(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
@@ -857,9 +870,12 @@ impl Config {
                 );
             }
         }
-        match crate::redis_conn::Topology::of(&self.redis) {
+        let topology = match crate::redis_conn::Topology::of(&self.redis) {
             Err(reason) => return bad("redis.url", reason),
-            Ok(crate::redis_conn::Topology::Single(url)) => {
+            Ok(topology) => topology,
+        };
+        match &topology {
+            crate::redis_conn::Topology::Single(url) => {
                 if !["redis://", "rediss://", "unix://", "redis+unix://"]
                     .iter()
                     .any(|scheme| url.starts_with(scheme))
@@ -873,13 +889,22 @@ impl Config {
                     );
                 }
             }
-            Ok(crate::redis_conn::Topology::Cluster(nodes)) => {
+            crate::redis_conn::Topology::Cluster(nodes) => {
                 let field = if self.redis.cluster_nodes.is_empty() {
                     "redis.url"
                 } else {
                     "redis.cluster_nodes"
                 };
-                for node in &nodes {
+                if nodes
+                    .iter()
+                    .any(|n| crate::redis_tls::is_tls_url(n) != topology.is_tls())
+                {
+                    return bad(
+                        field,
+                        "mixes redis:// and rediss:// nodes: a cluster is reached over TLS or not, all nodes alike".into(),
+                    );
+                }
+                for node in nodes {
                     if !(node.starts_with("redis://") || node.starts_with("rediss://"))
                         || redis::Client::open(node.as_str()).is_err()
                     {
@@ -892,6 +917,9 @@ impl Config {
                     }
                 }
             }
+        }
+        if let Err(e) = crate::redis_tls::certificates(&self.redis, topology.is_tls()) {
+            return bad(e.field, e.reason);
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}', ' ']) {
             return bad(
@@ -1635,6 +1663,68 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("true or false"), "{e}");
+    }
+
+    #[test]
+    fn redis_tls_settings_from_the_environment_are_checked() {
+        let e = Config::load(
+            None,
+            env(&[
+                ("TICKMESH_REDIS_URL", "rediss://127.0.0.1:6380"),
+                ("TICKMESH_REDIS_TLS_KEY_FILE", "/etc/tickmesh/client.key"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("redis.tls_cert_file") && e.0.contains("go together"),
+            "{e}"
+        );
+
+        let e = Config::load(
+            None,
+            env(&[("TICKMESH_REDIS_TLS_CA_FILE", "/etc/tickmesh/ca.pem")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("redis.tls_ca_file") && e.0.contains("rediss://"),
+            "a CA for a plain-TCP url: {e}"
+        );
+
+        let e = Config::load(
+            None,
+            env(&[
+                ("TICKMESH_REDIS_URL", "rediss+cluster://h1:7000,h2:7001"),
+                ("TICKMESH_REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("redis.tls_ca_file") && e.0.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+
+        let e = Config::load(
+            None,
+            env(&[(
+                "TICKMESH_REDIS_CLUSTER_NODES",
+                "rediss://h1:7000,redis://h2:7001",
+            )]),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("redis.cluster_nodes") && e.0.contains("mixes"),
+            "{e}"
+        );
+
+        let ok = Config::load(
+            None,
+            env(&[(
+                "TICKMESH_REDIS_CLUSTER_NODES",
+                "rediss://u:p@h1:7000,rediss://u:p@h2:7001",
+            )]),
+        )
+        .expect("rediss:// seeds without files trust the system store");
+        assert!(crate::redis_conn::Topology::of(&ok.redis).unwrap().is_tls());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! (1 + `replicas`) `redis-server --cluster-enabled yes` processes on free
 //! loopback ports, joined with `redis-cli --cluster create
 //! --cluster-replicas N --cluster-yes`, with a short `cluster-node-timeout`
-//! so a killed master's replica is promoted within a second or two.
+//! so a killed master's replica is promoted within a second or two. With
+//! [`RedisCluster::start_with`] the nodes speak TLS only (clients, cluster
+//! bus and replication) and can require an ACL user.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::process::Command;
 
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisServer, ServerOptions};
 
 /// One node as `CLUSTER NODES` describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +31,7 @@ pub struct ClusterNode {
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     dir: PathBuf,
+    options: ServerOptions,
 }
 
 impl RedisCluster {
@@ -39,6 +42,17 @@ impl RedisCluster {
         replicas: usize,
         node_timeout: Duration,
     ) -> anyhow::Result<Self> {
+        Self::start_with(masters, replicas, node_timeout, ServerOptions::default()).await
+    }
+
+    /// Like [`RedisCluster::start`], every node reached as `options` say
+    /// (TLS only, an ACL user).
+    pub async fn start_with(
+        masters: usize,
+        replicas: usize,
+        node_timeout: Duration,
+        options: ServerOptions,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(masters >= 3, "a Redis Cluster needs at least 3 masters");
         let dir = std::env::temp_dir().join(format!(
             "tickmesh-cluster-{}-{}",
@@ -48,11 +62,20 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for i in 0..masters * (1 + replicas) {
             nodes.push(
-                RedisServer::start_cluster_node(&dir.join(format!("n{i}")), node_timeout).await?,
+                RedisServer::start_cluster_node_with(
+                    &dir.join(format!("n{i}")),
+                    node_timeout,
+                    options.clone(),
+                )
+                .await?,
             );
         }
-        let cluster = Self { nodes, dir };
-        let mut create = Command::new(which_redis_cli()?);
+        let cluster = Self {
+            nodes,
+            dir,
+            options,
+        };
+        let mut create = cluster.cli()?;
         create.arg("--cluster").arg("create");
         for node in &cluster.nodes {
             create.arg(format!("127.0.0.1:{}", node.port()));
@@ -80,20 +103,46 @@ impl RedisCluster {
         Ok(cluster)
     }
 
-    /// `redis://127.0.0.1:<port>` of every node (seed nodes for a client).
+    /// `redis://127.0.0.1:<port>` (`rediss://` over TLS) of every node
+    /// (seed nodes for a client).
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.url()).collect()
     }
 
-    /// The `redis+cluster://127.0.0.1:p1,…` URL services connect with
-    /// (every node a seed).
+    /// The `redis+cluster://127.0.0.1:p1,…` URL (`rediss+cluster://` over
+    /// TLS) services connect with (every node a seed).
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
             .ports()
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        let scheme = if self.options.tls.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://{}", seeds.join(","))
+    }
+
+    /// How the nodes are reached (TLS files, ACL user).
+    pub fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
+    /// `redis-cli` with the arguments to reach the nodes.
+    fn cli(&self) -> anyhow::Result<Command> {
+        let mut cli = Command::new(which_redis_cli()?);
+        cli.args(self.options.cli_args());
+        Ok(cli)
+    }
+
+    /// One command to the node on `port` (see [`RedisServer::query`]).
+    pub async fn query(&self, port: u16, args: &[&str]) -> anyhow::Result<String> {
+        match self.nodes.iter().find(|n| n.port() == port) {
+            Some(node) => node.query(args).await,
+            None => bail!("no node on port {port}"),
+        }
     }
 
     /// The master that serves `key`'s hash slot now.
@@ -114,7 +163,7 @@ impl RedisCluster {
     pub async fn topology(&self) -> anyhow::Result<Vec<ClusterNode>> {
         let mut last = None;
         for node in &self.nodes {
-            match query(node.port(), &["CLUSTER", "NODES"]).await {
+            match node.query(&["CLUSTER", "NODES"]).await {
                 Ok(text) => return Ok(parse_nodes(&text)),
                 Err(e) => last = Some(e),
             }
@@ -149,7 +198,8 @@ impl RedisCluster {
             .map(|n| n.port())
             .next()
             .context("no nodes")?;
-        let out = Command::new(which_redis_cli()?)
+        let out = self
+            .cli()?
             .arg("--cluster")
             .arg("reshard")
             .arg(format!("127.0.0.1:{seed}"))
@@ -176,7 +226,7 @@ impl RedisCluster {
         loop {
             let mut synced = 0;
             for node in &self.nodes {
-                if let Ok(info) = query(node.port(), &["INFO", "replication"]).await
+                if let Ok(info) = node.query(&["INFO", "replication"]).await
                     && info.contains("role:slave")
                     && info.contains("master_link_status:up")
                 {
@@ -203,7 +253,7 @@ impl RedisCluster {
             let mut all_ok = true;
             let mut live = Vec::new();
             for node in &self.nodes {
-                match query(node.port(), &["CLUSTER", "INFO"]).await {
+                match node.query(&["CLUSTER", "INFO"]).await {
                     Ok(info) => {
                         live.push(node.port());
                         all_ok &= info.contains("cluster_state:ok")
@@ -228,7 +278,7 @@ impl RedisCluster {
     /// the `live` nodes.
     async fn masters_answer(&self, live: &[u16]) -> bool {
         for &port in live {
-            let Ok(text) = query(port, &["CLUSTER", "NODES"]).await else {
+            let Ok(text) = self.query(port, &["CLUSTER", "NODES"]).await else {
                 return false;
             };
             let serving_dead = parse_nodes(&text)
@@ -261,25 +311,6 @@ pub fn key_slot(key: impl AsRef<[u8]>) -> u16 {
 }
 
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-async fn query(port: u16, args: &[&str]) -> anyhow::Result<String> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
-    let mut conn = tokio::time::timeout(
-        Duration::from_millis(500),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .context("connecting")??;
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    Ok(
-        tokio::time::timeout(Duration::from_millis(500), cmd.query_async(&mut conn))
-            .await
-            .context("answering")??,
-    )
-}
 
 /// Parses `CLUSTER NODES`.
 pub fn parse_nodes(text: &str) -> Vec<ClusterNode> {

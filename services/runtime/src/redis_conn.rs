@@ -9,6 +9,8 @@
 //! (`redis.cluster_nodes` or a `redis+cluster://` URL), not a code path per
 //! service. Blocking reads (`XREAD BLOCK`) and writes that wait for
 //! replication get dedicated connections so they never stall other commands.
+//! TLS (`rediss://`, the `redis.tls_*` files) is the same on both: see
+//! [`crate::redis_tls`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +20,13 @@ use redis::aio::{
 };
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, TlsCertificates, TlsMode, Value,
+};
 use tickmesh_core::Error;
 
 use crate::config::RedisConfig;
-use crate::redis_slots;
+use crate::{redis_slots, redis_tls};
 
 /// Where the mesh's hot state lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +54,23 @@ impl Topology {
     pub fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
     }
+
+    /// True when Redis is reached over TLS (`rediss://`; on a cluster, the
+    /// seed nodes' scheme, which must be the same for all of them).
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Self::Single(url) => redis_tls::is_tls_url(url),
+            Self::Cluster(nodes) => nodes.first().is_some_and(|n| redis_tls::is_tls_url(n)),
+        }
+    }
+
+    /// The node URLs: the single node's, or the cluster's seeds.
+    pub fn urls(&self) -> &[String] {
+        match self {
+            Self::Single(url) => std::slice::from_ref(url),
+            Self::Cluster(nodes) => nodes,
+        }
+    }
 }
 
 /// `redis+cluster://user:pass@h1:6379,h2:6379/` → `redis://user:pass@h1:6379`, …
@@ -62,6 +83,11 @@ fn cluster_url_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
     } else {
         return Ok(None);
     };
+    // `#insecure` (TLS without certificate checks) applies to every node.
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((rest, fragment)) => (rest, format!("/#{fragment}")),
+        None => (rest, String::new()),
+    };
     let rest = rest.trim_end_matches('/');
     let (auth, hosts) = match rest.rsplit_once('@') {
         Some((auth, hosts)) => (format!("{auth}@"), hosts),
@@ -71,7 +97,7 @@ fn cluster_url_nodes(url: &str) -> Result<Option<Vec<String>>, String> {
         .split(',')
         .map(str::trim)
         .filter(|h| !h.is_empty())
-        .map(|h| format!("{scheme}://{auth}{h}"))
+        .map(|h| format!("{scheme}://{auth}{h}{fragment}"))
         .collect();
     if nodes.is_empty() {
         return Err(format!("{url:?} names no cluster node"));
@@ -136,7 +162,8 @@ impl ConnectionLike for RedisConn {
 #[derive(Clone)]
 enum Backend {
     Single {
-        client: redis::Client,
+        // Boxed like the cluster's: a TLS client carries its certificates.
+        client: Box<redis::Client>,
         manager: ConnectionManager,
     },
     Cluster {
@@ -151,6 +178,9 @@ pub struct RedisHandle {
     prefix: Arc<str>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    /// On TLS, a client per node URL (the single node, or each seed) for
+    /// [`RedisHandle::check_tls`]; empty on plain TCP.
+    tls_probes: Arc<[(String, redis::Client)]>,
 }
 
 impl RedisHandle {
@@ -159,9 +189,32 @@ impl RedisHandle {
         let bad = |field: &str, e: &dyn std::fmt::Display| {
             Error::FailedPrecondition(format!("{field}: {e}"))
         };
-        let backend = match Topology::of(config).map_err(|e| bad("redis.url", &e))? {
+        let topology = Topology::of(config).map_err(|e| bad("redis.url", &e))?;
+        let certs = redis_tls::certificates(config, topology.is_tls())
+            .map_err(|e| bad(e.field, &e.reason))?;
+        let tls_probes = if topology.is_tls() {
+            redis_tls::install_crypto_provider();
+            if topology.urls().iter().any(|u| u.ends_with("#insecure")) {
+                tracing::warn!(
+                    "redis TLS without certificate checks (#insecure): anyone in the path can read and change the traffic; development only"
+                );
+            }
+            topology
+                .urls()
+                .iter()
+                .map(|url| {
+                    redis_tls::client(url, certs.as_ref())
+                        .map(|client| (redis_tls::display_addr(url), client))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad("redis.url", &e))?
+        } else {
+            Vec::new()
+        };
+        let backend = match topology {
             Topology::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(|e| bad("redis.url", &e))?;
+                let client =
+                    redis_tls::client(&url, certs.as_ref()).map_err(|e| bad("redis.url", &e))?;
                 let manager_config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(Some(config.response_timeout))
@@ -171,11 +224,14 @@ impl RedisHandle {
                 let manager =
                     ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
                         .map_err(|e| bad("redis", &e))?;
-                Backend::Single { client, manager }
+                Backend::Single {
+                    client: Box::new(client),
+                    manager,
+                }
             }
             Topology::Cluster(nodes) => {
-                let client =
-                    cluster_client(&nodes, config).map_err(|e| bad("redis.cluster_nodes", &e))?;
+                let client = cluster_client(&nodes, config, certs)
+                    .map_err(|e| bad("redis.cluster_nodes", &e))?;
                 // Connects in the background: a process starts while the
                 // cluster is down and its first commands fail UNAVAILABLE.
                 let conn = client.get_pending_async_connection_with_config(
@@ -194,7 +250,55 @@ impl RedisHandle {
             prefix: Arc::from(config.key_prefix.as_str()),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
+            tls_probes: tls_probes.into(),
         })
+    }
+
+    /// Over TLS, one connection at start to see the handshake through: a
+    /// certificate the CA does not vouch for, a server that wants a client
+    /// certificate, or a port that answers in anything but TLS is a
+    /// configuration error, reported here (naming the server) rather than
+    /// as UNAVAILABLE on every call. A Redis that cannot be reached at all
+    /// is not: the process starts and waits for it, as it does without TLS.
+    /// On a cluster the seeds are tried in turn until one answers.
+    pub async fn check_tls(&self) -> Result<(), Error> {
+        for (addr, client) in self.tls_probes.iter() {
+            // The blocking client: a refusal that arrives as a TLS alert
+            // after the handshake (TLS 1.3 servers judge a client
+            // certificate then) comes back as that alert, where the
+            // multiplexed connection only times out.
+            let (client, connect, respond) =
+                (client.clone(), self.connect_timeout, self.response_timeout);
+            let attempt = tokio::task::spawn_blocking(move || {
+                let mut conn = client.get_connection_with_timeout(connect)?;
+                conn.set_read_timeout(Some(respond))?;
+                redis::cmd("PING").query::<Value>(&mut conn)
+            });
+            let wait = self.connect_timeout + self.response_timeout;
+            match tokio::time::timeout(wait + Duration::from_millis(100), attempt).await {
+                Ok(Ok(Ok(_))) => return Ok(()),
+                Ok(Ok(Err(e))) => {
+                    if let Some(failure) = redis_tls::handshake_failure(&e) {
+                        return Err(Error::FailedPrecondition(format!(
+                            "redis TLS handshake with {addr} failed: {failure}"
+                        )));
+                    }
+                    if e.code().is_some() || e.kind() == redis::ErrorKind::AuthenticationFailed {
+                        // The server answered, so the handshake went through
+                        // (NOAUTH, WRONGPASS: AUTH is another matter).
+                        return Ok(());
+                    }
+                    tracing::warn!(redis = %addr, error = %e, "redis not reachable at start: the TLS handshake is not checked (a port that never answers in TLS looks the same: is this the server's tls-port?)");
+                }
+                Ok(Err(e)) => {
+                    return Err(Error::Internal(format!("redis TLS check: {e}")));
+                }
+                Err(_) => {
+                    tracing::warn!(redis = %addr, wait_ms = wait.as_millis() as u64, "redis did not answer at start: the TLS handshake is not checked");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The shared, multiplexed connection (cheap to clone).
@@ -336,7 +440,11 @@ impl ConnectionLike for NodeConn {
     }
 }
 
-fn cluster_client(nodes: &[String], config: &RedisConfig) -> Result<ClusterClient, RedisError> {
+fn cluster_client(
+    nodes: &[String],
+    config: &RedisConfig,
+    certs: Option<TlsCertificates>,
+) -> Result<ClusterClient, RedisError> {
     let infos = nodes
         .iter()
         .map(|n| redis::IntoConnectionInfo::into_connection_info(n.as_str()))
@@ -349,7 +457,22 @@ fn cluster_client(nodes: &[String], config: &RedisConfig) -> Result<ClusterClien
         .retries(8)
         .min_retry_wait(50)
         .max_retry_wait(1_000);
-    // AUTH/ACL and TLS of the seed nodes apply to every node found.
+    // AUTH/ACL and TLS of the seed nodes apply to every node found: the
+    // scheme (`rediss://`, `#insecure`) of the first seed, and the
+    // `redis.tls_*` files for every node the slot map names.
+    if let Some(certs) = certs {
+        let insecure = infos.first().is_some_and(|first| {
+            matches!(
+                first.addr(),
+                redis::ConnectionAddr::TcpTls { insecure: true, .. }
+            )
+        });
+        // `certs` turns TLS on in secure mode: `#insecure` is set after it.
+        builder = builder.certs(certs);
+        if insecure {
+            builder = builder.tls(TlsMode::Insecure);
+        }
+    }
     if let Some(first) = infos.first() {
         let redis = first.redis_settings();
         if let Some(user) = redis.username() {
@@ -387,8 +510,35 @@ mod tests {
             cluster_url_nodes("rediss+cluster://h1:7000").unwrap(),
             Some(vec!["rediss://h1:7000".to_string()])
         );
+        assert_eq!(
+            cluster_url_nodes("rediss+cluster://u:p@h1:7000,h2:7001/#insecure").unwrap(),
+            Some(vec![
+                "rediss://u:p@h1:7000/#insecure".to_string(),
+                "rediss://u:p@h2:7001/#insecure".to_string()
+            ])
+        );
         assert_eq!(cluster_url_nodes("redis://h1:7000").unwrap(), None);
         assert!(cluster_url_nodes("redis+cluster://").is_err());
+    }
+
+    #[test]
+    fn tls_is_the_scheme_of_the_url_or_of_the_seeds() {
+        let single = |url: &str| RedisConfig {
+            url: url.into(),
+            ..RedisConfig::default()
+        };
+        assert!(Topology::of(&single("rediss://h:6380")).unwrap().is_tls());
+        assert!(!Topology::of(&single("redis://h:6379")).unwrap().is_tls());
+        assert!(
+            Topology::of(&single("rediss+cluster://h1:7000,h2:7001"))
+                .unwrap()
+                .is_tls()
+        );
+        let seeds = RedisConfig {
+            cluster_nodes: vec!["rediss://a:1".into(), "rediss://b:2".into()],
+            ..RedisConfig::default()
+        };
+        assert!(Topology::of(&seeds).unwrap().is_tls());
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! A child `redis-server` the process owns: `tickmesh dev` starts one when no
 //! Redis is configured, benchmarks start one to measure against, and tests
-//! start one per test (never a Redis someone left running).
+//! start one per test (never a Redis someone left running), in plain TCP or
+//! TLS only, with an ACL user or not ([`ServerOptions`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use redis::{ClientTlsConfig, TlsCertificates};
 use tokio::process::{Child, Command};
+
+use crate::test_certs::TestCerts;
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -19,6 +23,94 @@ pub struct RedisServer {
     replica_of: Option<u16>,
     /// A Redis Cluster node with this `cluster-node-timeout`.
     cluster_node_timeout: Option<Duration>,
+    options: ServerOptions,
+}
+
+/// How a server is reached: plain TCP and the default user unless set.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Listens on a TLS port only (`--port 0 --tls-port N`); a cluster node
+    /// also speaks TLS on its cluster bus and replicas to their master.
+    pub tls: Option<ServerTls>,
+    /// An ACL user with every permission: `(name, password)`.
+    pub user: Option<(String, String)>,
+    /// Turns the `default` user off, so every client must AUTH as `user`
+    /// (replicas too: `masteruser` / `masterauth`).
+    pub default_user_off: bool,
+}
+
+/// The TLS files of a server, and the client certificate the harness's own
+/// connections (and `redis-cli`) present.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
+    /// `tls-auth-clients`: clients must present a certificate the CA signed.
+    pub auth_clients: bool,
+}
+
+impl ServerTls {
+    pub fn from_certs(certs: &TestCerts, auth_clients: bool) -> Self {
+        Self {
+            ca_file: certs.ca_file(),
+            cert_file: certs.server_cert_file(),
+            key_file: certs.server_key_file(),
+            client_cert_file: certs.client_cert_file(),
+            client_key_file: certs.client_key_file(),
+            auth_clients,
+        }
+    }
+
+    /// The certificates a client of this server uses: the CA, and the
+    /// client certificate.
+    pub fn client_certificates(&self) -> anyhow::Result<TlsCertificates> {
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        Ok(TlsCertificates {
+            client_tls: Some(ClientTlsConfig {
+                client_cert: read(&self.client_cert_file)?,
+                client_key: read(&self.client_key_file)?,
+            }),
+            root_cert: Some(read(&self.ca_file)?),
+        })
+    }
+
+    /// `redis-cli` arguments to reach the server.
+    pub fn cli_args(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--tls".into(),
+            "--cacert".into(),
+            self.ca_file.clone().into(),
+            "--cert".into(),
+            self.client_cert_file.clone().into(),
+            "--key".into(),
+            self.client_key_file.clone().into(),
+        ]
+    }
+}
+
+impl ServerOptions {
+    /// `redis-cli` arguments to reach a server started with these options.
+    pub fn cli_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = self
+            .tls
+            .as_ref()
+            .map(ServerTls::cli_args)
+            .unwrap_or_default();
+        if let Some((user, password)) = &self.user {
+            args.extend([
+                "--user".into(),
+                user.into(),
+                "--pass".into(),
+                password.into(),
+            ]);
+            // redis-cli warns about a password on the command line.
+            args.push("--no-auth-warning".into());
+        }
+        args
+    }
 }
 
 /// When a persistent server fsyncs its append-only file.
@@ -41,6 +133,19 @@ impl RedisServer {
         ));
         std::fs::create_dir_all(&dir)?;
         let mut server = Self::start_in(&dir, false).await?;
+        server.remove_dir = true;
+        Ok(server)
+    }
+
+    /// Like [`RedisServer::start_ephemeral`], reached as `options` say (TLS,
+    /// an ACL user).
+    pub async fn start_ephemeral_with(options: ServerOptions) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "tickmesh-redis-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let mut server = Self::start_on_free_port(&dir, None, None, None, options).await?;
         server.remove_dir = true;
         Ok(server)
     }
@@ -73,45 +178,51 @@ impl RedisServer {
         fsync: Option<Fsync>,
         replica_of: Option<u16>,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        // A port found free can be taken by another process (a parallel
-        // test's server) before redis-server binds it: try a few.
-        let mut attempt = 0;
-        loop {
-            let mut server = Self {
-                child: None,
-                port: free_port()?,
-                dir: dir.to_path_buf(),
-                fsync,
-                remove_dir: false,
-                replica_of,
-                cluster_node_timeout: None,
-            };
-            match server.spawn().await {
-                Ok(()) => return Ok(server),
-                Err(e) if attempt < 4 && e.to_string().contains("exited at start") => {
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        Self::start_on_free_port(dir, fsync, replica_of, None, ServerOptions::default()).await
     }
 
     /// Starts a Redis Cluster node (not yet in a cluster) in `dir` on a free
     /// port whose cluster bus port (port + 10000) is free too; see
     /// [`crate::redis_cluster::RedisCluster`].
     pub async fn start_cluster_node(dir: &Path, node_timeout: Duration) -> anyhow::Result<Self> {
+        Self::start_cluster_node_with(dir, node_timeout, ServerOptions::default()).await
+    }
+
+    /// Like [`RedisServer::start_cluster_node`], reached as `options` say.
+    pub async fn start_cluster_node_with(
+        dir: &Path,
+        node_timeout: Duration,
+        options: ServerOptions,
+    ) -> anyhow::Result<Self> {
+        Self::start_on_free_port(dir, None, None, Some(node_timeout), options).await
+    }
+
+    async fn start_on_free_port(
+        dir: &Path,
+        fsync: Option<Fsync>,
+        replica_of: Option<u16>,
+        cluster_node_timeout: Option<Duration>,
+        options: ServerOptions,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // A port found free can be taken by another process (a parallel
+        // test's server) before redis-server binds it: try a few.
         let mut attempt = 0;
         loop {
+            let port = if cluster_node_timeout.is_some() {
+                free_port_with_bus()?
+            } else {
+                free_port()?
+            };
             let mut server = Self {
                 child: None,
-                port: free_port_with_bus()?,
+                port,
                 dir: dir.to_path_buf(),
-                fsync: None,
+                fsync,
                 remove_dir: false,
-                replica_of: None,
-                cluster_node_timeout: Some(node_timeout),
+                replica_of,
+                cluster_node_timeout,
+                options: options.clone(),
             };
             match server.spawn().await {
                 Ok(()) => return Ok(server),
@@ -126,7 +237,7 @@ impl RedisServer {
     /// Waits until `n` replicas are connected to this server and online
     /// (`INFO replication`).
     pub async fn wait_for_replicas(&self, n: usize, within: Duration) -> anyhow::Result<()> {
-        let client = redis::Client::open(self.url())?;
+        let client = self.client()?;
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await
@@ -176,8 +287,57 @@ impl RedisServer {
         copy_dir(&self.dir, to)
     }
 
+    /// `redis://127.0.0.1:<port>`, or `rediss://` over TLS (no user).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// How the server is reached (TLS files, ACL user).
+    pub fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
+    /// A client of the harness's own: over TLS with the client certificate,
+    /// as the ACL user when there is one.
+    pub fn client(&self) -> anyhow::Result<redis::Client> {
+        let url = match &self.options.user {
+            Some((user, password)) => {
+                self.url()
+                    .replacen("://", &format!("://{user}:{password}@"), 1)
+            }
+            None => self.url(),
+        };
+        let certs = match &self.options.tls {
+            Some(tls) => Some(tls.client_certificates()?),
+            None => None,
+        };
+        Ok(crate::redis_tls::client(&url, certs.as_ref())?)
+    }
+
+    /// Runs one command on its own connection, within half a second each to
+    /// connect and to answer; the reply as text.
+    pub async fn query(&self, args: &[&str]) -> anyhow::Result<String> {
+        let client = self.client()?;
+        let mut conn = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .context("connecting")??;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        Ok(
+            tokio::time::timeout(Duration::from_millis(500), cmd.query_async(&mut conn))
+                .await
+                .context("answering")??,
+        )
     }
 
     /// Kills the server (as a crash would: SIGKILL).
@@ -206,9 +366,44 @@ impl RedisServer {
             "redis-server is not installed: run `apt-get install -y redis-server` (./deploy/dev.sh and ./deploy/test.sh do this)",
         )?;
         let mut command = Command::new(binary);
+        match &self.options.tls {
+            None => {
+                command.arg("--port").arg(self.port.to_string());
+            }
+            Some(tls) => {
+                command
+                    .args(["--port", "0", "--tls-port"])
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert_file)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key_file)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca_file)
+                    .arg("--tls-auth-clients")
+                    .arg(if tls.auth_clients { "yes" } else { "no" })
+                    .args(["--tls-replication", "yes"]);
+                if self.cluster_node_timeout.is_some() {
+                    command.args(["--tls-cluster", "yes"]);
+                }
+            }
+        }
+        if let Some((user, password)) = &self.options.user {
+            command
+                .args(["--user", user.as_str(), "on"])
+                .arg(format!(">{password}"))
+                .args(["~*", "&*", "+@all"]);
+            if self.options.default_user_off {
+                command.args(["--user", "default", "off"]);
+                command.args([
+                    "--masteruser",
+                    user.as_str(),
+                    "--masterauth",
+                    password.as_str(),
+                ]);
+            }
+        }
         command
-            .arg("--port")
-            .arg(self.port.to_string())
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--dir")
@@ -258,7 +453,7 @@ impl RedisServer {
             .kill_on_drop(true);
         let child = command.spawn().context("starting redis-server")?;
         self.child = Some(child);
-        let client = redis::Client::open(self.url())?;
+        let client = self.client()?;
         for _ in 0..200 {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 && redis::cmd("PING")
