@@ -28,6 +28,12 @@
 //! SHA1(secret ‖ SHA1(secret ‖ campaign:seq)) with the campaign's random
 //! secret (not guessable from other codes), then the sequence (unique in the
 //! campaign). A replay reads the stored code back, so it never changes.
+//!
+//! With `coupon.replica_acks`, `WAIT` follows the script on its connection.
+//! `WAIT` counts the writes of that connection only, so an answer recalled
+//! from an earlier issuance (a retried request, a user who holds the limit)
+//! bumps a counter in the state: the replica that confirms it has every
+//! write before it, the recalled issuance included.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +84,7 @@ local limit, start, finish = tonumber(st[2]), tonumber(st[3]), tonumber(st[4])
 local remaining, seq, secret = tonumber(st[5]), tonumber(st[6]), st[7]
 local now, campaign = tonumber(ARGV[1]), ARGV[2]
 local issued = 0
+local recalled = false
 for i = 4, #ARGV, 2 do
   local user, request = ARGV[i], ARGV[i + 1]
   local seen = redis.call('HGET', KEYS[3], request)
@@ -87,6 +94,7 @@ for i = 4, #ARGV, 2 do
     if string.sub(seen, 1, cut - 1) ~= user then
       answer('reused', '', remaining)
     else
+      recalled = true
       answer('issued', string.sub(seen, cut + 1, cut2 - 1), string.sub(seen, cut2 + 1))
     end
   elseif now < start then
@@ -103,6 +111,7 @@ for i = 4, #ARGV, 2 do
       end
     end
     if count >= limit then
+      recalled = true
       answer('already', first, remaining)
     elseif remaining <= 0 then
       answer('sold_out', '', 0)
@@ -126,6 +135,11 @@ end
 if issued > 0 then
   redis.call('HSET', KEYS[1], 'remaining', remaining, 'seq', seq)
   if remaining == 0 then redis.call('HSET', KEYS[1], 'sold_out', ARGV[1]) end
+elseif recalled then
+  -- An answer recalled from an earlier issuance (perhaps made over another
+  -- connection, not yet on a replica) writes too, so that a WAIT after this
+  -- call covers that issuance: replication is in order.
+  redis.call('HINCRBY', KEYS[1], 'recalls', 1)
 end
 return out
 "#;

@@ -279,3 +279,48 @@ async fn contention_on_two_instances_issues_exactly_the_stock() {
     stop_b.cancel();
     let _ = Arc::strong_count(&a);
 }
+
+/// An answer recalled from an earlier issuance (a retried request, a user at
+/// the limit) writes to Redis too, so the `WAIT` of `coupon.replica_acks`
+/// after it covers that issuance even when it was made over another
+/// connection: `WAIT` counts only the writes of the connection it runs on,
+/// and a replica that has a later write has every earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recalled_answer_writes_so_a_replica_wait_covers_the_issuance() {
+    let redis = redis().await;
+    let clock = ManualClock::new(T0_MS * 1_000_000);
+    let (c, _stop) = instance(&redis, store(), clock.clone(), config());
+    c.create_campaign(campaign("recall", 5, 0)).await.unwrap();
+    let first = c.issue("recall", "u1", "r1").await.unwrap();
+    assert_eq!(first.outcome, Outcome::Issued);
+    let mut conn = conn(&redis).await;
+    // Writes the server made (its dirty counter; what a replica is sent).
+    let offset = async |conn: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query_async(conn)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("rdb_changes_since_last_save:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = offset(&mut conn).await;
+    assert_eq!(c.issue("recall", "u1", "r1").await.unwrap(), first);
+    let after_replay = offset(&mut conn).await;
+    assert!(
+        after_replay > before,
+        "a replayed request writes ({before} -> {after_replay})"
+    );
+    let again = c.issue("recall", "u1", "r2").await.unwrap();
+    assert_eq!(again.outcome, Outcome::AlreadyIssued);
+    assert!(
+        offset(&mut conn).await > after_replay,
+        "an ALREADY_ISSUED answer writes"
+    );
+    // And neither took stock.
+    assert_eq!(c.get_campaign("recall").await.unwrap().remaining, 4);
+}
