@@ -64,9 +64,10 @@ impl Mesh {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let redis = RedisHandle::new(&config.redis).map_err(|e| anyhow::anyhow!("{e}"))?;
-        // A TLS handshake that fails stops the start; a Redis that is down does not.
+        // A TLS handshake that fails or refused credentials stop the start;
+        // a Redis that is down does not.
         redis
-            .check_tls()
+            .check_at_start()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let admin = AdminAuth::new(&config.auth.admin_token);

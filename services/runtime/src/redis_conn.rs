@@ -121,6 +121,12 @@ impl RedisConn {
     }
 }
 
+/// Redis refused the user or password (or has none for a NOAUTH server).
+fn is_refused_credentials(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -178,9 +184,9 @@ pub struct RedisHandle {
     prefix: Arc<str>,
     connect_timeout: Duration,
     response_timeout: Duration,
-    /// On TLS, a client per node URL (the single node, or each seed) for
-    /// [`RedisHandle::check_tls`]; empty on plain TCP.
-    tls_probes: Arc<[(String, redis::Client)]>,
+    /// A client per node URL (the single node, or each seed) for
+    /// [`RedisHandle::check_at_start`].
+    probes: Arc<[(String, redis::Client)]>,
 }
 
 impl RedisHandle {
@@ -192,25 +198,23 @@ impl RedisHandle {
         let topology = Topology::of(config).map_err(|e| bad("redis.url", &e))?;
         let certs = redis_tls::certificates(config, topology.is_tls())
             .map_err(|e| bad(e.field, &e.reason))?;
-        let tls_probes = if topology.is_tls() {
+        if topology.is_tls() {
             redis_tls::install_crypto_provider();
             if topology.urls().iter().any(|u| u.ends_with("#insecure")) {
                 tracing::warn!(
                     "redis TLS without certificate checks (#insecure): anyone in the path can read and change the traffic; development only"
                 );
             }
-            topology
-                .urls()
-                .iter()
-                .map(|url| {
-                    redis_tls::client(url, certs.as_ref())
-                        .map(|client| (redis_tls::display_addr(url), client))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad("redis.url", &e))?
-        } else {
-            Vec::new()
-        };
+        }
+        let probes = topology
+            .urls()
+            .iter()
+            .map(|url| {
+                redis_tls::client(url, certs.as_ref())
+                    .map(|client| (redis_tls::display_addr(url), client))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad("redis.url", &e))?;
         let backend = match topology {
             Topology::Single(url) => {
                 let client =
@@ -250,25 +254,27 @@ impl RedisHandle {
             prefix: Arc::from(config.key_prefix.as_str()),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
-            tls_probes: tls_probes.into(),
+            probes: probes.into(),
         })
     }
 
-    /// Over TLS, one connection at start to see the handshake through: a
-    /// certificate the CA does not vouch for, a server that wants a client
-    /// certificate, or a port that answers in anything but TLS is a
-    /// configuration error, reported here (naming the server) rather than
-    /// as UNAVAILABLE on every call. A Redis that cannot be reached at all
-    /// is not: the process starts and waits for it, as it does without TLS.
-    /// On a cluster the seeds are tried in turn until one answers.
-    pub async fn check_tls(&self) -> Result<(), Error> {
-        for (addr, client) in self.tls_probes.iter() {
+    /// Checks at start that Redis accepts this process: a TLS handshake that
+    /// fails (a wrong CA, a client certificate missing or refused, a port
+    /// that answers in anything but TLS) or credentials Redis refuses
+    /// (`WRONGPASS`, `NOAUTH`, an ACL user without the rights to connect)
+    /// are configuration errors, reported here naming the server rather
+    /// than as UNAVAILABLE on every call. A Redis that cannot be reached at
+    /// all is not: the process starts and waits for it. On a cluster the
+    /// seeds are tried in turn until one answers.
+    pub async fn check_at_start(&self) -> Result<(), Error> {
+        for (addr, client) in self.probes.iter() {
             // The blocking client: a refusal that arrives as a TLS alert
             // after the handshake (TLS 1.3 servers judge a client
             // certificate then) comes back as that alert, where the
             // multiplexed connection only times out.
             let (client, connect, respond) =
                 (client.clone(), self.connect_timeout, self.response_timeout);
+            let tls = addr.starts_with("rediss://");
             let attempt = tokio::task::spawn_blocking(move || {
                 let mut conn = client.get_connection_with_timeout(connect)?;
                 conn.set_read_timeout(Some(respond))?;
@@ -283,18 +289,26 @@ impl RedisHandle {
                             "redis TLS handshake with {addr} failed: {failure}"
                         )));
                     }
-                    if e.code().is_some() || e.kind() == redis::ErrorKind::AuthenticationFailed {
-                        // The server answered, so the handshake went through
-                        // (NOAUTH, WRONGPASS: AUTH is another matter).
+                    if is_refused_credentials(&e) {
+                        return Err(Error::FailedPrecondition(format!(
+                            "redis at {addr} refused this process's credentials ({e}): set the ACL user and password in the URL (redis://user:password@host:port, redis.url or redis.cluster_nodes)"
+                        )));
+                    }
+                    if e.code().is_some() {
+                        // The server answered something else: it is there.
                         return Ok(());
                     }
-                    tracing::warn!(redis = %addr, error = %e, "redis not reachable at start: the TLS handshake is not checked (a port that never answers in TLS looks the same: is this the server's tls-port?)");
+                    if tls {
+                        tracing::warn!(redis = %addr, error = %e, "redis not reachable at start: the TLS handshake is not checked (a port that never answers in TLS looks the same: is this the server's tls-port?)");
+                    } else {
+                        tracing::warn!(redis = %addr, error = %e, "redis not reachable at start; waiting for it");
+                    }
                 }
                 Ok(Err(e)) => {
-                    return Err(Error::Internal(format!("redis TLS check: {e}")));
+                    return Err(Error::Internal(format!("redis start check: {e}")));
                 }
                 Err(_) => {
-                    tracing::warn!(redis = %addr, wait_ms = wait.as_millis() as u64, "redis did not answer at start: the TLS handshake is not checked");
+                    tracing::warn!(redis = %addr, wait_ms = wait.as_millis() as u64, "redis did not answer at start");
                 }
             }
         }

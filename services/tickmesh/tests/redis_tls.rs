@@ -145,17 +145,21 @@ async fn a_mesh_on_a_tls_only_redis_with_a_private_ca_and_an_acl_user() {
     publish_and_read_back(&mesh, &["BTCUSDT", "ETHUSDT"], 3).await;
 
     // Every connection the mesh holds is the ACL user's (the default user
-    // is off: nothing else could have worked).
+    // is off: nothing else could have worked). One that has sent no command
+    // yet (`cmd=NULL`: a connection being opened, before its AUTH) counts
+    // as the default user's for a moment.
     let clients: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(&mut admin)
         .await
         .unwrap();
-    assert!(clients.lines().count() > 1, "{clients}");
+    let working: Vec<&str> = clients
+        .lines()
+        .filter(|l| !l.contains(" cmd=NULL "))
+        .collect();
+    assert!(working.len() > 1, "{clients}");
     assert!(
-        clients
-            .lines()
-            .all(|l| l.contains(&format!("user={USER} "))),
+        working.iter().all(|l| l.contains(&format!("user={USER} "))),
         "{clients}"
     );
     mesh.stop().await.unwrap();
@@ -268,4 +272,50 @@ async fn a_failed_tls_handshake_stops_the_start_naming_tls_and_the_server() {
         .stop()
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_redis_refuses_stop_the_start_naming_the_server() {
+    // Plain TCP, every client AUTHs as USER.
+    let server = RedisServer::start_ephemeral_with(ServerOptions {
+        tls: None,
+        user: Some((USER.into(), PASSWORD.into())),
+        default_user_off: true,
+    })
+    .await
+    .expect("redis-server with an ACL user");
+    let addr = format!("127.0.0.1:{}", server.port());
+    for (url, says) in [
+        (
+            format!("redis://{USER}:not-the-password@{addr}"),
+            "authentication failed",
+        ),
+        (format!("redis://{addr}"), "NOAUTH"),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let e = match Mesh::start_on(config(&url), listener).await {
+            Ok(mesh) => {
+                mesh.abort();
+                panic!("the mesh started with {url}");
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            e.contains("refused this process's credentials")
+                && e.contains(says)
+                && e.contains(&addr)
+                && e.contains("redis.url"),
+            "{e}"
+        );
+        assert!(!e.contains("not-the-password"), "{e}");
+    }
+    // The right ones: it starts and works.
+    let mesh = start(config(&format!("redis://{USER}:{PASSWORD}@{addr}"))).await;
+    let mut c = client(&mesh).await;
+    register(&mut c, "AUTHUSDT", 2, 3).await;
+    assert_eq!(
+        publish(&mut c, trades("AUTHUSDT", "a", 2)).await.accepted,
+        2
+    );
+    mesh.stop().await.unwrap();
 }
