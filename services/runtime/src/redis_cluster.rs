@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::process::Command;
 
-use crate::redis_server::{RedisServer, ServerOptions};
+use crate::redis_server::{Fsync, RedisServer, ServerOptions};
 
 /// One node as `CLUSTER NODES` describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +53,35 @@ impl RedisCluster {
         node_timeout: Duration,
         options: ServerOptions,
     ) -> anyhow::Result<Self> {
+        Self::start_nodes(masters, replicas, node_timeout, options, None).await
+    }
+
+    /// Like [`RedisCluster::start`], every node with an AOF fsynced as
+    /// `fsync` says: a node restarted before its failover comes back with
+    /// what it had acknowledged.
+    pub async fn start_persistent(
+        masters: usize,
+        replicas: usize,
+        node_timeout: Duration,
+        fsync: Fsync,
+    ) -> anyhow::Result<Self> {
+        Self::start_nodes(
+            masters,
+            replicas,
+            node_timeout,
+            ServerOptions::default(),
+            Some(fsync),
+        )
+        .await
+    }
+
+    async fn start_nodes(
+        masters: usize,
+        replicas: usize,
+        node_timeout: Duration,
+        options: ServerOptions,
+        fsync: Option<Fsync>,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(masters >= 3, "a Redis Cluster needs at least 3 masters");
         let dir = std::env::temp_dir().join(format!(
             "tickmesh-cluster-{}-{}",
@@ -62,10 +91,11 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for i in 0..masters * (1 + replicas) {
             nodes.push(
-                RedisServer::start_cluster_node_with(
+                RedisServer::start_cluster_node_persistent(
                     &dir.join(format!("n{i}")),
                     node_timeout,
                     options.clone(),
+                    fsync,
                 )
                 .await?,
             );

@@ -197,6 +197,17 @@ impl RedisServer {
         Self::start_on_free_port(dir, None, None, Some(node_timeout), options).await
     }
 
+    /// Like [`RedisServer::start_cluster_node_with`], with an AOF fsynced as
+    /// `fsync` says (`None`: no persistence).
+    pub async fn start_cluster_node_persistent(
+        dir: &Path,
+        node_timeout: Duration,
+        options: ServerOptions,
+        fsync: Option<Fsync>,
+    ) -> anyhow::Result<Self> {
+        Self::start_on_free_port(dir, fsync, None, Some(node_timeout), options).await
+    }
+
     async fn start_on_free_port(
         dir: &Path,
         fsync: Option<Fsync>,

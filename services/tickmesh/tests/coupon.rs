@@ -18,6 +18,7 @@ use tickmesh_api::coupon::{
 use tickmesh_api::ranking::ranking_service_client::RankingServiceClient;
 use tickmesh_api::ranking::{Board, GetTopRequest, Order, ScoreOperator, UpsertBoardRequest};
 use tickmesh_runtime::proto_time::{nanos_to_timestamp, now_nanos};
+use tickmesh_runtime::redis_server::Fsync;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
@@ -539,10 +540,39 @@ async fn sold_out_is_reported_to_ranking_and_retried_while_it_is_down() {
 /// Cluster").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_master_killed_mid_campaign_keeps_the_invariants() {
-    const STOCK: usize = 150;
-    let mut cluster = RedisCluster::start(3, 1, Duration::from_millis(1000))
+    let cluster = RedisCluster::start(3, 1, Duration::from_millis(1000))
         .await
         .expect("start a local Redis Cluster");
+    cluster_rush(cluster, "failover", Restart::AfterPromotion).await;
+}
+
+/// The same rush on nodes with `appendonly yes` and `appendfsync always`,
+/// the master killed and started again at once, before its replica is
+/// promoted (a supervisor or a pod restart faster than
+/// `cluster-node-timeout`): it is still the master, comes back from its AOF
+/// with everything it acknowledged, and its replica resynchronises from it.
+/// The same invariants hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_master_restarted_before_its_failover_keeps_the_invariants_with_aof_always() {
+    let cluster = RedisCluster::start_persistent(3, 1, Duration::from_secs(3), Fsync::Always)
+        .await
+        .expect("start a local Redis Cluster with AOF");
+    cluster_rush(cluster, "restarted", Restart::BeforePromotion).await;
+}
+
+/// When the killed master of [`cluster_rush`] is started again.
+#[derive(Clone, Copy, PartialEq)]
+enum Restart {
+    AfterPromotion,
+    BeforePromotion,
+}
+
+/// A paced rush on `cluster` (30 clients at 5 requests a second, so the
+/// stock of 150 lasts about a second), the campaign's master SIGKILLed with
+/// stock left and started again as `restart` says; then every answer and
+/// the durable records are checked.
+async fn cluster_rush(mut cluster: RedisCluster, campaign: &'static str, restart: Restart) {
+    const STOCK: usize = 150;
     let url = cluster.url();
     let store = temp_path("coupon.redb");
     let cfg = coupon_config(&url, &store);
@@ -553,7 +583,7 @@ async fn a_cluster_master_killed_mid_campaign_keeps_the_invariants() {
     let mesh = start(cfg).await;
     let mut c = coupon_client(mesh.endpoint()).await;
     c.create_campaign(CreateCampaignRequest {
-        campaign: Some(open_campaign("failover", STOCK as i64)),
+        campaign: Some(open_campaign(campaign, STOCK as i64)),
     })
     .await
     .unwrap();
@@ -561,11 +591,9 @@ async fn a_cluster_master_killed_mid_campaign_keeps_the_invariants() {
     let mut tasks = Vec::new();
     for t in 0..30 {
         let users: Vec<usize> = (t..600).step_by(30).collect();
-        // 30 clients, 5 requests a second each: the stock lasts about a
-        // second, so the kill lands mid-rush.
         tasks.push(tokio::spawn(issue_paced(
             endpoints.clone(),
-            "failover",
+            campaign,
             users,
             Duration::from_millis(200),
         )));
@@ -576,7 +604,7 @@ async fn a_cluster_master_killed_mid_campaign_keeps_the_invariants() {
             let coupons = coupons.clone();
             async move {
                 coupons
-                    .get_campaign("failover")
+                    .get_campaign(campaign)
                     .await
                     .is_ok_and(|v| v.remaining < 100)
             }
@@ -584,21 +612,35 @@ async fn a_cluster_master_killed_mid_campaign_keeps_the_invariants() {
         .await
     );
     // The master of the campaign's slot.
-    let key = tickmesh_coupon::keys::Keys::new("tm").state("failover");
+    let key = tickmesh_coupon::keys::Keys::new("tm").state(campaign);
     let master = cluster.master_of(&key).await.unwrap().port;
-    let left = coupons.get_campaign("failover").await.unwrap().remaining;
+    let left = coupons.get_campaign(campaign).await.unwrap().remaining;
     assert!(left > 0, "the kill lands mid-rush (stock left: {left})");
     cluster.kill(master).await;
-    // Until the replica is promoted (about 1-3 s).
-    cluster.wait_ok(Duration::from_secs(30)).await.unwrap();
-    // The promoted replica has no replica of its own: issuances answer
-    // UNAVAILABLE (clients retry) until the killed node is back as one.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.restart(master).await.unwrap();
+    match restart {
+        Restart::AfterPromotion => {
+            // Until the replica is promoted (about 1-3 s).
+            cluster.wait_ok(Duration::from_secs(30)).await.unwrap();
+            // The promoted replica has no replica of its own: issuances
+            // answer UNAVAILABLE (clients retry) until the killed node is
+            // back as one.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cluster.restart(master).await.unwrap();
+        }
+        Restart::BeforePromotion => {
+            cluster.restart(master).await.unwrap();
+            cluster.wait_ok(Duration::from_secs(30)).await.unwrap();
+            assert_eq!(
+                cluster.master_of(&key).await.unwrap().port,
+                master,
+                "restarted within cluster-node-timeout, it is still the master"
+            );
+        }
+    }
     cluster
         .wait_replicas_synced(3, Duration::from_secs(30))
         .await
         .unwrap();
-    finish_rush(tasks, &coupons, "failover", STOCK, Duration::from_secs(15)).await;
+    finish_rush(tasks, &coupons, campaign, STOCK, Duration::from_secs(15)).await;
     mesh.stop().await.unwrap();
 }
