@@ -1,16 +1,16 @@
 //! The cluster's config (k8s/base/tickmesh.toml) and each workload's
 //! TICKMESH_* variables load with the real config loader: a renamed key or an
 //! unknown service in the manifests fails here, not in a crash-looping pod.
+//! The prod overlays are loaded as `kubectl kustomize` renders them.
+
+mod manifests;
 
 use std::path::{Path, PathBuf};
 
+use manifests::{EnvSource, k8s};
+use serde_json::Value;
 use tickmesh_runtime::config::{Config, StoreBackend};
-
-fn k8s(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../k8s")
-        .join(path)
-}
+use tickmesh_runtime::redis_conn::Topology;
 
 /// The dev overlay's generated Secret: `key=value` literals.
 fn dev_secret() -> Vec<(String, String)> {
@@ -248,4 +248,227 @@ fn the_kis_poller_component_loads_over_the_cluster_config() {
     assert!(patch.contains("name: tickmesh-broker"));
     let overlay = std::fs::read_to_string(k8s("overlays/prod-kis/kustomization.yaml")).unwrap();
     assert!(overlay.contains("../../components/kis-poller"));
+}
+
+/// The prod overlays as `kubectl kustomize` renders them: every tickmesh
+/// Deployment's environment (the Redis Cluster seeds and durable replicas
+/// the redis-cluster component adds, the feeds ConfigMap, the Secrets' keys
+/// with stand-in values) loads over the ConfigMap files it mounts with the
+/// real config loader, into a Redis Cluster of every pod of the
+/// StatefulSet, with acknowledged trades and coupons waiting for a replica.
+#[test]
+fn the_prod_overlays_load_with_the_redis_cluster() {
+    for overlay in ["overlays/prod", "overlays/prod-kis"] {
+        let test = "the_prod_overlays_load_with_the_redis_cluster";
+        let Some(objects) = manifests::render(overlay, test) else {
+            return;
+        };
+        let sts = manifests::object(&objects, "StatefulSet", "redis-cluster");
+        let replicas = sts["spec"]["replicas"].as_u64().unwrap();
+        assert_eq!(replicas, 6, "{overlay}: 3 masters x 1 replica");
+        let seeds: Vec<String> = (0..replicas)
+            .map(|i| {
+                format!(
+                    "redis://redis-cluster-{i}.{}.{}.svc:6379",
+                    sts["spec"]["serviceName"].as_str().unwrap(),
+                    sts["metadata"]["namespace"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert!(
+            manifests::of_kind(&objects, "Service").all(|s| s["metadata"]["name"] != "redis"),
+            "{overlay}: the single Redis is gone"
+        );
+        // WAITAOF (what the marketfeed pods wait on for durable_replicas = 1
+        // to mean "fsynced on the replica too") needs Redis 7.2; the
+        // cluster's announced hostnames need 7.0.
+        for workload in [
+            sts,
+            manifests::object(&objects, "Job", "redis-cluster-bootstrap"),
+        ] {
+            let image = workload["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap();
+            let version: Vec<u32> = image
+                .strip_prefix("redis:")
+                .unwrap_or_else(|| panic!("{overlay}: {image} is not the redis image"))
+                .split('.')
+                .map(|n| n.parse().unwrap())
+                .collect();
+            assert!(
+                version >= vec![7, 2],
+                "{overlay}: {image}: WAITAOF needs 7.2"
+            );
+        }
+
+        let dir = PathBuf::from(temp_dir(&format!("k8s-{}", overlay.replace('/', "-"))));
+        let mut services = Vec::new();
+        for dep in manifests::of_kind(&objects, "Deployment")
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/name"] == "tickmesh")
+        {
+            let name = dep["metadata"]["name"].as_str().unwrap();
+            let mounts = mount_config_maps(&objects, dep, &dir.join(name));
+            let mut file = None;
+            let mut env = Vec::new();
+            for (var, source) in manifests::container_env(dep) {
+                let value = match source {
+                    EnvSource::Value(v) => v,
+                    EnvSource::ConfigMap { name, key } => {
+                        manifests::scalar_text(&exact(&objects, "ConfigMap", &name)["data"][&key])
+                    }
+                    EnvSource::Secret { name, key } => stand_in_secret(&name, &key),
+                    EnvSource::Field(path) => panic!("{overlay}: {name}: {var} from {path}"),
+                };
+                if var == "TICKMESH_CONFIG" {
+                    file = Some(on_this_machine(&value, &mounts));
+                }
+                env.push((var, value));
+            }
+            let file = file.unwrap_or_else(|| panic!("{overlay}: {name}: no TICKMESH_CONFIG"));
+            let config = Config::load(Some(Path::new(&file)), env.clone())
+                .unwrap_or_else(|e| panic!("{overlay}: {name}: {e}"));
+            let component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
+                .as_str()
+                .unwrap();
+            assert_eq!(
+                config.services.resolved(),
+                vec![component],
+                "{overlay}: {name}"
+            );
+            services.push(component.to_string());
+            assert_eq!(
+                Topology::of(&config.redis),
+                Ok(Topology::Cluster(seeds.clone())),
+                "{overlay}: {name}: the six pods as seeds, in place of redis.url"
+            );
+            assert!(
+                config.marketfeed.durable_acks && config.marketfeed.durable_replicas == 1,
+                "{overlay}: {name}: a trade is acknowledged once on its master's replica too"
+            );
+            assert_eq!(
+                config.coupon.replicas_to_wait(true),
+                1,
+                "{overlay}: {name}: an issuance waits for its replica on the cluster"
+            );
+            if component == "marketfeed" {
+                let feeds = &env.iter().find(|(k, _)| k == "TICKMESH_FEEDS").unwrap().1;
+                assert!(!config.feeds.is_empty(), "{overlay}: {feeds}");
+                assert_eq!(
+                    config.pollers.len(),
+                    usize::from(overlay.ends_with("-kis")),
+                    "{overlay}: the KIS poller only with its component"
+                );
+            }
+        }
+        services.sort();
+        assert_eq!(
+            services,
+            ["candles", "coupon", "marketfeed", "queue", "ranking"],
+            "{overlay}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// The object of `kind` named exactly `name` (a generated name with its hash).
+fn exact<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    manifests::of_kind(objects, kind)
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// Writes the ConfigMaps a workload mounts under `dir`; returns each mount
+/// path with the directory standing in for it.
+fn mount_config_maps(objects: &[Value], workload: &Value, dir: &Path) -> Vec<(String, PathBuf)> {
+    let spec = &workload["spec"]["template"]["spec"];
+    let mut mounts = Vec::new();
+    for mount in spec["containers"][0]["volumeMounts"].as_array().unwrap() {
+        let volume = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        let Some(name) = volume["configMap"]["name"].as_str() else {
+            continue;
+        };
+        let local = dir.join(mount["name"].as_str().unwrap());
+        std::fs::create_dir_all(&local).unwrap();
+        for (key, text) in exact(objects, "ConfigMap", name)["data"]
+            .as_object()
+            .unwrap()
+        {
+            std::fs::write(local.join(key), text.as_str().unwrap()).unwrap();
+        }
+        mounts.push((mount["mountPath"].as_str().unwrap().to_string(), local));
+    }
+    mounts
+}
+
+/// A comma-separated list of files in the pod as the files written here.
+fn on_this_machine(files: &str, mounts: &[(String, PathBuf)]) -> String {
+    files
+        .split(',')
+        .map(|f| {
+            let (mount, local) = mounts
+                .iter()
+                .find(|(m, _)| f.starts_with(&format!("{m}/")))
+                .unwrap_or_else(|| panic!("{f} is on no mounted ConfigMap"));
+            let local = local.join(&f[mount.len() + 1..]);
+            assert!(local.is_file(), "{f}: the ConfigMap has no such key");
+            local.display().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A value for a Secret's key, which the overlays expect to exist (the dev
+/// overlay's values for tickmesh-secrets).
+fn stand_in_secret(name: &str, key: &str) -> String {
+    match name {
+        "tickmesh-secrets" => dev_secret()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("the dev Secret has no key {key}")),
+        "tickmesh-broker" => format!("test-{key}"),
+        other => panic!("a Secret this test does not know: {other}"),
+    }
+}
+
+fn temp_dir(name: &str) -> String {
+    std::env::temp_dir()
+        .join(format!("tickmesh-test-{}-{name}", std::process::id()))
+        .display()
+        .to_string()
+}
+
+/// The reader of the rendered manifests, on the shapes kustomize writes.
+#[test]
+fn the_manifest_reader_reads_what_kustomize_writes() {
+    let docs = manifests::parse_documents(
+        "apiVersion: v1\ndata:\n  a.sh: |\n    #!/bin/sh\n    echo \"$1\"\n\n    exit 0\n  b: |-\n    x\nkind: ConfigMap\nmetadata:\n  name: c\n---\nkind: Deployment\nspec:\n  replicas: 3\n  template:\n    spec:\n      containers:\n      - args:\n        - --port\n        - \"6379\"\n        env:\n        - name: A\n          value: \"1\"\n        - name: B\n          valueFrom:\n            fieldRef:\n              fieldPath: metadata.name\n        name: x\n        resources: {}\n",
+    );
+    assert_eq!(docs.len(), 2);
+    assert_eq!(
+        docs[0]["data"]["a.sh"],
+        "#!/bin/sh\necho \"$1\"\n\nexit 0\n"
+    );
+    assert_eq!(docs[0]["data"]["b"], "x");
+    assert_eq!(docs[1]["spec"]["replicas"], 3);
+    assert_eq!(
+        manifests::container_list(&docs[1], "args"),
+        ["--port", "6379"]
+    );
+    assert_eq!(
+        manifests::container_env(&docs[1]),
+        [
+            ("A".to_string(), EnvSource::Value("1".into())),
+            ("B".to_string(), EnvSource::Field("metadata.name".into()))
+        ]
+    );
+    assert_eq!(
+        docs[1]["spec"]["template"]["spec"]["containers"][0]["resources"],
+        serde_json::json!({})
+    );
 }
