@@ -24,6 +24,7 @@ use opentelemetry::trace::TraceContextExt;
 use tickmesh_api::marketfeed::{StreamTradesRequest, StreamTradesResponse, SymbolSequence};
 use tickmesh_core::decimal::parse_units;
 use tickmesh_core::{Error, Result};
+use tickmesh_runtime::metrics::catalogue::{CANDLES_INGEST_TO_CANDLE, CANDLES_TRADES_APPLIED};
 use tickmesh_runtime::proto_time::{now_nanos, timestamp_to_nanos};
 use tickmesh_runtime::telemetry::context_from_traceparent;
 use tokio_util::sync::CancellationToken;
@@ -335,11 +336,13 @@ impl Aggregator {
                         .ok_or_else(|| Error::Unavailable("marketfeed ended the trade stream".into()))?;
                     let span = aggregate_span(&message);
                     let _entered = span.enter();
+                    let applied = AppliedBatch::of(&message);
                     self.apply(owned, message);
                     drop(_entered);
                     if self.flush(owned).instrument(span).await? {
                         return Ok(Next::Reopen);
                     }
+                    applied.record();
                 }
                 _ = closer.tick() => {
                     let now = now_nanos();
@@ -436,6 +439,40 @@ impl Aggregator {
             }
         }
         Ok(lost)
+    }
+}
+
+/// What one applied message adds to the aggregator's metrics: its trades,
+/// and the time from the ingest of its oldest trade until its candles are
+/// written.
+struct AppliedBatch {
+    trades: u64,
+    oldest_ingest_ns: Option<i64>,
+}
+
+impl AppliedBatch {
+    fn of(message: &StreamTradesResponse) -> Self {
+        Self {
+            trades: message.trades.len() as u64,
+            oldest_ingest_ns: message
+                .trades
+                .iter()
+                .filter_map(|t| t.ingest_time.as_ref())
+                .filter_map(|t| timestamp_to_nanos(t).ok())
+                .min(),
+        }
+    }
+
+    /// After the candles are written.
+    fn record(self) {
+        if self.trades == 0 {
+            return;
+        }
+        metrics::counter!(CANDLES_TRADES_APPLIED).increment(self.trades);
+        if let Some(oldest) = self.oldest_ingest_ns {
+            let lag_ns = (now_nanos() - oldest).max(0);
+            metrics::histogram!(CANDLES_INGEST_TO_CANDLE).record(lag_ns as f64 / 1e9);
+        }
     }
 }
 

@@ -19,6 +19,9 @@ use redis::Value;
 use tickmesh_calendar::STORED;
 use tickmesh_core::Result;
 use tickmesh_history::{CandleStore as HistoryStore, StoredCandle};
+use tickmesh_runtime::metrics::catalogue::{
+    FLUSH_BACKLOG, FLUSH_FAILURES, FLUSH_LAST_SUCCESS, FLUSHED,
+};
 use tickmesh_runtime::proto_time::now_nanos;
 use tickmesh_runtime::redis_conn::unavailable;
 use tokio_util::sync::CancellationToken;
@@ -109,6 +112,7 @@ impl Flusher {
                 Ok(b) => b,
                 Err(_) => continue,
             };
+            metrics::gauge!(FLUSH_BACKLOG).set(backlog as f64);
             if backlog == 0 || !(due || backlog >= self.config.threshold) {
                 continue;
             }
@@ -128,6 +132,9 @@ impl Flusher {
                 None => {
                     last_flush = tokio::time::Instant::now();
                     backoff = Duration::from_millis(200);
+                    metrics::counter!(FLUSHED).increment(moved as u64);
+                    metrics::gauge!(FLUSH_BACKLOG).set(backlog.saturating_sub(moved as u64) as f64);
+                    metrics::gauge!(FLUSH_LAST_SUCCESS).set(now_nanos() as f64 / 1e9);
                     tracing::info!(
                         candles = moved,
                         backlog_before = backlog,
@@ -137,6 +144,7 @@ impl Flusher {
                     );
                 }
                 Some(e) => {
+                    metrics::counter!(FLUSH_FAILURES).increment(1);
                     tracing::warn!(error = %e, backlog, retry_in_ms = backoff.as_millis() as u64, "history flush failed; candles stay in redis, retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use redis::Value;
 use tickmesh_calendar::Interval;
 use tickmesh_core::{Error, FieldViolation, Result};
+use tickmesh_runtime::metrics::streams::LiveSubscriber;
 use tickmesh_runtime::redis_conn::unavailable;
 use tickmesh_runtime::stream_hub::{HubCodec, StreamHub, id_cmp, last_entry_id};
 use tokio::sync::mpsc;
@@ -230,6 +231,7 @@ impl Subscriptions {
         cursor: Option<Cursor>,
         tx: &mpsc::Sender<Result<Message>>,
     ) -> Result<()> {
+        let subscriber = LiveSubscriber::new("candles");
         let subscription = self.hub.subscribe(symbol);
         let mut live = BroadcastStream::new(subscription.rx);
         let _interest = subscription.interest;
@@ -309,7 +311,9 @@ impl Subscriptions {
                 Err(BroadcastStreamRecvError::Lagged(_)) => {
                     self.lag_recoveries
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    subscriber.lagged();
                     self.catch_up(&key, intervals, &mut pos, None, tx).await?;
+                    subscriber.caught_up();
                 }
             }
         }

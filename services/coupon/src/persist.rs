@@ -75,6 +75,59 @@ pub fn parse_entry(campaign: &str, entry: &StreamId) -> Result<Issuance> {
     })
 }
 
+/// A campaign's entries not yet durable, from its log's `XLEN` and
+/// `XINFO GROUPS` replies: the persist group's `lag` (entries it has not
+/// read) plus its `pending` (read, not acknowledged); the whole log when no
+/// group exists yet, or when Redis cannot tell the lag.
+pub fn backlog(xlen: &Value, groups: &Value) -> u64 {
+    let length = match xlen {
+        Value::Int(n) => (*n).max(0) as u64,
+        _ => 0,
+    };
+    let fields = |group: &Value| -> Vec<(String, Value)> {
+        match group {
+            Value::Map(pairs) => pairs.iter().map(|(k, v)| (text(k), v.clone())).collect(),
+            Value::Array(flat) => flat
+                .chunks(2)
+                .filter(|kv| kv.len() == 2)
+                .map(|kv| (text(&kv[0]), kv[1].clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let Value::Array(groups) = groups else {
+        return 0;
+    };
+    let Some(group) = groups
+        .iter()
+        .map(fields)
+        .find(|f| f.iter().any(|(k, v)| k == "name" && text(v) == GROUP))
+    else {
+        return length;
+    };
+    let int = |name: &str| {
+        group
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| match v {
+                Value::Int(n) => Some((*n).max(0) as u64),
+                _ => None,
+            })
+    };
+    match int("lag") {
+        Some(lag) => lag + int("pending").unwrap_or(0),
+        None => length,
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
 fn is_nogroup(e: &redis::RedisError) -> bool {
     e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
 }
@@ -111,6 +164,8 @@ impl Persister {
             }
             let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
             self.acknowledge(campaign, &ids).await?;
+            metrics::counter!(tickmesh_runtime::metrics::catalogue::COUPON_PERSISTED)
+                .increment(entries.len() as u64);
             handled += entries.len();
             tracing::debug!(
                 campaign,

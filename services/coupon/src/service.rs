@@ -8,6 +8,7 @@ use tickmesh_core::ids::{check_symbol, check_text_id};
 use tickmesh_core::{Error, FieldViolation, Result, page_token};
 use tickmesh_runtime::RedisHandle;
 use tickmesh_runtime::config::CouponConfig;
+use tickmesh_runtime::redis_conn::unavailable;
 use tickmesh_runtime::stream_hub::StreamHub;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,6 +57,24 @@ pub enum Outcome {
     SoldOut,
     NotStarted,
     Ended,
+}
+
+impl Outcome {
+    /// The outcome as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Issued => "issued",
+            Outcome::AlreadyIssued => "already_issued",
+            Outcome::SoldOut => "sold_out",
+            Outcome::NotStarted => "not_started",
+            Outcome::Ended => "ended",
+        }
+    }
+}
+
+fn count_issue(outcome: &'static str) {
+    metrics::counter!(tickmesh_runtime::metrics::catalogue::COUPON_ISSUE, "outcome" => outcome)
+        .increment(1);
 }
 
 /// The answer to one Issue call.
@@ -345,6 +364,7 @@ impl Coupons {
                 }
                 Decision::Ended { remaining } => (Outcome::Ended, String::new(), remaining),
                 Decision::RequestIdReused => {
+                    count_issue("request_id_reused");
                     return Err(Error::invalid(
                         "request_id",
                         "was already used for another user's Issue call; use a new request id per attempt",
@@ -357,6 +377,7 @@ impl Coupons {
                     continue;
                 }
             };
+            count_issue(outcome.as_str());
             return Ok(IssueAnswer {
                 outcome,
                 code,
@@ -366,6 +387,33 @@ impl Coupons {
         Err(Error::Unavailable(format!(
             "campaign {campaign_id:?} state keeps disappearing from redis; retry"
         )))
+    }
+
+    /// Issuances in the known campaigns' logs that are not durable yet: per
+    /// campaign, the entries the persist group has not read (its `lag`) plus
+    /// those it read and has not acknowledged (`pending`); the whole log
+    /// when no worker has read it yet.
+    pub async fn persist_backlog(&self) -> Result<u64> {
+        let campaigns = self.campaigns.cached();
+        if campaigns.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        // A log that does not exist answers XINFO with an error: not fatal.
+        pipe.ignore_errors();
+        for c in &campaigns {
+            let log = self.keys.log(&c.id);
+            pipe.cmd("XLEN").arg(&log);
+            pipe.cmd("XINFO").arg("GROUPS").arg(&log);
+        }
+        let replies: Vec<redis::Value> = pipe
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(replies
+            .chunks(2)
+            .map(|pair| crate::persist::backlog(&pair[0], &pair[1]))
+            .sum())
     }
 
     /// The codes a user holds in a campaign, in issue order.

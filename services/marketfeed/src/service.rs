@@ -235,6 +235,7 @@ impl MarketFeed {
             }
         }
         if all_or_nothing && !rejections.is_empty() {
+            count_trades(0, 0, rejections.len() as u64);
             return Err(Error::InvalidArgument(
                 rejections
                     .iter()
@@ -250,6 +251,11 @@ impl MarketFeed {
 
         let written = self.ingestor.write(&valid, now).await?;
         let accepted = written.sequences.iter().filter(|s| s.is_some()).count() as u64;
+        count_trades(
+            accepted,
+            valid.len() as u64 - accepted,
+            rejections.len() as u64,
+        );
         Ok(PublishOutcome {
             accepted,
             duplicate: valid.len() as u64 - accepted,
@@ -518,6 +524,20 @@ async fn keep_hot<T>(
         tokio::select! {
             _ = stream.closed() => return,
             _ = tokio::time::sleep(KEEP_HOT_EVERY) => {}
+        }
+    }
+}
+
+/// The outcome counts of one publish, in `marketfeed_trades_total`.
+fn count_trades(accepted: u64, duplicate: u64, rejected: u64) {
+    use tickmesh_runtime::metrics::catalogue::TRADES;
+    for (outcome, n) in [
+        ("accepted", accepted),
+        ("duplicate", duplicate),
+        ("rejected", rejected),
+    ] {
+        if n > 0 {
+            metrics::counter!(TRADES, "outcome" => outcome).increment(n);
         }
     }
 }

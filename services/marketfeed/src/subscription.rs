@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tickmesh_core::{Error, Result};
 use tickmesh_runtime::RedisHandle;
+use tickmesh_runtime::metrics::streams::LiveSubscriber;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
@@ -81,6 +82,7 @@ impl Streamer {
     }
 
     async fn pump(&self, starts: Vec<Start>, tx: &mpsc::Sender<Result<Chunk>>) -> Result<()> {
+        let subscriber = LiveSubscriber::new("trades");
         // Subscribe to live trades before reading where each symbol stands, so
         // nothing published in between is missed.
         let subscriptions: Vec<LiveSubscription> = starts
@@ -165,8 +167,10 @@ impl Streamer {
                 Err(BroadcastStreamRecvError::Lagged(missed)) => {
                     self.lag_recoveries
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    subscriber.lagged();
                     tracing::debug!(symbol = %state.symbol, missed, "stream client lagged; catching up from the tick log");
                     self.catch_up(&mut conn, state, None, tx).await?;
+                    subscriber.caught_up();
                 }
             }
         }

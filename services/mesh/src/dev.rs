@@ -61,6 +61,9 @@ pub fn defaults() -> Config {
     let mut config = Config::default();
     config.marketfeed.auto_register_instruments = true;
     config.server.cors_allowed_origins = tickmesh_runtime::web::dev_origins();
+    // Prometheus metrics on localhost, with the demo symbols' lag.
+    config.metrics.listen = "127.0.0.1:9464".into();
+    config.metrics.symbols = ["BTCUSDT", "ETHUSDT", "005930.KS"].map(String::from).into();
     config
 }
 
@@ -212,6 +215,9 @@ fn print_banner(mesh: &Mesh, config: &Config, feed: &DevFeed) {
             "before fsync (a Redis crash can lose the last second or two of acknowledged trades)"
         }
     );
+    if let Some(metrics) = mesh.metrics_addr {
+        println!("  metrics:  http://{metrics}/metrics  (Prometheus)");
+    }
     println!(
         "  admin:    {}",
         if config.auth.admin_token.is_empty() {

@@ -35,6 +35,8 @@ pub struct Mesh {
     pub pollers: Vec<Arc<tickmesh_poller::Poller>>,
     /// This process's aggregator, when it runs one.
     pub aggregator: Option<JoinHandle<()>>,
+    /// Where `/metrics` is served (`metrics.listen`), when it is.
+    pub metrics_addr: Option<SocketAddr>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -62,6 +64,7 @@ impl Mesh {
         history: Option<Arc<dyn tickmesh_history::CandleStore>>,
     ) -> anyhow::Result<Mesh> {
         let addr = listener.local_addr()?;
+        let metrics_listener = crate::metrics::bind(&config).await?;
         let shutdown = CancellationToken::new();
         let redis = RedisHandle::new(&config.redis).map_err(|e| anyhow::anyhow!("{e}"))?;
         // A TLS handshake that fails or refused credentials stop the start;
@@ -179,10 +182,13 @@ impl Mesh {
             } else {
                 config.candles.marketfeed_endpoint.clone()
             };
-            let store = match history {
+            let mut store = match history {
                 Some(store) => Some(store),
                 None => open_history(&config.history, scylla.as_ref()).await?,
             };
+            if metrics_listener.is_some() {
+                store = store.map(crate::metrics::metered);
+            }
             let history = store.map(|store| tickmesh_candles::service::History {
                 store,
                 flush: tickmesh_candles::flusher::FlushConfig {
@@ -288,6 +294,22 @@ impl Mesh {
             shutdown.clone(),
         );
 
+        let metrics_addr = match metrics_listener {
+            Some(listener) => Some(crate::metrics::serve(
+                listener,
+                crate::metrics::Sources {
+                    marketfeed: marketfeed.clone(),
+                    candles: candles.clone(),
+                    coupon: coupon.clone(),
+                    queue: queue.clone(),
+                    feeds: feeds.clone(),
+                    pollers: pollers.clone(),
+                    symbols: config.metrics.symbols.clone(),
+                },
+                shutdown.clone(),
+            )?),
+            None => None,
+        };
         tracing::info!(%addr, services = ?names, redis = %redact(&config.redis.url), "mesh starting");
         let server_config = config.server.clone();
         let token = shutdown.clone();
@@ -306,6 +328,7 @@ impl Mesh {
             feeds,
             pollers,
             aggregator,
+            metrics_addr,
             task,
         })
     }

@@ -184,11 +184,15 @@ impl Admitter {
             .map_err(unavailable)?;
         match r.as_slice() {
             [-1, ..] => Ok(None),
-            [1, admitted, ended, expired] => Ok(Some(PassOutcome {
-                admitted: *admitted as u64,
-                sessions_ended: *ended as u64,
-                places_expired: *expired as u64,
-            })),
+            [1, admitted, ended, expired] => {
+                metrics::counter!(tickmesh_runtime::metrics::catalogue::QUEUE_ADMITTED)
+                    .increment((*admitted).max(0) as u64);
+                Ok(Some(PassOutcome {
+                    admitted: *admitted as u64,
+                    sessions_ended: *ended as u64,
+                    places_expired: *expired as u64,
+                }))
+            }
             other => Err(Error::Internal(format!(
                 "admission script answered {other:?}"
             ))),

@@ -11,12 +11,14 @@
 //! - [`watch`]: WatchPosition's pushed positions and admission.
 //! - [`stock`]: remaining stock of a linked coupon campaign.
 //! - [`clock`]: where "now" comes from (a manual clock in tests).
+//! - [`metrics`]: the rooms' sizes for the metrics endpoint.
 //! - [`service`]: the domain facade; [`grpc`]: the thin tonic adapter.
 
 pub mod admission;
 pub mod clock;
 pub mod grpc;
 pub mod keys;
+pub mod metrics;
 pub mod places;
 pub mod room;
 pub mod scheduler;

@@ -104,6 +104,7 @@ impl RankingService for RankingGrpc {
             .record_one(event_from_pb(request.into_inner()))
             .await
             .into_status()?;
+        crate::metrics::count_events(std::slice::from_ref(&outcome));
         Ok(Response::new(match outcome {
             Outcome::Recorded(scores) => RecordEventResponse {
                 duplicate: false,
@@ -133,6 +134,7 @@ impl RankingService for RankingGrpc {
             .map(event_from_pb)
             .collect();
         let outcomes = self.ranking.record(events).await.into_status()?;
+        crate::metrics::count_events(&outcomes);
         let mut response = RecordEventsResponse::default();
         for (index, outcome) in outcomes.into_iter().enumerate() {
             let mut result = pb::RecordEventResult {

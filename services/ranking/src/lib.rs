@@ -15,6 +15,7 @@
 //!   task that fills it; [`snapshot_conformance`]: the suite every store
 //!   passes.
 //! - [`watch`]: WatchTop's coalesced top-N stream.
+//! - [`metrics`]: events recorded, for the metrics endpoint.
 //! - [`service`]: the domain facade; [`grpc`]: the thin tonic adapter.
 
 pub mod board;
@@ -24,6 +25,7 @@ pub mod group_commit;
 pub mod grpc;
 pub mod keys;
 pub mod lua;
+pub mod metrics;
 pub mod read;
 pub mod record;
 pub mod rolling;

@@ -38,6 +38,8 @@ pub struct Config {
     pub ranking: RankingConfig,
     pub coupon: CouponConfig,
     pub queue: QueueConfig,
+    /// `[metrics]`: the Prometheus endpoint (see [`crate::metrics`]).
+    pub metrics: crate::metrics::MetricsConfig,
     /// `[[feeds]]`: venue connections this process runs (see
     /// [`crate::feeds_config`]); empty by default.
     pub feeds: Vec<crate::feeds_config::FeedConfig>,
@@ -812,6 +814,7 @@ impl Config {
     /// Checks every rule a value must follow; returns the key and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, reason: String| Err((key.to_string(), reason));
+        self.metrics.validate()?;
         if self.server.listen.parse::<SocketAddr>().is_err() {
             return bad(
                 "server.listen",
@@ -1313,7 +1316,9 @@ fn env_value(name: &str, raw: &str, template: &toml::Value) -> Result<toml::Valu
     })
 }
 
-fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn list_or_csv<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrCsv {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod feeds_config;
 pub mod health;
 pub mod interest;
+pub mod metrics;
 pub mod pollers_config;
 pub mod proto_time;
 pub mod redis_conn;

@@ -129,11 +129,12 @@ fn is_refused_credentials(e: &redis::RedisError) -> bool {
 
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
+        let future = match self {
             Self::Managed(c) => c.req_packed_command(cmd),
             Self::Direct(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
-        }
+        };
+        crate::metrics::redis::command(cmd, future)
     }
 
     fn req_packed_commands<'a>(
@@ -142,7 +143,7 @@ impl ConnectionLike for RedisConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
+        let future = match self {
             Self::Managed(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Direct(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => {
@@ -153,7 +154,8 @@ impl ConnectionLike for RedisConn {
                     Box::pin(redis_slots::split_pipeline(c, pipeline, offset, count))
                 }
             }
-        }
+        };
+        crate::metrics::redis::pipeline(pipeline, future)
     }
 
     fn get_db(&self) -> i64 {

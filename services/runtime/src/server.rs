@@ -80,6 +80,7 @@ pub async fn serve(
         .max_concurrent_streams(config.max_concurrent_streams)
         .layer(tower::util::option_layer(web))
         .layer(GrpcTraceLayer)
+        .layer(crate::metrics::rpc::GrpcMetricsLayer)
         .add_routes(routes.routes())
         // Builder options like `tcp_nodelay` only apply to sockets tonic binds
         // itself; accepted sockets get theirs here (without TCP_NODELAY,
