@@ -12,6 +12,13 @@ operator's defaulting). The check also ties the cluster to tickmesh's config:
 the contact point is the operator's `<name>-client` Service in the cluster's
 namespace, and the local datacenter and replication map name its datacenter.
 
+PodMonitor (monitoring.coreos.com/v1, Prometheus Operator; only in overlays
+with k8s/components/prometheus): its selector picks the tickmesh pods, and
+every endpoint's port names a container port of each of them. In every
+overlay the metrics wiring holds together: metrics.listen in tickmesh.toml,
+each tickmesh Deployment's "metrics" container port and prometheus.io/port
+annotation, and the NetworkPolicy that opens that port, agree.
+
 Usage: k8s_custom_resources.py RENDERED.yaml [...]  (exit 1 on any failure)
 """
 
@@ -68,6 +75,62 @@ def check_scylla(doc, errors):
     return dc.get("name"), doc.get("metadata", {}).get("namespace")
 
 
+def tickmesh_deployments(docs):
+    return [d for d in docs if d.get("kind") == "Deployment"
+            and d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "tickmesh"]
+
+
+def check_metrics(path, docs, toml, errors):
+    listen = tomllib.loads(toml).get("metrics", {}).get("listen", "")
+    if not listen:
+        errors.append(f"{path}: metrics.listen is not set in tickmesh.toml")
+        return
+    port = int(listen.rsplit(":", 1)[1])
+    for dep in tickmesh_deployments(docs):
+        where = f"{path}: Deployment/{dep['metadata']['name']}"
+        template = dep["spec"]["template"]
+        ports = {p.get("name"): p.get("containerPort")
+                 for c in template["spec"]["containers"] for p in c.get("ports", [])}
+        if ports.get("metrics") != port:
+            errors.append(f"{where}: container port \"metrics\" should be {port} (metrics.listen)")
+        annotations = template["metadata"].get("annotations") or {}
+        if annotations.get("prometheus.io/scrape") != "true" \
+                or annotations.get("prometheus.io/port") != str(port) \
+                or annotations.get("prometheus.io/path") != "/metrics":
+            errors.append(f"{where}: prometheus.io/* annotations should say scrape, port {port}, /metrics")
+    opened = any(
+        d.get("kind") == "NetworkPolicy"
+        and d["spec"].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "tickmesh"
+        and any({"protocol": "TCP", "port": port} in rule.get("ports", [])
+                for rule in d["spec"].get("ingress", []))
+        for d in docs)
+    if not opened:
+        errors.append(f"{path}: no NetworkPolicy lets a scraper reach port {port} of the tickmesh pods")
+    for monitor in [d for d in docs if d.get("kind") == "PodMonitor"]:
+        where = f"{path}: PodMonitor/{monitor['metadata']['name']}"
+        if monitor.get("apiVersion") != "monitoring.coreos.com/v1":
+            errors.append(f"{where}: apiVersion must be monitoring.coreos.com/v1")
+        spec = monitor.get("spec") or {}
+        wanted = (spec.get("selector") or {}).get("matchLabels") or {}
+        selected = [d for d in tickmesh_deployments(docs)
+                    if wanted and all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
+                                      for k, v in wanted.items())]
+        if not selected or len(selected) != len(tickmesh_deployments(docs)):
+            errors.append(f"{where}: the selector should pick every tickmesh Deployment's pods")
+        endpoints = spec.get("podMetricsEndpoints") or []
+        if not endpoints:
+            errors.append(f"{where}: spec.podMetricsEndpoints is empty")
+        for i, endpoint in enumerate(endpoints):
+            for dep in selected:
+                names = {p.get("name") for c in dep["spec"]["template"]["spec"]["containers"]
+                         for p in c.get("ports", [])}
+                if endpoint.get("port") not in names:
+                    errors.append(f"{where}: podMetricsEndpoints[{i}].port {endpoint.get('port')!r} "
+                                  f"is no container port of Deployment/{dep['metadata']['name']}")
+            if endpoint.get("path", "/metrics") != "/metrics":
+                errors.append(f"{where}: podMetricsEndpoints[{i}].path should be /metrics")
+
+
 def main(paths):
     errors = []
     for path in paths:
@@ -86,6 +149,7 @@ def main(paths):
         if len(config_maps) != 1:
             errors.append(f"{path}: expected one ConfigMap holding tickmesh.toml")
             continue
+        check_metrics(path, docs, config_maps[0]["data"]["tickmesh.toml"], errors)
         history = tomllib.loads(config_maps[0]["data"]["tickmesh.toml"]).get("history", {})
         expected = f"{name}-client.{namespace}.svc:9042"
         if history.get("scylla_contact_points") != [expected]:
