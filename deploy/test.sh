@@ -25,6 +25,8 @@ deploy/k8s-check.sh
 echo "==> cargo test"
 # The grpcurl tests must run, not skip, here.
 export TICKMESH_TEST_REQUIRE_GRPCURL=1
+# And the tests of the rendered overlays (kubectl, which k8s-check.sh installs).
+export TICKMESH_TEST_REQUIRE_KUBECTL=1
 # A live CQL node (Apache Cassandra 3.11 from PyPI, checking passwords) for
 # the ScyllaDB stores' tests, which must run, not skip; stopped on exit.
 cql_port=$(free_cql_port)
