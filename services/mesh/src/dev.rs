@@ -55,12 +55,13 @@ pub struct DevOptions {
 }
 
 /// Dev mode's defaults, which the file and the environment override:
-/// instrument auto-registration on, and pages served from localhost may call
-/// the mesh over gRPC-Web (CORS).
+/// instrument auto-registration on, pages served from localhost may call
+/// the mesh over gRPC-Web (CORS), and the chart page is on.
 pub fn defaults() -> Config {
     let mut config = Config::default();
     config.marketfeed.auto_register_instruments = true;
     config.server.cors_allowed_origins = tickmesh_runtime::web::dev_origins();
+    config.server.chart = true;
     // Prometheus metrics on localhost, with the demo symbols' lag.
     config.metrics.listen = "127.0.0.1:9464".into();
     config.metrics.symbols = ["BTCUSDT", "ETHUSDT", "005930.KS"].map(String::from).into();
@@ -215,6 +216,9 @@ fn print_banner(mesh: &Mesh, config: &Config, feed: &DevFeed) {
             "before fsync (a Redis crash can lose the last second or two of acknowledged trades)"
         }
     );
+    if config.server.chart {
+        println!("  chart:    http://{addr}/  (candles in your browser)");
+    }
     if let Some(metrics) = mesh.metrics_addr {
         println!("  metrics:  http://{metrics}/metrics  (Prometheus)");
     }

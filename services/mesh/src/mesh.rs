@@ -1,5 +1,6 @@
 //! One mesh process: the services enabled in config, on one gRPC port, with
-//! health, reflection, readiness tied to Redis, and graceful shutdown.
+//! health, reflection, readiness tied to Redis, and graceful shutdown (and
+//! the chart page on that port when `server.chart` is on).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -311,12 +312,15 @@ impl Mesh {
             None => None,
         };
         tracing::info!(%addr, services = ?names, redis = %redact(&config.redis.url), "mesh starting");
+        let pages = config.server.chart.then(tickmesh_chart::router);
+        if pages.is_some() {
+            tracing::info!(url = %format!("http://{addr}/"), "chart page");
+        }
         let server_config = config.server.clone();
         let token = shutdown.clone();
-        let task =
-            tokio::spawn(
-                async move { server::serve(&server_config, listener, routes, token).await },
-            );
+        let task = tokio::spawn(async move {
+            server::serve(&server_config, listener, routes, pages, token).await
+        });
         Ok(Mesh {
             addr,
             shutdown,

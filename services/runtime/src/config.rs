@@ -78,6 +78,11 @@ pub struct ServerConfig {
     /// mode allows localhost pages.
     #[serde(deserialize_with = "list_or_csv")]
     pub cors_allowed_origins: Vec<String>,
+    /// Serve the chart page (candles of any symbol, live) at `/` and
+    /// `/chart` on the same port. It calls this process over gRPC-Web, so
+    /// it needs `grpc_web` and the marketfeed and candles services here.
+    /// Dev mode turns it on.
+    pub chart: bool,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +97,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: 1024,
             grpc_web: true,
             cors_allowed_origins: Vec::new(),
+            chart: false,
         }
     }
 }
@@ -873,6 +879,26 @@ impl Config {
                 );
             }
         }
+        if self.server.chart {
+            if !self.server.grpc_web {
+                return bad(
+                    "server.chart",
+                    "the chart page calls the mesh over gRPC-Web: turn server.grpc_web on too"
+                        .into(),
+                );
+            }
+            if let Some(missing) = ["marketfeed", "candles"]
+                .into_iter()
+                .find(|s| !self.services.is_enabled(s))
+            {
+                return bad(
+                    "server.chart",
+                    format!(
+                        "the chart page calls the {missing} service of this process: enable it (services.enabled) or turn the chart off"
+                    ),
+                );
+            }
+        }
         let topology = match crate::redis_conn::Topology::of(&self.redis) {
             Err(reason) => return bad("redis.url", reason),
             Ok(topology) => topology,
@@ -1614,6 +1640,27 @@ mod tests {
         assert_eq!(config.redis.key_prefix, "flag");
         assert_eq!(config.marketfeed.dedupe_window, 5000);
         assert_eq!(config.services.enabled, vec!["marketfeed".to_string()]);
+    }
+
+    #[test]
+    fn the_chart_needs_grpc_web_and_its_services() {
+        let chart_on = |more: &[(&str, &str)]| {
+            let mut vars = vec![("TICKMESH_SERVER_CHART", "true")];
+            vars.extend_from_slice(more);
+            Config::load(None, env(&vars))
+        };
+        assert!(chart_on(&[]).unwrap().server.chart);
+        let e = chart_on(&[("TICKMESH_SERVER_GRPC_WEB", "false")]).unwrap_err();
+        assert!(
+            e.0.contains("`server.chart`") && e.0.contains("grpc_web"),
+            "{e}"
+        );
+        let e = chart_on(&[("TICKMESH_SERVICES_ENABLED", "marketfeed,ranking")]).unwrap_err();
+        assert!(
+            e.0.contains("`server.chart`") && e.0.contains("candles"),
+            "{e}"
+        );
+        assert!(chart_on(&[("TICKMESH_SERVICES_ENABLED", "marketfeed,candles")]).is_ok());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! port (also as gRPC-Web for browsers, see [`crate::web`]), plus health,
 //! reflection (v1 and v1alpha, so grpcurl needs no .proto files), keepalive,
 //! connection age, message-size limits, per-call tracing spans, and graceful
-//! shutdown.
+//! shutdown. Plain HTTP pages (the chart page) can share the port: their
+//! routes answer their own paths and everything else goes to gRPC.
 //!
 //! Client deadlines (`grpc-timeout`) are honoured by tonic for every call. No
 //! server-wide timeout is set, because it would also cut long client streams
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::service::RoutesBuilder;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -55,11 +56,14 @@ pub fn add_reflection(routes: &mut RoutesBuilder, services: &[&str]) -> anyhow::
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then gives
-/// in-flight calls `grace_period` to finish before returning.
+/// in-flight calls `grace_period` to finish before returning. `pages` are
+/// plain HTTP routes served on the same port (GET pages for browsers);
+/// requests for any other path are gRPC.
 pub async fn serve(
     config: &ServerConfig,
     listener: TcpListener,
     routes: RoutesBuilder,
+    pages: Option<axum::Router>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener address")?;
@@ -71,6 +75,14 @@ pub async fn serve(
             .layer(crate::web::cors_layer(&config.cors_allowed_origins))
             .layer(tonic_web::GrpcWebLayer::new())
     });
+    let grpc = tower::ServiceBuilder::new()
+        .option_layer(web)
+        .layer(GrpcTraceLayer)
+        .layer(crate::metrics::rpc::GrpcMetricsLayer)
+        .service(routes.routes());
+    // The pages' routes come first: the gRPC-Web layer would refuse their
+    // HTTP/1.1 GETs (400), and they are no gRPC calls to trace.
+    let app = pages.unwrap_or_default().fallback_service(grpc);
     let server = Server::builder()
         .accept_http1(config.grpc_web)
         .http2_keepalive_interval(Some(config.keepalive_interval))
@@ -78,10 +90,7 @@ pub async fn serve(
         .max_connection_age(config.max_connection_age)
         .max_connection_age_grace(config.grace_period)
         .max_concurrent_streams(config.max_concurrent_streams)
-        .layer(tower::util::option_layer(web))
-        .layer(GrpcTraceLayer)
-        .layer(crate::metrics::rpc::GrpcMetricsLayer)
-        .add_routes(routes.routes())
+        .add_routes(Routes::from(app))
         // Builder options like `tcp_nodelay` only apply to sockets tonic binds
         // itself; accepted sockets get theirs here (without TCP_NODELAY,
         // Nagle's algorithm and delayed ACKs add ~40 ms to replies).
