@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of tickmesh on a fresh machine (Debian, Rust, root,
 # nothing running): installs what is missing (redis-server, grpcurl, buf,
-# kubectl, kubernetes-validate, checkov, Java and a CQL node), then rustfmt,
-# clippy, buf lint, the Kubernetes manifest checks, and the whole test suite.
+# chromium and playwright-core, kubectl, kubernetes-validate, checkov, Java and
+# a CQL node), then rustfmt, clippy, buf lint, the Kubernetes manifest checks,
+# and the whole test suite.
 # Tests start their own redis-server processes on free ports; none uses a
 # Redis already running.
 set -euo pipefail
@@ -13,6 +14,7 @@ ensure_ssl_dev
 ensure_rust_components
 ensure_grpcurl
 ensure_buf
+ensure_browser
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -27,6 +29,8 @@ echo "==> cargo test"
 export TICKMESH_TEST_REQUIRE_GRPCURL=1
 # And the tests of the rendered overlays (kubectl, which k8s-check.sh installs).
 export TICKMESH_TEST_REQUIRE_KUBECTL=1
+# And the chart page's browser test (chromium via playwright-core).
+export TICKMESH_TEST_REQUIRE_BROWSER=1
 # A live CQL node (Apache Cassandra 3.11 from PyPI, checking passwords) for
 # the ScyllaDB stores' tests, which must run, not skip; stopped on exit.
 cql_port=$(free_cql_port)

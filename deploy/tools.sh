@@ -65,6 +65,27 @@ ensure_buf() {
   buf --version >&2
 }
 
+# A headless browser for the chart page's test (services/tickmesh/tests/
+# chart_page.rs): Debian's chromium, driven by npm playwright-core (pinned;
+# it downloads no browser) in the same npm prefix as buf.
+PLAYWRIGHT_CORE_VERSION=1.65.2
+ensure_browser() {
+  if ! command -v chromium >/dev/null 2>&1; then apt_install chromium; fi
+  if ! command -v npm >/dev/null 2>&1; then apt_install npm; fi
+  local prefix="$TOOLS_DIR/npm"
+  local installed
+  installed=$(node -p "require('$prefix/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+  if [ "$installed" != "$PLAYWRIGHT_CORE_VERSION" ]; then
+    echo "==> installing playwright-core@$PLAYWRIGHT_CORE_VERSION (npm) into $prefix" >&2
+    npm install --silent --no-audit --no-fund --save-exact --prefix "$prefix" \
+      "playwright-core@$PLAYWRIGHT_CORE_VERSION" >&2
+  fi
+  TICKMESH_TEST_CHROMIUM="$(command -v chromium)"
+  export TICKMESH_TEST_CHROMIUM TICKMESH_TEST_NODE_MODULES="$prefix/node_modules"
+  # (Debian's chromium wrapper script chatters on stderr.)
+  echo "$("$TICKMESH_TEST_CHROMIUM" --version 2>/dev/null), playwright-core $PLAYWRIGHT_CORE_VERSION" >&2
+}
+
 # kubectl for `kubectl kustomize` (works offline; no cluster needed).
 ensure_kubectl() {
   if ! command -v kubectl >/dev/null 2>&1; then
