@@ -54,6 +54,10 @@ pub struct DevOptions {
     pub durable_acks: bool,
 }
 
+/// Where dev mode serves metrics unless told otherwise (a free port when
+/// this one is taken).
+const DEV_METRICS: &str = "127.0.0.1:9464";
+
 /// Dev mode's defaults, which the file and the environment override:
 /// instrument auto-registration on, pages served from localhost may call
 /// the mesh over gRPC-Web (CORS), and the chart page is on.
@@ -63,7 +67,7 @@ pub fn defaults() -> Config {
     config.server.cors_allowed_origins = tickmesh_runtime::web::dev_origins();
     config.server.chart = true;
     // Prometheus metrics on localhost, with the demo symbols' lag.
-    config.metrics.listen = "127.0.0.1:9464".into();
+    config.metrics.listen = DEV_METRICS.into();
     config.metrics.symbols = ["BTCUSDT", "ETHUSDT", "005930.KS"].map(String::from).into();
     config
 }
@@ -124,6 +128,14 @@ pub async fn run(
         .validate()
         .map_err(|(key, reason)| anyhow::anyhow!("invalid setting `{key}`: {reason}"))?;
 
+    if config.metrics.listen == DEV_METRICS && std::net::TcpListener::bind(DEV_METRICS).is_err() {
+        // Another `tickmesh dev` (or anything else) has the usual port:
+        // metrics on a free one rather than no dev mode at all.
+        println!(
+            "{DEV_METRICS} is taken: serving metrics on a free port (set metrics.listen / TICKMESH_METRICS_LISTEN to choose one)"
+        );
+        config.metrics.listen = "127.0.0.1:0".into();
+    }
     let mesh = Mesh::start(config.clone()).await?;
     let endpoint = mesh.endpoint();
     crate::demo_feed::register(&endpoint, &config.auth.admin_token)
