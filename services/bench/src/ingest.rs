@@ -35,6 +35,9 @@ pub struct IngestOptions {
     /// Then the same rounds on a local Redis Cluster (3 masters, 1 replica
     /// each), with the share of the commands each master served.
     pub redis_cluster: bool,
+    /// Also measure metrics off and on: two `tickmesh serve` processes of
+    /// this executable (see [`super::metrics_cost`]).
+    pub metrics_exe: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -47,6 +50,7 @@ pub struct IngestReport {
     pub paced_latency_p99: Duration,
     pub quotes_2500_median: Duration,
     pub durable: Option<DurableReport>,
+    pub metrics: Option<super::metrics_cost::MetricsReport>,
     pub cluster: Option<ClusterIngestReport>,
 }
 
@@ -103,7 +107,7 @@ fn bench_symbol(i: usize) -> DemoSymbol {
 }
 
 /// Trades for one round: `n` across `symbols`, ids unique to the round.
-fn make_trades(n: usize, symbols: usize, round: usize) -> Vec<Trade> {
+pub(crate) fn make_trades(n: usize, symbols: usize, round: usize) -> Vec<Trade> {
     let mut walks: Vec<Walk> = (0..symbols)
         .map(|i| Walk::new(&bench_symbol(i), 1 + i as u64))
         .collect();
@@ -177,6 +181,10 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
     } else {
         None
     };
+    let metrics = match &options.metrics_exe {
+        Some(exe) => Some(super::metrics_cost::metrics_comparison(&options, exe).await?),
+        None => None,
+    };
     let report = IngestReport {
         baseline_trades_per_s: median(baseline_rates),
         tickmesh_trades_per_s: median(mesh_rates),
@@ -186,6 +194,7 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
         paced_latency_p99: percentile(&paced_latencies, 0.99),
         quotes_2500_median: quotes,
         durable,
+        metrics,
         cluster: None,
     };
     println!();
@@ -234,6 +243,39 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
         println!(
             "ratio durable on / off:                     {:>10.2}x",
             d.ratio()
+        );
+    }
+    if let Some(m) = &report.metrics {
+        let line = |name: &str, rate: f64, median: Duration, p99: Duration| {
+            println!(
+                "{name:<42} {rate:>10.0} trades/s (median), publish -> readable median {:.2} ms, p99 {:.2} ms",
+                ms(median),
+                ms(p99)
+            )
+        };
+        line(
+            "metrics off (no recorder):",
+            m.off_trades_per_s,
+            m.off_latency_median,
+            m.off_latency_p99,
+        );
+        line(
+            "metrics on (scraped every second):",
+            m.on_trades_per_s,
+            m.on_latency_median,
+            m.on_latency_p99,
+        );
+        println!(
+            "ratio metrics on / off:                     {:>10.3}x ({} scrapes, last {} bytes)",
+            m.ratio(),
+            m.scrapes,
+            m.scrape_bytes
+        );
+        println!(
+            "mesh CPU per trade:                         off {:.2} us, on {:.2} us ({:.3}x)",
+            m.off_cpu_us_per_trade,
+            m.on_cpu_us_per_trade,
+            m.on_cpu_us_per_trade / m.off_cpu_us_per_trade
         );
     }
     let mut report = report;
@@ -504,7 +546,7 @@ async fn cluster_comparison(
     Ok(report)
 }
 
-async fn mesh_round(
+pub(crate) async fn mesh_round(
     endpoint: &str,
     trades: Vec<Trade>,
     options: &IngestOptions,

@@ -8,6 +8,7 @@ pub mod coupon;
 pub mod feeds;
 pub mod history;
 pub mod ingest;
+pub mod metrics_cost;
 pub mod queue;
 pub mod ranking;
 pub mod redis_benchmark;

@@ -295,6 +295,10 @@ enum BenchCommand {
         /// replica), with each master's share of the commands.
         #[arg(long)]
         redis_cluster: bool,
+        /// Skip the metrics off/on comparison (two `tickmesh serve`
+        /// processes of this binary, one scraped every second).
+        #[arg(long)]
+        skip_metrics: bool,
     },
 }
 
@@ -626,6 +630,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 redis_url,
                 skip_durable,
                 redis_cluster,
+                skip_metrics,
             } => {
                 anyhow::ensure!(
                     symbols >= 1
@@ -647,6 +652,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     redis_url,
                     durable: !skip_durable,
                     redis_cluster,
+                    metrics_exe: if skip_metrics {
+                        None
+                    } else {
+                        Some(std::env::current_exe()?)
+                    },
                 })
                 .await?;
                 Ok(())
