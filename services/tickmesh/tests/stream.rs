@@ -439,6 +439,145 @@ async fn a_trade_published_while_a_stream_starts_is_not_held_back() {
     mesh.stop().await.unwrap();
 }
 
+/// Two symbols whose keys share a Redis Cluster hash slot (their hash tags
+/// are the symbols), so one live read (a lane) serves both on a cluster.
+fn same_slot_symbols(prefix: &str) -> (String, String) {
+    use tickmesh_runtime::redis_cluster::key_slot;
+    let mut seen = std::collections::HashMap::new();
+    for i in 0.. {
+        let symbol = format!("{prefix}{i}");
+        if let Some(first) = seen.insert(key_slot(format!("{{{symbol}}}")), symbol.clone()) {
+            return (first, symbol);
+        }
+    }
+    unreachable!()
+}
+
+/// A symbol that starts being followed while the live read that will serve
+/// it is blocked gets its trades at once: the new symbol wakes the blocked
+/// read (`CLIENT UNBLOCK`) instead of waiting out its block (5 s on one node;
+/// 1 s per slot's lane on a Redis Cluster, where this used to be the wait).
+/// The second symbol shares the first one's hash slot, and joins right after
+/// a trade of the first, so the read has just started a new block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symbol_joining_a_blocked_read_streams_without_waiting_for_its_block() {
+    let redis = redis().await;
+    let mesh = start(config(&redis.url())).await;
+    let mut c = client(&mesh).await;
+    let (first, second) = same_slot_symbols("JOIN");
+    register(&mut c, &first, 2, 5).await;
+    register(&mut c, &second, 2, 5).await;
+    let mut a = c
+        .stream_trades(request(&[&first], None))
+        .await
+        .unwrap()
+        .into_inner();
+    // The first trade shows the read runs; the second came from a read that
+    // blocked again right after it.
+    for id in ["a1", "a2"] {
+        publish(&mut c, vec![trade(&first, id, "100.5", "1")]).await;
+        let (got, _) = collect(&mut a, 1, Duration::from_secs(10)).await;
+        assert_eq!(got.len(), 1, "{first} {id} never came");
+    }
+    let mut b = c
+        .stream_trades(request(&[&second], None))
+        .await
+        .unwrap()
+        .into_inner();
+    // Time for the stream to start following the symbol.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let published = tokio::time::Instant::now();
+    publish(&mut c, vec![trade(&second, "b1", "100.5", "1")]).await;
+    let (got, _) = collect(&mut b, 1, Duration::from_secs(10)).await;
+    let took = published.elapsed();
+    assert_eq!(got.len(), 1, "{second} b1 never came");
+    // Waiting out the block took about 850 ms here on a cluster.
+    assert!(
+        took < Duration::from_millis(600),
+        "{second}'s trade took {took:?}: the read it joined was not woken"
+    );
+    mesh.stop().await.unwrap();
+}
+
+/// Clients connected to each node of the test's cluster (`CLIENT LIST`).
+async fn clients_per_node(cluster: &RedisCluster) -> Vec<(u16, usize)> {
+    let mut out = Vec::new();
+    for port in cluster.ports() {
+        let list = cluster.query(port, &["CLIENT", "LIST"]).await.unwrap();
+        out.push((port, list.lines().count()));
+    }
+    out
+}
+
+/// On a Redis Cluster a live read blocks a connection of its own for each
+/// hash slot with followed symbols; those connections are cluster
+/// connections shared across masters (one slot's read per master on each),
+/// so a stream of 60 symbols (60 slots here) opens about as many connections
+/// to each node as the busiest master has such slots (21), not one per slot
+/// to every node (60 each, before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_reads_on_a_cluster_share_connections_across_masters() {
+    if !on_cluster() {
+        eprintln!("Redis Cluster test (TICKMESH_TEST_REDIS=cluster): not run on a single node");
+        return;
+    }
+    use tickmesh_runtime::redis_cluster::key_slot;
+    let mut redis = redis().await;
+    let mesh = start(config(&redis.url())).await;
+    let mut c = client(&mesh).await;
+    let symbols: Vec<String> = (0..60).map(|i| format!("WIDE{i}")).collect();
+    let cluster = redis.cluster().expect("a cluster");
+    let masters: Vec<_> = cluster
+        .topology()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.master && !n.slots.is_empty())
+        .collect();
+    let mut slots_per_master = vec![std::collections::HashSet::new(); masters.len()];
+    for symbol in &symbols {
+        let slot = key_slot(format!("{{{symbol}}}"));
+        let master = masters
+            .iter()
+            .position(|m| m.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .expect("a master serves every slot");
+        slots_per_master[master].insert(slot);
+    }
+    let busiest = slots_per_master.iter().map(|s| s.len()).max().unwrap();
+    let lanes: usize = slots_per_master.iter().map(|s| s.len()).sum();
+    for symbol in &symbols {
+        register(&mut c, symbol, 2, 5).await;
+    }
+    let before = clients_per_node(cluster).await;
+    let refs: Vec<&str> = symbols.iter().map(String::as_str).collect();
+    let mut stream = c
+        .stream_trades(request(&refs, None))
+        .await
+        .unwrap()
+        .into_inner();
+    // Every symbol's read runs once a trade of each has come through.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let batch: Vec<_> = symbols
+        .iter()
+        .map(|s| trade(s, "w1", "100.5", "1"))
+        .collect();
+    publish(&mut c, batch).await;
+    let (got, _) = collect(&mut stream, symbols.len(), Duration::from_secs(20)).await;
+    assert_eq!(got.len(), symbols.len());
+    let after = clients_per_node(cluster).await;
+    for ((port, was), (_, now)) in before.iter().zip(&after) {
+        let opened = now.saturating_sub(*was);
+        eprintln!(
+            "node {port}: {opened} connections opened for {lanes} slots' reads (busiest master: {busiest})"
+        );
+        assert!(
+            opened <= busiest + 2,
+            "node {port}: {opened} connections opened for {lanes} slots' reads, the busiest master serving {busiest} of them"
+        );
+    }
+    mesh.stop().await.unwrap();
+}
+
 /// "From now" means from the StreamTrades answer: a trade published after
 /// the call returned is delivered even when the server's stream task has not
 /// run yet (the bench saw 500 trades a symbol skipped under full load). The
