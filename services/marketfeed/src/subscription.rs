@@ -91,7 +91,11 @@ impl Streamer {
             .collect();
         let mut conn = self.redis.conn();
         let mut states = Vec::with_capacity(starts.len());
-        let mut live = tokio_stream::StreamMap::new();
+        // Polls only the subscriptions that were woken: a client of hundreds
+        // of symbols gets their batches one by one on a Redis Cluster (a
+        // live read per hash slot), and a map that polled every symbol for
+        // each batch cost more than the rest of the stream.
+        let mut live = futures_util::stream::SelectAll::new();
         for (i, (start, sub)) in starts.into_iter().zip(subscriptions).enumerate() {
             let last = tick_log::last_sequence(&mut conn, &self.keys, &start.symbol).await?;
             let next = match start.from {
@@ -105,7 +109,7 @@ impl Streamer {
                 symbol: sub.topic.clone(),
                 next,
             });
-            live.insert(i, SubscriptionStream::new(sub));
+            live.push(SubscriptionStream::new(i, sub));
         }
         for state in &mut states {
             self.catch_up(&mut conn, state, None, tx).await?;
@@ -299,16 +303,19 @@ async fn send(tx: &mpsc::Sender<Result<Chunk>>, chunk: Chunk) -> Result<()> {
         .map_err(|_| Error::Unavailable("client went away".into()))
 }
 
-/// A live subscription as a stream, keeping the tailer's interest in the
-/// symbol alive as long as the stream.
+/// A live subscription as a stream of the client's `index`-th symbol's
+/// batches, keeping the tailer's interest in the symbol alive as long as the
+/// stream.
 struct SubscriptionStream {
+    index: usize,
     inner: BroadcastStream<crate::live::Batch>,
     _interest: Interest,
 }
 
 impl SubscriptionStream {
-    fn new(subscription: LiveSubscription) -> Self {
+    fn new(index: usize, subscription: LiveSubscription) -> Self {
         Self {
+            index,
             inner: BroadcastStream::new(subscription.rx),
             _interest: subscription.interest,
         }
@@ -316,12 +323,18 @@ impl SubscriptionStream {
 }
 
 impl tokio_stream::Stream for SubscriptionStream {
-    type Item = std::result::Result<crate::live::Batch, BroadcastStreamRecvError>;
+    type Item = (
+        usize,
+        std::result::Result<crate::live::Batch, BroadcastStreamRecvError>,
+    );
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+        let index = self.index;
+        std::pin::Pin::new(&mut self.inner)
+            .poll_next(cx)
+            .map(|item| item.map(|item| (index, item)))
     }
 }
