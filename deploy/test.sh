@@ -42,11 +42,10 @@ export TICKMESH_TEST_SCYLLA_USERNAME=cassandra TICKMESH_TEST_SCYLLA_PASSWORD=cas
 cargo test --workspace --no-fail-fast -- --test-threads "${TICKMESH_TEST_THREADS:-4}"
 echo "==> the services' gRPC tests again on a real Redis Cluster (3 masters x 1 replica per test)"
 # One switch, the same tests: a representative subset of the suites (every
-# service, ingest through candles, streams, history); the cluster failover
-# cases (redis_crash, coupon, cluster_reshard, durable_acks, replica_acks)
-# run in the first pass on clusters of their own. The feeds suite is left out here for now: on
-# a cluster 2 of its 7 tests failed in 1 of 3 CI runs (issue 17).
+# service, ingest through candles, streams, history, venue feeds); the
+# cluster failover cases (redis_crash, coupon, cluster_reshard, durable_acks,
+# replica_acks) run in the first pass on clusters of their own.
 TICKMESH_TEST_REDIS=cluster cargo test -p tickmesh --no-fail-fast \
   --test publish --test stream --test candles --test history --test aggregation_status \
-  --test ranking --test coupon --test queue \
+  --test ranking --test coupon --test queue --test feeds \
   -- --test-threads "${TICKMESH_TEST_THREADS:-4}"

@@ -130,6 +130,22 @@ impl RedisCluster {
         cluster
             .wait_replicas_synced(replicas * masters, Duration::from_secs(30))
             .await?;
+        // A node that also knows another cluster's nodes (two tests' creates
+        // that shared a node) joined both into one, whose tests share keys.
+        for node in &cluster.nodes {
+            let info = node.query(&["CLUSTER", "INFO"]).await?;
+            let known: usize = info
+                .lines()
+                .find_map(|l| l.strip_prefix("cluster_known_nodes:"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            anyhow::ensure!(
+                known <= cluster.nodes.len(),
+                "the node on port {} knows {known} cluster nodes, more than this cluster's {}",
+                node.port(),
+                cluster.nodes.len()
+            );
+        }
         Ok(cluster)
     }
 

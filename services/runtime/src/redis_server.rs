@@ -463,16 +463,39 @@ impl RedisServer {
             .stderr(Stdio::null())
             .kill_on_drop(true);
         let child = command.spawn().context("starting redis-server")?;
+        let pid = child.id();
         self.child = Some(child);
         let client = self.client()?;
         for _ in 0..200 {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
+                && let Ok(info) = redis::cmd("INFO")
+                    .arg("server")
+                    .query_async::<String>(&mut conn)
+                    .await
+            {
+                // Only this child will do: another test's server can take the
+                // port between finding it free and this one binding it, and
+                // answers too (this one then exits). Taken for this one, it
+                // would join two tests' clusters into one sharing their keys.
+                let answered = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("process_id:"))
+                    .and_then(|p| p.trim().parse::<u32>().ok());
+                if answered.is_none() || answered != pid {
+                    self.kill().await;
+                    bail!(
+                        "redis-server exited at start: port {} was taken by another redis-server (pid {answered:?}) before it bound it",
+                        self.port
+                    );
+                }
+                // PING fails while the data set loads.
+                if redis::cmd("PING")
                     .query_async::<String>(&mut conn)
                     .await
                     .is_ok()
-            {
-                return Ok(());
+                {
+                    return Ok(());
+                }
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
@@ -546,4 +569,39 @@ fn which_redis() -> Option<PathBuf> {
             .map(|p| p.join("redis-server"))
             .find(|p| p.is_file())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port another server took between being found free and this one
+    /// binding it is refused, not taken for this server because that one
+    /// answers on it (two tests' Redis Clusters then shared a node and merged
+    /// into one).
+    #[tokio::test]
+    async fn a_port_another_server_answers_on_is_not_taken_for_this_one() {
+        let other = RedisServer::start_ephemeral().await.unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "tickmesh-redis-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let mut server = RedisServer {
+            child: None,
+            port: other.port(),
+            dir: dir.clone(),
+            fsync: None,
+            remove_dir: true,
+            replica_of: None,
+            cluster_node_timeout: None,
+            options: ServerOptions::default(),
+        };
+        let err = server.spawn().await.unwrap_err().to_string();
+        assert!(
+            err.contains("exited at start") && err.contains("another redis-server"),
+            "{err}"
+        );
+        assert!(server.child.is_none(), "its own child is stopped");
+    }
 }
