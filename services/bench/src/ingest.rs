@@ -4,6 +4,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tickmesh_api::candles::GetAggregationStatusRequest;
+use tickmesh_api::candles::candle_query_service_client::CandleQueryServiceClient;
 use tickmesh_api::marketfeed::market_feed_service_client::MarketFeedServiceClient;
 use tickmesh_api::marketfeed::{
     GetQuotesRequest, PublishRequest, PublishTradesRequest, StreamTradesRequest, Trade,
@@ -156,6 +158,11 @@ pub async fn ingest(options: IngestOptions) -> anyhow::Result<IngestReport> {
         latencies.append(&mut lat);
     }
     latencies.sort();
+    let settled = candles_caught_up(&endpoint, options.symbols).await?;
+    println!(
+        "  the candle aggregator applied the rounds' last trades {:.1} s after them",
+        settled.as_secs_f64()
+    );
     // Paced: batches of 100 at `paced_rate`, for about 3 s, one publisher.
     let paced_batch = 100usize;
     let paced_trades = (options.paced_rate * 3).max(paced_batch);
@@ -453,6 +460,11 @@ async fn cluster_comparison(
         latencies.append(&mut lat);
     }
     latencies.sort();
+    let settled = candles_caught_up(&endpoint, options.symbols).await?;
+    println!(
+        "  the candle aggregator applied the rounds' last trades {:.1} s after them",
+        settled.as_secs_f64()
+    );
     let paced_batch = 100usize;
     let paced = IngestOptions {
         batch: paced_batch,
@@ -671,6 +683,38 @@ pub(crate) async fn mesh_round(
         latencies.len()
     );
     Ok((total as f64 / elapsed.as_secs_f64(), latencies))
+}
+
+/// Waits until the mesh's candle aggregator has applied every trade of the
+/// bench symbols, and says how long that took. It follows the trades through
+/// its own StreamTrades, which falls behind during the full-speed rounds: the
+/// paced phase measures live delivery, not the aggregator catching up beside it.
+async fn candles_caught_up(endpoint: &str, symbols: usize) -> anyhow::Result<Duration> {
+    let mut client = CandleQueryServiceClient::connect(endpoint.to_string()).await?;
+    let names: Vec<String> = (0..symbols)
+        .map(|i| bench_symbol(i).instrument.symbol)
+        .collect();
+    let started = Instant::now();
+    loop {
+        let mut pending = 0;
+        for chunk in names.chunks(1000) {
+            let reply = client
+                .get_aggregation_status(GetAggregationStatusRequest {
+                    symbols: chunk.to_vec(),
+                })
+                .await?
+                .into_inner();
+            pending += reply.statuses.iter().map(|s| s.pending_trades).sum::<u64>();
+        }
+        if pending == 0 {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "the candle aggregator still had {pending} trades to apply after 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// GetQuotes for 2,500 symbols (a Korean equities desk's watch list).
