@@ -130,6 +130,30 @@ impl IndicatorSet {
         }
     }
 
+    /// Restores a state saved by [`IndicatorState::checkpoint`] for this
+    /// same set; refuses text saved for another set or damaged.
+    pub fn restore(&self, checkpoint: &str) -> Result<IndicatorState, String> {
+        let saved: Saved = serde_json::from_str(checkpoint)
+            .map_err(|e| format!("unreadable indicator checkpoint: {e}"))?;
+        if saved.set != self.key() || saved.studies.len() != self.indicators.len() {
+            return Err(format!(
+                "checkpoint of indicator set {:?} does not fit {:?}",
+                saved.set,
+                self.key()
+            ));
+        }
+        let mut state = self.state();
+        for (slot, restored) in state.studies.iter_mut().zip(saved.studies) {
+            if std::mem::discriminant(&slot.study) != std::mem::discriminant(&restored.study) {
+                return Err("checkpoint studies do not match the indicator set".into());
+            }
+            *slot = restored;
+        }
+        state.committed = saved.committed;
+        state.last_open_ns = saved.last_open_ns;
+        Ok(state)
+    }
+
     /// Readings of every candle of `bars` (closed candles in increasing open
     /// time, the first one the start of the series): `result[i][j]` is
     /// indicator `j` at candle `i`. The same as committing them one by one to
@@ -159,7 +183,23 @@ impl fmt::Display for OutOfOrder {
 
 impl std::error::Error for OutOfOrder {}
 
-#[derive(Clone, Debug)]
+#[derive(serde::Serialize)]
+struct SavedRef<'a> {
+    set: String,
+    committed: u64,
+    last_open_ns: Option<i64>,
+    studies: &'a [Slot],
+}
+
+#[derive(serde::Deserialize)]
+struct Saved {
+    set: String,
+    committed: u64,
+    last_open_ns: Option<i64>,
+    studies: Vec<Slot>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Slot {
     study: Study,
     out_of_range: bool,
@@ -208,6 +248,19 @@ impl IndicatorState {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// The whole state as text (JSON), to be restored with
+    /// [`IndicatorSet::restore`]: a state restored from it continues exactly
+    /// as this one would.
+    pub fn checkpoint(&self) -> String {
+        serde_json::to_string(&SavedRef {
+            set: self.set.key(),
+            committed: self.committed,
+            last_open_ns: self.last_open_ns,
+            studies: &self.studies,
+        })
+        .expect("indicator state serializes")
     }
 
     /// The readings `bar` gives as the next candle, without taking it in.

@@ -24,7 +24,7 @@ const KNOWN: &str = "sma(period), ema(period), wma(period), rsi(period), \
 
 /// A Bollinger band width in standard deviations, exact to
 /// [`MULTIPLIER_SCALE`] places (`2`, `2.5`, `1.75`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Multiplier {
     /// The multiplier × 10^8.
     pub units: i64,

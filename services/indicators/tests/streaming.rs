@@ -263,3 +263,42 @@ fn pending_candles_preview_like_a_batch_with_their_corrections() {
         assert!(state.preview_pending(&[]).unwrap().is_empty());
     }
 }
+
+#[test]
+fn a_restored_checkpoint_continues_exactly_like_the_state_it_was_taken_from() {
+    let mut rng = Rng(0x5eed_c0de);
+    for round in 0..40 {
+        let count = 2 + rng.below(6) as usize;
+        let indicators: Vec<Indicator> = (0..count).map(|_| random_indicator(&mut rng)).collect();
+        let set = IndicatorSet::new(indicators, Scales::new(2, 3).unwrap());
+        let bars = random_bars(&mut rng, 300, 2);
+        let expected = set.compute(&bars).unwrap();
+        let split = 1 + rng.below(298) as usize;
+        let mut state = set.state();
+        for bar in &bars[..split] {
+            state.commit(bar).unwrap();
+        }
+        let text = state.checkpoint();
+        let mut restored = set
+            .restore(&text)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(restored.committed(), split as u64);
+        assert_eq!(restored.last_open_ns(), Some(bars[split - 1].open_ns));
+        // A candle already in the checkpoint is refused after the restore too.
+        assert!(restored.commit(&bars[split - 1]).is_err());
+        for (i, bar) in bars.iter().enumerate().skip(split) {
+            assert_eq!(
+                restored.commit(bar).unwrap(),
+                expected[i],
+                "round {round}, candle {i}"
+            );
+        }
+        // Another set refuses it.
+        let other = IndicatorSet::new(
+            parse_indicators(&["sma(3)"]).unwrap(),
+            Scales::new(2, 3).unwrap(),
+        );
+        assert!(other.restore(&text).is_err());
+        assert!(set.restore("{").is_err());
+    }
+}

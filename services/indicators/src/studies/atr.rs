@@ -7,7 +7,7 @@ use super::{Cx, Raw, Step};
 use crate::bar::Bar;
 use crate::fixed::{FX_SCALE, Fx, Overflow, mul_div, pow10, round_fx, to_fx, wilder_step};
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Atr {
     period: u32,
     count: u64,

@@ -11,7 +11,7 @@ use crate::fixed::{FX_SCALE, Fx, Overflow, mul_div, pow10, ratio, sqrt_div};
 use crate::spec::{MULTIPLIER_SCALE, Multiplier};
 use crate::wide::U256;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Bbands {
     period: u32,
     k: Multiplier,

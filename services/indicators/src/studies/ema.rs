@@ -6,7 +6,7 @@ use super::{Cx, Raw, Step};
 use crate::bar::Bar;
 use crate::fixed::{FX_SCALE, Fx, Overflow, ema_step, mul_div, pow10, round_fx, to_fx};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Ema {
     period: u32,
     count: u64,

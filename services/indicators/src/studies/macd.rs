@@ -12,7 +12,7 @@ use super::{Cx, Raw, Step, Window};
 use crate::bar::Bar;
 use crate::fixed::{FX_SCALE, Fx, Overflow, div, ema_step, mul_div, pow10, round_fx, to_fx};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Macd {
     fast: u32,
     slow: u32,

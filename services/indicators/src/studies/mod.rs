@@ -43,7 +43,7 @@ pub(crate) trait Step {
 }
 
 /// The state of one indicator.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Study {
     Sma(sma::Sma),
     Ema(ema::Ema),
@@ -105,7 +105,7 @@ impl Study {
 }
 
 /// The last `len` closes (or fewer, early on).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Window {
     len: usize,
     values: VecDeque<i64>,

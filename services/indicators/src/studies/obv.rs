@@ -6,7 +6,7 @@ use super::{Cx, Raw, Step};
 use crate::bar::Bar;
 use crate::fixed::{Fx, Overflow};
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Obv {
     started: bool,
     prev_close: i64,

@@ -5,7 +5,7 @@ use super::{Cx, Raw, Step, Window};
 use crate::bar::Bar;
 use crate::fixed::{Fx, Overflow, ratio};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sma {
     period: u32,
     window: Window,

@@ -8,7 +8,7 @@ use super::{Cx, Raw, Step};
 use crate::bar::Bar;
 use crate::fixed::{Fx, Overflow, mul_div, pow10};
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Vwap {
     session: Option<i64>,
     /// Σ (H+L+C)·V in units of 10^-(price scale + quantity scale).

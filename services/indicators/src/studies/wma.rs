@@ -6,7 +6,7 @@ use super::{Cx, Raw, Step, Window};
 use crate::bar::Bar;
 use crate::fixed::{Fx, Overflow, ratio};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Wma {
     period: u32,
     window: Window,
