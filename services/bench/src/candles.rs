@@ -407,6 +407,7 @@ async fn latency(
                     symbol,
                     intervals: vec!["1m".into()],
                     cursor: String::new(),
+                    indicators: Vec::new(),
                 })
                 .await?
                 .into_inner();

@@ -431,6 +431,17 @@ impl Aggregator {
                     lost = true;
                 }
                 Err(WriteError::Diverged(reason)) => {
+                    // Redis lost candle writes: indicator checkpoints read
+                    // from what it held meanwhile may be wrong.
+                    let bumped: redis::RedisResult<i64> = redis::cmd("HINCRBY")
+                        .arg(self.store.keys.status(&symbol))
+                        .arg(crate::indicators::series::EPOCH_FIELD)
+                        .arg(1)
+                        .query_async(&mut self.store.redis.conn())
+                        .await;
+                    if let Err(e) = bumped {
+                        tracing::warn!(symbol, error = %e, "indicator epoch not bumped");
+                    }
                     return Err(Error::Unavailable(format!(
                         "candle write of {symbol} refused: {reason}"
                     )));

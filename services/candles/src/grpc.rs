@@ -8,7 +8,8 @@ use tickmesh_api::candles::candle_query_service_server::{
 };
 use tickmesh_api::candles::{
     self as pb, CandleFill, CandleOrder, GetAggregationStatusRequest, GetAggregationStatusResponse,
-    GetCandlesRequest, GetCandlesResponse, SubscribeCandlesRequest, SubscribeCandlesResponse,
+    GetCandlesRequest, GetCandlesResponse, GetIndicatorsRequest, GetIndicatorsResponse,
+    SubscribeCandlesRequest, SubscribeCandlesResponse,
 };
 use tickmesh_core::Error;
 use tickmesh_runtime::proto_time::{nanos_to_timestamp, timestamp_to_nanos};
@@ -18,6 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::candle::Candle;
+use crate::indicators::query::IndicatorsQuery;
+use crate::indicators::render::IndicatorValue;
 use crate::query::CandlesQuery;
 use crate::service::CandleService;
 
@@ -49,7 +52,30 @@ pub fn candle_to_pb(symbol: &str, c: &Candle) -> pb::Candle {
         trade_count: c.trade_count,
         closed: c.closed,
         revision: c.revision,
+        indicators: Vec::new(),
     }
+}
+
+/// A candle with its indicator values.
+pub fn candle_with_values_to_pb(symbol: &str, c: &Candle, values: &[IndicatorValue]) -> pb::Candle {
+    let mut candle = candle_to_pb(symbol, c);
+    candle.indicators = values
+        .iter()
+        .map(|v| pb::IndicatorValue {
+            indicator: v.indicator.clone(),
+            outputs: v
+                .outputs
+                .iter()
+                .map(|(name, value)| pb::IndicatorOutput {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            warming_up: v.warming_up,
+            out_of_range: v.out_of_range,
+        })
+        .collect();
+    candle
 }
 
 fn time_field(ts: Option<&prost_types::Timestamp>, field: &str) -> Result<Option<i64>, Status> {
@@ -89,6 +115,34 @@ impl CandleQueryService for CandleGrpc {
         }))
     }
 
+    async fn get_indicators(
+        &self,
+        request: Request<GetIndicatorsRequest>,
+    ) -> Result<Response<GetIndicatorsResponse>, Status> {
+        let r = request.into_inner();
+        let order = CandleOrder::try_from(r.order)
+            .map_err(|_| to_status(Error::invalid("order", "is not a CandleOrder")))?;
+        let query = IndicatorsQuery {
+            start_ns: time_field(r.start_time.as_ref(), "start_time")?,
+            end_ns: time_field(r.end_time.as_ref(), "end_time")?,
+            symbol: r.symbol,
+            interval: r.interval,
+            indicators: r.indicators,
+            page_size: r.page_size,
+            page_token: r.page_token,
+            newest_first: order != CandleOrder::OldestFirst,
+        };
+        let symbol = query.symbol.clone();
+        let (page, next_page_token) = self.service.get_indicators(query).await.into_status()?;
+        Ok(Response::new(GetIndicatorsResponse {
+            candles: page
+                .iter()
+                .map(|(c, values)| candle_with_values_to_pb(&symbol, c, values))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
     type SubscribeCandlesStream = CandleStream;
 
     async fn subscribe_candles(
@@ -99,7 +153,7 @@ impl CandleQueryService for CandleGrpc {
         let symbol = r.symbol.clone();
         let rx = self
             .service
-            .subscribe(r.symbol, r.intervals, r.cursor)
+            .subscribe(r.symbol, r.intervals, r.cursor, r.indicators)
             .await
             .into_status()?;
         // Held for as long as the client keeps the stream.
@@ -107,7 +161,15 @@ impl CandleQueryService for CandleGrpc {
         let stream = ReceiverStream::new(rx).map(move |item| {
             let _ = &follow;
             item.map(|m| SubscribeCandlesResponse {
-                candles: m.candles.iter().map(|c| candle_to_pb(&symbol, c)).collect(),
+                candles: if m.indicators.is_empty() {
+                    m.candles.iter().map(|c| candle_to_pb(&symbol, c)).collect()
+                } else {
+                    m.candles
+                        .iter()
+                        .zip(&m.indicators)
+                        .map(|(c, v)| candle_with_values_to_pb(&symbol, c, v))
+                        .collect()
+                },
                 snapshot: m.snapshot,
                 cursor: m.cursor,
             })

@@ -11,6 +11,8 @@
 //! | `<p>:{SYM}:cflush` | sorted set | closed candles not yet in the history store (`<interval index>\|<open s>`, score: revision) |
 //! | `<p>:{SYM}:lease` | string | the owning aggregator (`<instance>#<epoch>`), with a TTL |
 //! | `<p>:{SYM}:lease-epoch` | string | fencing counter, bumped at each acquisition |
+//! | `<p>:{SYM}:ind:<interval>:<set>:ck` | sorted set | indicator state checkpoints (score: open time in s of the last candle; member: `<epoch>\|<state>`) |
+//! | `<p>:{SYM}:ind:<interval>:<set>:last` | hash | latest indicator values of a set (candle open, revision, values) |
 //! | `<p>:aggregators` | sorted set | live aggregator instances (score: heartbeat ms) |
 //! | `<p>:{SYM}:seq`, `<p>:{SYM}:trades` | string, stream | MarketFeed's last sequence and tick log (read for status and verification) |
 
@@ -55,6 +57,14 @@ impl CandleKeys {
     /// MarketFeed's tick log of the symbol.
     pub fn tick_log(&self, symbol: &str) -> String {
         format!("{}:{{{symbol}}}:trades", self.prefix)
+    }
+    /// Checkpoints of an indicator set's state (`set_id`: hex of its canonical text).
+    pub fn indicator_checkpoints(&self, symbol: &str, interval: Interval, set_id: &str) -> String {
+        format!("{}:{{{symbol}}}:ind:{interval}:{set_id}:ck", self.prefix)
+    }
+    /// The latest values of an indicator set.
+    pub fn indicator_latest(&self, symbol: &str, interval: Interval, set_id: &str) -> String {
+        format!("{}:{{{symbol}}}:ind:{interval}:{set_id}:last", self.prefix)
     }
     pub fn members(&self) -> String {
         format!("{}:aggregators", self.prefix)

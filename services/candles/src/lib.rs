@@ -8,6 +8,7 @@
 //! - [`store`] / [`keys`]: candles in Redis and the atomic write script.
 //! - [`query`]: GetCandles (paging, order, rollups, fill).
 //! - [`subscribe`]: SubscribeCandles (snapshot, updates, resume).
+//! - [`indicators`]: GetIndicators and the indicator values of SubscribeCandles.
 //! - [`directory`]: instrument definitions from MarketFeed.
 //! - [`verify`] / [`repair`]: candles recomputed from the tick log, compared and fixed;
 //!   [`verify_task`]: the periodic self-check beside the flusher.
@@ -22,6 +23,7 @@ pub mod candle;
 pub mod directory;
 pub mod flusher;
 pub mod grpc;
+pub mod indicators;
 pub mod keys;
 pub mod lease;
 pub mod query;

@@ -133,6 +133,14 @@ pub async fn record(store: &CandleStore, symbol: &str, report: &SymbolReport) ->
     ] {
         pipe.cmd("HINCRBY").arg(&key).arg(field).arg(n).ignore();
     }
+    if report.repaired > 0 {
+        // Candles were rewritten: indicator checkpoints taken over them are stale.
+        pipe.cmd("HINCRBY")
+            .arg(&key)
+            .arg(crate::indicators::series::EPOCH_FIELD)
+            .arg(1)
+            .ignore();
+    }
     pipe.cmd("HSET")
         .arg(&key)
         .arg("verified_ns")

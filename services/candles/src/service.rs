@@ -16,6 +16,11 @@ use crate::aggregator::Aggregator;
 use crate::book::BookConfig;
 use crate::candle::Candle;
 use crate::directory::{Directory, feed_client};
+use crate::indicators::SeriesSpec;
+use crate::indicators::latest::LatestStore;
+use crate::indicators::live::LiveIndicators;
+use crate::indicators::query::{IndicatorsPage, IndicatorsQuery, IndicatorsService};
+use crate::indicators::series::Series;
 use crate::keys::CandleKeys;
 use crate::lease::Leases;
 use crate::query::{CandlesQuery, QueryService};
@@ -30,6 +35,8 @@ pub struct CandleService {
     pub directory: Arc<Directory>,
     query: Arc<QueryService>,
     subscriptions: Arc<Subscriptions>,
+    indicators: Arc<IndicatorsService>,
+    live_indicators: Arc<LiveIndicators>,
     config: CandlesConfig,
     history: Option<History>,
     /// Symbols with an open SubscribeCandles here, told to the mesh (the
@@ -120,8 +127,22 @@ impl CandleService {
             late_window_ns: nanos(config.late_window),
             lag_recoveries: Default::default(),
         });
+        let series = Arc::new(Series {
+            store: store.clone(),
+            query: query.clone(),
+            late_window_ns: nanos(config.late_window),
+        });
+        let latest = Arc::new(LatestStore::default());
+        let indicators = Arc::new(IndicatorsService {
+            series: series.clone(),
+            latest: latest.clone(),
+            directory: directory.clone(),
+        });
+        let live_indicators = Arc::new(LiveIndicators::new(series, latest));
         Ok(Arc::new(Self {
             query,
+            indicators,
+            live_indicators,
             store,
             directory,
             subscriptions,
@@ -205,13 +226,31 @@ impl CandleService {
         self.query.get_candles(query).await
     }
 
+    pub async fn get_indicators(&self, query: IndicatorsQuery) -> Result<IndicatorsPage> {
+        self.indicators.get_indicators(query).await
+    }
+
+    /// Indicator engines alive on this instance (one per symbol × interval ×
+    /// set with subscribers here).
+    pub fn live_indicator_sets(&self) -> usize {
+        self.live_indicators.engines()
+    }
+
+    /// `indicators`: computed on every candle sent (none when empty).
     pub async fn subscribe(
         &self,
         symbol: String,
         intervals: Vec<String>,
         cursor: String,
+        indicators: Vec<String>,
     ) -> Result<mpsc::Receiver<Result<Message>>> {
         let mut violations = Vec::new();
+        if !indicators.is_empty()
+            && let Err(Error::InvalidArgument(v)) =
+                tickmesh_indicators::parse_indicators(&indicators)
+        {
+            violations.extend(v);
+        }
         if let Err(r) = check_symbol(&symbol) {
             violations.push(FieldViolation::new("symbol", r));
         }
@@ -248,10 +287,26 @@ impl CandleService {
             }
         };
         Error::check(violations)?;
-        self.directory.get(&symbol).await?;
-        Ok(self
+        let info = self.directory.get(&symbol).await?;
+        let engines = if indicators.is_empty() {
+            Vec::new()
+        } else {
+            parsed
+                .iter()
+                .map(|&interval| {
+                    SeriesSpec::new(&info, interval, &indicators, "indicators")
+                        .map(|spec| self.live_indicators.engine(spec))
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let rx = self
             .subscriptions
-            .start(symbol, parsed, cursor, self.shutdown.clone()))
+            .start(symbol, parsed, cursor, self.shutdown.clone());
+        Ok(if engines.is_empty() {
+            rx
+        } else {
+            crate::indicators::live::attach(rx, engines)
+        })
     }
 
     pub async fn status(&self, symbols: Vec<String>) -> Result<Vec<AggregationStatus>> {

@@ -103,6 +103,8 @@ pub struct Message {
     pub candles: Vec<Candle>,
     pub snapshot: bool,
     pub cursor: String,
+    /// With indicators: the values of each candle, in the same order.
+    pub indicators: Vec<crate::indicators::live::Values>,
 }
 
 /// Most candles in one message.
@@ -195,6 +197,7 @@ impl Position {
                 candles,
                 snapshot,
                 cursor: self.cursor.encode(),
+                indicators: Vec::new(),
             },
         )
         .await

@@ -412,6 +412,7 @@ async fn bad_candle_requests_are_refused_with_the_reason() {
             symbol: "BTCUSDT".into(),
             intervals: vec!["10m".into()],
             cursor: String::new(),
+            indicators: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -421,6 +422,7 @@ async fn bad_candle_requests_are_refused_with_the_reason() {
             symbol: "BTCUSDT".into(),
             intervals: vec!["1m".into()],
             cursor: "yesterday".into(),
+            indicators: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -464,6 +466,7 @@ async fn live_updates_on_another_instance_and_resume_from_a_cursor() {
             symbol: "BTCUSDT".into(),
             intervals: vec!["1m".into(), "1h".into()],
             cursor: String::new(),
+            indicators: Vec::new(),
         })
         .await
         .unwrap()
@@ -521,6 +524,7 @@ async fn live_updates_on_another_instance_and_resume_from_a_cursor() {
             symbol: "BTCUSDT".into(),
             intervals: vec!["1m".into()],
             cursor: cursor.clone(),
+            indicators: Vec::new(),
         })
         .await
         .unwrap()
@@ -716,6 +720,7 @@ async fn a_slow_subscriber_is_caught_up_from_the_log_and_ends_with_the_final_can
             symbol: "BTCUSDT".into(),
             intervals: vec!["1m".into(), "1h".into()],
             cursor: String::new(),
+            indicators: Vec::new(),
         })
         .await
         .unwrap()
@@ -802,6 +807,7 @@ async fn a_subscriber_that_leaves_ends_its_task_and_an_expired_cursor_gets_a_sna
             symbol: "BTCUSDT".into(),
             intervals: vec!["1m".into()],
             cursor: String::new(),
+            indicators: Vec::new(),
         })
         .await
         .unwrap()
@@ -844,6 +850,7 @@ async fn a_subscriber_that_leaves_ends_its_task_and_an_expired_cursor_gets_a_sna
             symbol: "BTCUSDT".into(),
             intervals: vec!["1m".into()],
             cursor: first.cursor,
+            indicators: Vec::new(),
         })
         .await
         .unwrap()

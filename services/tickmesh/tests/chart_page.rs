@@ -248,6 +248,7 @@ fn codec_fixtures() -> Value {
         trade_count: 123_456_789_012,
         closed: true,
         revision: (1 << 40) + 3,
+        indicators: Vec::new(),
     };
     let full_json = json!({
         "symbol": "BTCUSDT", "interval": "1m",
@@ -316,6 +317,7 @@ fn codec_fixtures() -> Value {
                     symbol: "BTCUSDT".into(),
                     intervals: vec!["1m".into(), String::new(), "1h".into()],
                     cursor: "1733460000000-0".into(),
+                    indicators: Vec::new(),
                 }
                 .encode_to_vec(),
             ),

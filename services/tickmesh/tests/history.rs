@@ -420,6 +420,7 @@ async fn a_cursor_older_than_the_log_recovers_from_the_store_then_goes_live() {
             symbol: "BTCUSDT".into(),
             intervals: vec!["1m".into()],
             cursor: String::new(),
+            indicators: Vec::new(),
         })
         .await
         .unwrap()
@@ -450,6 +451,7 @@ async fn a_cursor_older_than_the_log_recovers_from_the_store_then_goes_live() {
             symbol: "BTCUSDT".into(),
             intervals: vec!["1m".into()],
             cursor: first.cursor,
+            indicators: Vec::new(),
         })
         .await
         .unwrap()

@@ -320,6 +320,7 @@ async fn a_candle_subscriber_anywhere_makes_its_symbol_hot() {
             symbol: "krx:100040".into(),
             intervals: vec!["1m".into()],
             cursor: String::new(),
+            indicators: Vec::new(),
         })
         .await
         .unwrap();

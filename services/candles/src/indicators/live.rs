@@ -1,0 +1,385 @@
+//! Indicator values for SubscribeCandles: one engine per symbol × interval ×
+//! indicator set on each instance, shared by every subscriber of that set
+//! here, so an update's values are computed once however many clients get it.
+//!
+//! An engine holds the state of the set after the symbol's *final* candles
+//! (closed, and older than the late window behind the newest trade seen),
+//! and the candles after them that may still change (the open one, and closed
+//! ones a late trade may still correct). An update's values are a preview
+//! over those, so a late correction gives the revised values of that candle
+//! and of every candle after it, and a candle that closes gets its final
+//! values. Values come cached by (candle, revision). The newest candle's
+//! values go to Redis as the set's latest, at most every
+//! [`LATEST_WRITE_EVERY`] per engine.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tickmesh_calendar::Interval;
+use tickmesh_core::{Error, Result};
+use tickmesh_indicators::IndicatorState;
+use tokio::sync::watch;
+
+use super::SeriesSpec;
+use super::latest::LatestStore;
+use super::render::{IndicatorValue, render};
+use super::series::Series;
+use crate::candle::Candle;
+use crate::query::CandlesQuery;
+
+/// Values handed to subscribers: shared, since many get the same.
+pub type Values = Arc<Vec<IndicatorValue>>;
+
+/// Latest values go to Redis at most this often per engine.
+pub const LATEST_WRITE_EVERY: Duration = Duration::from_millis(200);
+/// Values of committed candles kept for subscribers that are behind.
+const RECENT: usize = 512;
+/// Values of pending candles cached by revision.
+const CACHE: usize = 4096;
+
+type EngineKey = (String, Interval, String);
+
+pub struct LiveIndicators {
+    pub series: Arc<Series>,
+    pub latest: Arc<LatestStore>,
+    engines: Mutex<HashMap<EngineKey, Weak<Engine>>>,
+}
+
+impl LiveIndicators {
+    pub fn new(series: Arc<Series>, latest: Arc<LatestStore>) -> Self {
+        Self {
+            series,
+            latest,
+            engines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The engine of a set, shared while anyone holds it.
+    pub fn engine(&self, spec: SeriesSpec) -> Arc<Engine> {
+        let key = (spec.symbol.clone(), spec.interval, spec.set.key());
+        let mut engines = self.engines.lock().expect("engines lock");
+        if let Some(engine) = engines.get(&key).and_then(Weak::upgrade) {
+            return engine;
+        }
+        engines.retain(|_, e| e.strong_count() > 0);
+        let (latest_tx, latest_rx) = watch::channel(None);
+        let engine = Arc::new(Engine {
+            spec: spec.clone(),
+            series: self.series.clone(),
+            inner: tokio::sync::Mutex::new(None),
+            latest_tx,
+        });
+        tokio::spawn(write_latest(
+            self.series.clone(),
+            self.latest.clone(),
+            spec,
+            latest_rx,
+        ));
+        engines.insert(key, Arc::downgrade(&engine));
+        engine
+    }
+
+    /// Engines alive on this instance.
+    pub fn engines(&self) -> usize {
+        let engines = self.engines.lock().expect("engines lock");
+        engines.values().filter(|e| e.strong_count() > 0).count()
+    }
+}
+
+/// The values of a candle state, and of the newer candles whose values it changed.
+#[derive(Debug, Default)]
+pub struct Computed {
+    pub values: Values,
+    pub followers: Vec<(Candle, Values)>,
+}
+
+impl Computed {
+    fn alone(values: Values) -> Computed {
+        Computed {
+            values,
+            followers: Vec::new(),
+        }
+    }
+}
+
+pub struct Engine {
+    spec: SeriesSpec,
+    series: Arc<Series>,
+    inner: tokio::sync::Mutex<Option<Ready>>,
+    latest_tx: watch::Sender<Option<(Candle, Values)>>,
+}
+
+struct Ready {
+    /// After the final candles.
+    state: IndicatorState,
+    /// Newest trade event time seen (from the candles' last trades).
+    newest_event_ns: i64,
+    /// Candles after `state` that may still change, latest revision of each.
+    pending: BTreeMap<i64, Candle>,
+    cache: HashMap<(i64, u64), Values>,
+    /// Values of the last committed candles, oldest first.
+    recent: VecDeque<((i64, u64), Values)>,
+}
+
+impl Engine {
+    pub fn spec(&self) -> &SeriesSpec {
+        &self.spec
+    }
+
+    /// The values of the set at `candle` (a state of it from the updates
+    /// log). When this state revises a candle that newer ones follow (a late
+    /// correction), their values change too: they come back as followers,
+    /// each the newest state of that candle with its new values.
+    pub async fn values(&self, candle: &Candle) -> Result<Computed> {
+        let key = (candle.bucket.open_ns, candle.revision);
+        let mut guard = self.inner.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.start().await?);
+        }
+        let ready = guard.as_mut().expect("started");
+        if let Some(v) = ready.cache.get(&key) {
+            return Ok(Computed::alone(v.clone()));
+        }
+        if let Some((_, v)) = ready.recent.iter().rev().find(|(k, _)| *k == key) {
+            return Ok(Computed::alone(v.clone()));
+        }
+        if ready
+            .state
+            .last_open_ns()
+            .is_some_and(|last| candle.bucket.open_ns <= last)
+        {
+            // A candle already taken as final: an old state of it (a client
+            // catching up), or a rewrite (then start over from the candles).
+            let newer = ready
+                .recent
+                .iter()
+                .any(|((open, rev), _)| *open == key.0 && *rev < key.1);
+            if newer {
+                *guard = None;
+            }
+            drop(guard);
+            return Ok(Computed::alone(self.values_from_series(candle).await?));
+        }
+        let late_window_ns = self.series.late_window_ns;
+        let spec = &self.spec;
+        ready.newest_event_ns = ready.newest_event_ns.max(candle.last.0);
+        let changed = match ready.pending.get_mut(&key.0) {
+            Some(p) if p.revision >= candle.revision => false,
+            Some(p) => {
+                *p = candle.clone();
+                true
+            }
+            None => {
+                ready.pending.insert(key.0, candle.clone());
+                true
+            }
+        };
+        if changed {
+            // Values of the candles after this one were computed with its old state.
+            ready.cache.retain(|(o, _), _| *o < key.0);
+        }
+        // Take in the candles that became final, oldest first.
+        let final_until = ready.newest_event_ns.saturating_sub(late_window_ns);
+        while let Some((&open, first)) = ready.pending.first_key_value()
+            && first.closed
+            && first.bucket.close_ns <= final_until
+        {
+            let first = first.clone();
+            let readings = ready
+                .state
+                .commit(&spec.bar(&first))
+                .map_err(|e| Error::Internal(format!("live indicators of {}: {e}", spec.symbol)))?;
+            let values: Values = Arc::new(render(&spec.set, &readings));
+            ready.pending.remove(&open);
+            ready.cache.retain(|(o, _), _| *o != open);
+            if ready.recent.len() == RECENT {
+                ready.recent.pop_front();
+            }
+            ready.recent.push_back(((open, first.revision), values));
+        }
+        if let Some((_, v)) = ready.recent.iter().rev().find(|(k, _)| *k == key) {
+            return Ok(Computed::alone(v.clone()));
+        }
+        // Preview the pending candles up to this one (this one as given), and
+        // on a change the ones after it too.
+        let upto = if changed { i64::MAX } else { key.0 };
+        let pending: Vec<&Candle> = ready
+            .pending
+            .range(..=upto)
+            .map(|(&open, c)| if open == key.0 { candle } else { c })
+            .collect();
+        let bars: Vec<_> = pending.iter().map(|c| spec.bar(c)).collect();
+        let readings = ready
+            .state
+            .preview_pending(&bars)
+            .map_err(|e| Error::Internal(format!("live indicators of {}: {e}", spec.symbol)))?;
+        if ready.cache.len() >= CACHE {
+            ready.cache.clear();
+        }
+        let mut out = Computed::default();
+        let mut newest = None;
+        for (c, r) in pending.iter().zip(&readings) {
+            let values: Values = Arc::new(render(&spec.set, r));
+            ready
+                .cache
+                .insert((c.bucket.open_ns, c.revision), values.clone());
+            match c.bucket.open_ns.cmp(&key.0) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => out.values = values.clone(),
+                std::cmp::Ordering::Greater => out.followers.push(((*c).clone(), values.clone())),
+            }
+            newest = Some(((*c).clone(), values));
+        }
+        let newest_open = ready.pending.last_key_value().map(|(&open, _)| open);
+        if let Some((c, values)) = newest
+            && Some(c.bucket.open_ns) == newest_open
+            && ready.pending.get(&c.bucket.open_ns).map(|p| p.revision) == Some(c.revision)
+        {
+            let _ = self.latest_tx.send(Some((c, values)));
+        }
+        Ok(out)
+    }
+
+    /// A new engine's state: the series up to the first candle that may
+    /// still change, then the candles from there.
+    async fn start(&self) -> Result<Ready> {
+        let spec = &self.spec;
+        let finality = self.series.finality(&spec.symbol).await?;
+        // Candles opening before the bucket of the finality line are final.
+        let boundary = (finality.final_until_ns > i64::MIN / 2).then(|| {
+            spec.interval
+                .bucket(finality.final_until_ns, spec.tz)
+                .open_ns
+        });
+        let state = match boundary {
+            Some(b) => self.series.state_before(spec, &finality, b).await?,
+            None => spec.set.state(),
+        };
+        let mut pending = BTreeMap::new();
+        let mut newest_event_ns = finality
+            .final_until_ns
+            .saturating_add(self.series.late_window_ns);
+        let mut token = String::new();
+        loop {
+            let (page, next) = self
+                .series
+                .query
+                .get_candles(CandlesQuery {
+                    symbol: spec.symbol.clone(),
+                    interval: spec.interval.to_string(),
+                    start_ns: boundary,
+                    end_ns: None,
+                    page_size: 1000,
+                    page_token: token,
+                    newest_first: false,
+                    fill: false,
+                })
+                .await?;
+            for c in page {
+                if state.last_open_ns().is_none_or(|l| c.bucket.open_ns > l) {
+                    newest_event_ns = newest_event_ns.max(c.last.0);
+                    pending.insert(c.bucket.open_ns, c);
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        Ok(Ready {
+            state,
+            newest_event_ns,
+            pending,
+            cache: HashMap::new(),
+            recent: VecDeque::new(),
+        })
+    }
+
+    /// Values of a candle computed from the stored series (the slow path).
+    async fn values_from_series(&self, candle: &Candle) -> Result<Values> {
+        let finality = self.series.finality(&self.spec.symbol).await?;
+        let state = self
+            .series
+            .state_before(&self.spec, &finality, candle.bucket.open_ns)
+            .await?;
+        let readings = state
+            .preview(&self.spec.bar(candle))
+            .map_err(|e| Error::Internal(format!("indicators of {}: {e}", self.spec.symbol)))?;
+        Ok(Arc::new(render(&self.spec.set, &readings)))
+    }
+}
+
+/// Writes an engine's newest values to Redis, at most every
+/// [`LATEST_WRITE_EVERY`]; ends with the engine.
+async fn write_latest(
+    series: Arc<Series>,
+    latest: Arc<LatestStore>,
+    spec: SeriesSpec,
+    mut rx: watch::Receiver<Option<(Candle, Values)>>,
+) {
+    while rx.changed().await.is_ok() {
+        let Some((candle, values)) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        if let Err(e) = latest.write(&series.store, &spec, &candle, &values).await {
+            tracing::warn!(symbol = %spec.symbol, error = %e, "latest indicator values not written");
+        }
+        tokio::time::sleep(LATEST_WRITE_EVERY).await;
+    }
+}
+
+/// Gives every candle of a subscription's messages its values (same order,
+/// same cursor). A late correction also changes the values of the newer
+/// candles: their newest states follow at the end of the message with their
+/// new values, unless the message itself goes on to carry them.
+pub fn attach(
+    mut rx: tokio::sync::mpsc::Receiver<Result<crate::subscribe::Message>>,
+    engines: Vec<Arc<Engine>>,
+) -> tokio::sync::mpsc::Receiver<Result<crate::subscribe::Message>> {
+    let (tx, out) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Some(item) = rx.recv().await {
+            let item = match item {
+                Ok(message) => with_values(message, &engines).await,
+                Err(e) => Err(e),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    out
+}
+
+async fn with_values(
+    mut message: crate::subscribe::Message,
+    engines: &[Arc<Engine>],
+) -> Result<crate::subscribe::Message> {
+    let mut values = Vec::with_capacity(message.candles.len());
+    // (interval, open) -> (index of the candle that revised it, state, values)
+    let mut followers: BTreeMap<(Interval, i64), (usize, Candle, Values)> = BTreeMap::new();
+    for (i, candle) in message.candles.iter().enumerate() {
+        let Some(engine) = engines.iter().find(|e| e.spec.interval == candle.interval) else {
+            values.push(Values::default());
+            continue;
+        };
+        let computed = engine.values(candle).await?;
+        values.push(computed.values);
+        for (c, v) in computed.followers {
+            followers.insert((c.interval, c.bucket.open_ns), (i, c, v));
+        }
+    }
+    for ((interval, open), (from, c, v)) in followers {
+        let carried_later = message.candles[from + 1..]
+            .iter()
+            .any(|later| later.interval == interval && later.bucket.open_ns == open);
+        if !carried_later {
+            message.candles.push(c);
+            values.push(v);
+        }
+    }
+    message.indicators = values;
+    Ok(message)
+}
