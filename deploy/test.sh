@@ -47,5 +47,5 @@ echo "==> the services' gRPC tests again on a real Redis Cluster (3 masters x 1 
 # replica_acks) run in the first pass on clusters of their own.
 TICKMESH_TEST_REDIS=cluster cargo test -p tickmesh --no-fail-fast \
   --test publish --test stream --test candles --test history --test aggregation_status \
-  --test ranking --test coupon --test queue --test feeds \
+  --test ranking --test coupon --test queue --test feeds --test indicators \
   -- --test-threads "${TICKMESH_TEST_THREADS:-4}"

@@ -298,6 +298,24 @@ async fn get_indicators_gives_the_values_of_the_whole_series_on_every_page_order
         .await
     );
 
+    // The flusher moves closed candles to the history store and trims Redis
+    // to its hot candles: the series spans both tiers.
+    let mut conn = redis.conn();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let mut conn = conn.clone();
+            async move {
+                let hot: u64 = redis::cmd("ZCARD")
+                    .arg("tm:{SYN}:c:1m")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                hot <= 1_440
+            }
+        })
+        .await,
+        "Redis trimmed to its hot candles"
+    );
     let series = all_candles(&mut candles, "SYN", "1m").await;
     assert!(series.len() > 2_000, "{} candles", series.len());
     let want = expected(&series, &SET, (3, 2), tz);
@@ -330,7 +348,6 @@ async fn get_indicators_gives_the_values_of_the_whole_series_on_every_page_order
 
     // Checkpoints every 1,000 final candles were kept, and used values equal
     // fresh ones: drop them, bump the epoch, query again.
-    let mut conn = redis.conn();
     let set_key =
         IndicatorSet::new(parse_indicators(&SET).unwrap(), Scales::new(3, 2).unwrap()).key();
     let set_id = format!(
@@ -711,7 +728,10 @@ async fn live_values_are_revised_with_the_candle_final_on_close_and_survive_a_ki
     );
     for (open, state) in &last {
         assert!(state.closed, "{open} closed");
-        assert_eq!(state.revision, by_open[open].revision, "{open}: newest state");
+        assert_eq!(
+            state.revision, by_open[open].revision,
+            "{open}: newest state"
+        );
         assert_eq!(
             values_of(state),
             values_of(by_open[open]),
