@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of tickmesh on a fresh machine (Debian, Rust, root,
-# nothing running): installs what is missing (redis-server, grpcurl, buf,
-# chromium and playwright-core, kubectl, kubernetes-validate, checkov, Java and
-# a CQL node), then rustfmt, clippy, buf lint, the Kubernetes manifest checks,
+# nothing running): installs what is missing (redis-server, grpcurl, TA-Lib,
+# buf, chromium and playwright-core, kubectl, kubernetes-validate, checkov, Java
+# and a CQL node), then rustfmt, clippy, buf lint, the Kubernetes manifest checks,
 # and the whole test suite.
 # Tests start their own redis-server processes on free ports; none uses a
 # Redis already running.
@@ -13,6 +13,7 @@ ensure_redis
 ensure_ssl_dev
 ensure_rust_components
 ensure_grpcurl
+ensure_talib
 ensure_buf
 ensure_browser
 
@@ -31,6 +32,8 @@ export TICKMESH_TEST_REQUIRE_GRPCURL=1
 export TICKMESH_TEST_REQUIRE_KUBECTL=1
 # And the chart page's browser test (chromium via playwright-core).
 export TICKMESH_TEST_REQUIRE_BROWSER=1
+# And the indicators' TA-Lib reference rerun (ensure_talib, above).
+export TICKMESH_TEST_REQUIRE_TALIB=1
 # A live CQL node (Apache Cassandra 3.11 from PyPI, checking passwords) for
 # the ScyllaDB stores' tests, which must run, not skip; stopped on exit.
 cql_port=$(free_cql_port)

@@ -105,6 +105,34 @@ ensure_k8s_validators() {
   export PATH="$venv/bin:$PATH"
 }
 
+# TA-Lib for the indicators' reference test
+# (services/indicators/tests/reference.rs reruns tests/fixtures/talib_reference.py
+# with deploy/.tools/venv/bin/python): PyPI ta-lib, whose wheels bundle the
+# TA-Lib C library, and numpy, at the versions pinned in the fixture's
+# requirements.txt, in the same venv as grpcurl. Installs when a pinned
+# version is missing or different, so the script runs against the library
+# that wrote the committed fixture.
+ensure_talib() {
+  local venv="$TOOLS_DIR/venv"
+  local requirements
+  requirements="$(cd "$TOOLS_DIR/../.." && pwd)/services/indicators/tests/fixtures/requirements.txt"
+  if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv" >&2; fi
+  if ! "$venv/bin/python" - "$requirements" <<'PY' >/dev/null 2>&1; then
+import importlib.metadata as metadata, sys
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, _, version = line.partition("==")
+        if metadata.version(name) != version:
+            sys.exit(1)
+import talib, numpy
+PY
+    echo "==> installing TA-Lib (PyPI, $requirements) into $venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
+  fi
+  "$venv/bin/python" -c 'import talib, numpy; print("ta-lib", talib.__version__, "(TA-Lib C", talib.__ta_version__.decode().split()[0] + "), numpy", numpy.__version__)' >&2
+}
+
 # --- A real CQL node for the ScyllaDB stores' tests ----------------------------
 # No ScyllaDB runs on these machines, but Apache Cassandra 3.11.12 (CQL native
 # protocol v4, which the `scylla` driver speaks) does: its jars ship inside the

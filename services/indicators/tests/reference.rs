@@ -221,7 +221,8 @@ fn every_indicator_matches_the_reference() {
 /// writes the committed fixture (less the comment lines, which name library
 /// versions). Uses `TICKMESH_TALIB_PYTHON`, else `deploy/.tools/venv/bin/python`,
 /// else `python3`, whichever can `import talib`; skips with a message when
-/// none can.
+/// none can, or fails when `TICKMESH_TEST_REQUIRE_TALIB` is set (as
+/// `deploy/test.sh` does after installing TA-Lib).
 #[test]
 fn regenerated_reference_matches() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -239,6 +240,13 @@ fn regenerated_reference_matches() {
             .output()
             .is_ok_and(|o| o.status.success())
     }) else {
+        if std::env::var("TICKMESH_TEST_REQUIRE_TALIB").is_ok() {
+            panic!(
+                "a Python with TA-Lib is required here: set TICKMESH_TALIB_PYTHON, or pip install \
+                 -r services/indicators/tests/fixtures/requirements.txt (deploy/tools.sh \
+                 ensure_talib does it into deploy/.tools/venv)"
+            );
+        }
         eprintln!(
             "skipped: no Python with TA-Lib (set TICKMESH_TALIB_PYTHON, or pip install -r \
              services/indicators/tests/fixtures/requirements.txt)"

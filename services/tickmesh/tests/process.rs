@@ -278,10 +278,13 @@ async fn the_readme_grpcurl_examples_work_as_printed() {
 
     let addr = mesh.addr.to_string();
     let candles = mesh.candles.clone().unwrap();
+    // AAPL's last sequence after the PublishTrades calls so far.
+    let mut aapl_sequence = 0;
+    let mut publish_calls = 0;
     for command in commands {
         let command = command.replace("127.0.0.1:50051", &addr);
-        if command.contains("/GetCandles") {
-            // A person types slower than the aggregator takes a new symbol.
+        if command.contains("/GetCandles") || command.contains("/GetIndicators") {
+            // A person types slower than the aggregator applies the trades.
             let candles = candles.clone();
             assert!(
                 eventually(Duration::from_secs(20), || {
@@ -290,7 +293,7 @@ async fn the_readme_grpcurl_examples_work_as_printed() {
                         candles
                             .status(vec!["AAPL".into()])
                             .await
-                            .is_ok_and(|s| s[0].applied_sequence >= 2)
+                            .is_ok_and(|s| s[0].applied_sequence >= aapl_sequence)
                     }
                 })
                 .await
@@ -310,7 +313,7 @@ async fn the_readme_grpcurl_examples_work_as_printed() {
                 "{command}\n{out}"
             );
         }
-        if command.contains("/SubscribeCandles") {
+        if command.contains("/SubscribeCandles") && !command.contains("indicators") {
             assert!(
                 out.contains(r#""snapshot": true"#)
                     && out.contains(r#""interval": "1h""#)
@@ -318,13 +321,48 @@ async fn the_readme_grpcurl_examples_work_as_printed() {
                 "{command}\n{out}"
             );
         }
-        if command.contains("/PublishTrades") {
+        if command.contains("/SubscribeCandles") && command.contains("indicators") {
+            // The snapshot's 1m candle holds one trade (67000.00, above):
+            // VWAP has its value at once, EMA(9) and RSI(14) are warming up.
             assert!(
-                out.contains(r#""accepted": 2"#)
-                    && out.contains(r#""duplicate": 1"#)
-                    && out.contains(r#""rejected": 1"#),
-                "{out}"
+                out.contains(r#""snapshot": true"#)
+                    && out.contains(r#""indicator": "ema(9)""#)
+                    && out.contains(r#""indicator": "rsi(14)""#)
+                    && out.contains(r#""warmingUp": true"#)
+                    && out.contains(r#""indicator": "vwap""#)
+                    && out.contains(r#""value": "67000.0000000000""#),
+                "{command}\n{out}"
             );
+        }
+        if command.contains("/PublishTrades") {
+            publish_calls += 1;
+            let answer: serde_json::Value =
+                serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+            if publish_calls == 1 {
+                assert!(
+                    out.contains(r#""accepted": 2"#)
+                        && out.contains(r#""duplicate": 1"#)
+                        && out.contains(r#""rejected": 1"#),
+                    "{out}"
+                );
+            } else {
+                // Six more AAPL trades, 14:31 to 14:35: all new.
+                assert_eq!(answer["accepted"], 6, "{out}");
+                assert!(
+                    answer.get("duplicate").is_none() && answer.get("rejected").is_none(),
+                    "{out}"
+                );
+            }
+            aapl_sequence = answer["lastSequences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["symbol"] == "AAPL")
+                .and_then(|s| s["sequence"].as_str()?.parse().ok())
+                .unwrap_or_else(|| panic!("AAPL's last sequence in {out}"));
+        }
+        if command.contains("/GetIndicators") {
+            assert_readme_indicators(&out);
         }
         if command.contains("/GetQuotes") {
             assert!(
@@ -362,6 +400,109 @@ async fn the_readme_grpcurl_examples_work_as_printed() {
         }
     }
     mesh.stop().await.unwrap();
+}
+
+/// The README's GetIndicators answer for AAPL's six 1m candles of 14:30 to
+/// 14:35, worked out by hand from the formulas in "Indicators" (closes 189.30,
+/// 189.50, 189.40, 189.70, 189.60, 189.90; volumes 150, 40, 25, 60, 10, 80).
+/// AAPL has price scale 2, so price outputs have 10 places; RSI has 8 and OBV
+/// the quantity scale, 0.
+fn assert_readme_indicators(out: &str) {
+    const WANT: [[&str; 6]; 6] = [
+        [
+            "sma(3) warming up: value=-",
+            "rsi(2) warming up: value=-",
+            "macd(2,3,2) warming up: macd=- signal=- histogram=-",
+            "bbands(3,2) warming up: middle=- upper=- lower=-",
+            // (189.30 + 189.25 + 189.30) / 3
+            "vwap: value=189.2833333333",
+            "obv: value=150",
+        ],
+        [
+            "sma(3) warming up: value=-",
+            "rsi(2) warming up: value=-",
+            "macd(2,3,2) warming up: macd=- signal=- histogram=-",
+            "bbands(3,2) warming up: middle=- upper=- lower=-",
+            // (189.283… × 150 + 189.50 × 40) / 190
+            "vwap: value=189.3289473684",
+            "obv: value=190",
+        ],
+        [
+            "sma(3): value=189.4000000000",
+            // gain 0.20 / 2, loss 0.10 / 2: 100 × 0.10 / 0.15
+            "rsi(2): value=66.66666667",
+            // Both EMAs start here: SMA(3) 189.40 and the mean of the last two
+            // closes 189.45. The signal needs two line values.
+            "macd(2,3,2) warming up: macd=0.0500000000 signal=- histogram=-",
+            // σ of 189.30, 189.50, 189.40 = √(0.02 / 3)
+            "bbands(3,2): middle=189.4000000000 upper=189.5632993162 lower=189.2367006838",
+            "vwap: value=189.3449612403",
+            "obv: value=165",
+        ],
+        [
+            "sma(3): value=189.5333333333",
+            "rsi(2): value=88.88888889",
+            // Printed histogram = printed line − printed signal.
+            "macd(2,3,2): macd=0.0666666667 signal=0.0583333333 histogram=0.0083333334",
+            "bbands(3,2): middle=189.5333333333 upper=189.7827771591 lower=189.2838895075",
+            "vwap: value=189.4224242424",
+            "obv: value=225",
+        ],
+        [
+            "sma(3): value=189.5666666667",
+            "rsi(2): value=61.53846154",
+            "macd(2,3,2): macd=0.0305555556 signal=0.0398148148 histogram=-0.0092592592",
+            "bbands(3,2): middle=189.5666666667 upper=189.8161104925 lower=189.3172228409",
+            "vwap: value=189.4286549708",
+            "obv: value=215",
+        ],
+        [
+            "sma(3): value=189.7333333333",
+            "rsi(2): value=86.48648649",
+            "macd(2,3,2): macd=0.0643518519 signal=0.0561728395 histogram=0.0081790124",
+            "bbands(3,2): middle=189.7333333333 upper=189.9827771591 lower=189.4838895075",
+            "vwap: value=189.5319634703",
+            "obv: value=295",
+        ],
+    ];
+    let answer: serde_json::Value =
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let candles = answer["candles"].as_array().expect(out);
+    assert_eq!(candles.len(), WANT.len(), "{out}");
+    for (minute, (candle, want)) in candles.iter().zip(WANT).enumerate() {
+        assert_eq!(
+            candle["openTime"],
+            format!("2026-01-05T14:3{minute}:00Z"),
+            "{out}"
+        );
+        let got: Vec<String> = candle["indicators"]
+            .as_array()
+            .expect(out)
+            .iter()
+            .map(|v| {
+                let outputs: Vec<String> = v["outputs"]
+                    .as_array()
+                    .expect(out)
+                    .iter()
+                    .map(|o| {
+                        let value = o["value"].as_str().unwrap_or("-");
+                        format!("{}={value}", o["name"].as_str().unwrap())
+                    })
+                    .collect();
+                let warming = if v["warmingUp"] == true {
+                    " warming up"
+                } else {
+                    ""
+                };
+                format!(
+                    "{}{warming}: {}",
+                    v["indicator"].as_str().unwrap(),
+                    outputs.join(" ")
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "candle 14:3{minute}");
+    }
 }
 
 // Blocking child processes: keep the in-process servers on other threads.
