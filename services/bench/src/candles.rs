@@ -191,7 +191,11 @@ fn trade(symbol: &str, id: String, price: i64, time_ns: i64) -> Trade {
     }
 }
 
-async fn wait_applied(endpoint: &str, symbols: &[String], want: u64) -> anyhow::Result<()> {
+pub(crate) async fn wait_applied(
+    endpoint: &str,
+    symbols: &[String],
+    want: u64,
+) -> anyhow::Result<()> {
     let mut c = CandleQueryServiceClient::connect(endpoint.to_string()).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod coupon;
 pub mod feeds;
 pub mod history;
+pub mod indicators;
 pub mod ingest;
 pub mod metrics_cost;
 pub mod queue;

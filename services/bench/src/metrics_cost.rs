@@ -48,15 +48,15 @@ impl MetricsReport {
 }
 
 /// A `tickmesh serve` child process; killed when dropped.
-struct MeshProcess {
+pub(crate) struct MeshProcess {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl MeshProcess {
     /// CPU time the process has used so far (user + system, all threads),
     /// from /proc (Linux; zero elsewhere).
-    fn cpu(&self) -> Duration {
+    pub(crate) fn cpu(&self) -> Duration {
         let Some(pid) = self.child.id() else {
             return Duration::ZERO;
         };
@@ -95,6 +95,32 @@ async fn spawn_mesh(
     batch: usize,
     metrics: Option<u16>,
 ) -> anyhow::Result<MeshProcess> {
+    spawn_serve(
+        exe,
+        redis_url,
+        prefix,
+        &[
+            ("TICKMESH_SERVICES_ENABLED", "marketfeed".into()),
+            ("TICKMESH_MARKETFEED_MAX_BATCH_TRADES", batch.to_string()),
+            (
+                "TICKMESH_METRICS_LISTEN",
+                metrics
+                    .map(|p| format!("127.0.0.1:{p}"))
+                    .unwrap_or_default(),
+            ),
+        ],
+    )
+    .await
+}
+
+/// `tickmesh serve` on `redis_url` under key prefix `prefix`, with
+/// auto-registration and `env` on top; returns once it answers health checks.
+pub(crate) async fn spawn_serve(
+    exe: &Path,
+    redis_url: &str,
+    prefix: &str,
+    env: &[(&str, String)],
+) -> anyhow::Result<MeshProcess> {
     let port = free_port().await?;
     let child = Command::new(exe)
         .arg("serve")
@@ -102,16 +128,9 @@ async fn spawn_mesh(
         .env("TICKMESH_SERVER_LISTEN", format!("127.0.0.1:{port}"))
         .env("TICKMESH_REDIS_URL", redis_url)
         .env("TICKMESH_REDIS_KEY_PREFIX", prefix)
-        .env("TICKMESH_SERVICES_ENABLED", "marketfeed")
         .env("TICKMESH_MARKETFEED_AUTO_REGISTER_INSTRUMENTS", "true")
-        .env("TICKMESH_MARKETFEED_MAX_BATCH_TRADES", batch.to_string())
         .env("TICKMESH_TELEMETRY_LOG_LEVEL", "warn")
-        .env(
-            "TICKMESH_METRICS_LISTEN",
-            metrics
-                .map(|p| format!("127.0.0.1:{p}"))
-                .unwrap_or_default(),
-        )
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -235,6 +235,27 @@ enum BenchCommand {
         #[arg(long)]
         redis_url: Option<String>,
     },
+    /// Indicators: CPU per live candle update with five indicators against none, and GetIndicators of 1,000 candles x 5 against GetCandles.
+    Indicators {
+        /// Symbols subscribed per round (one SubscribeCandles stream each).
+        #[arg(long, default_value_t = 50)]
+        symbols: usize,
+        /// Trades per symbol per round (about one candle update each).
+        #[arg(long, default_value_t = 200)]
+        updates: usize,
+        /// Rounds per mode (alternating).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// 1m candles of the GetIndicators series.
+        #[arg(long, default_value_t = 5_000)]
+        history_candles: usize,
+        /// Queries timed per kind.
+        #[arg(long, default_value_t = 30)]
+        queries: usize,
+        /// Use this Redis instead of starting one.
+        #[arg(long)]
+        redis_url: Option<String>,
+    },
     /// Venue connectors against the fake venue: WebSocket frames → StreamTrades throughput (against PublishTrades in the same run) and latency.
     Feeds {
         /// Venue symbols on the one Binance connection set.
@@ -584,6 +605,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     redis_url,
                 })
                 .await
+            }
+            BenchCommand::Indicators {
+                symbols,
+                updates,
+                rounds,
+                history_candles,
+                queries,
+                redis_url,
+            } => {
+                anyhow::ensure!(
+                    [symbols, updates, rounds, queries].iter().all(|n| *n >= 1)
+                        && history_candles >= 2_000,
+                    "every count must be at least 1, and history_candles at least 2000"
+                );
+                bench::indicators::indicators(
+                    bench::indicators::IndicatorBenchOptions {
+                        symbols,
+                        updates,
+                        rounds,
+                        history_candles,
+                        queries,
+                        redis_url,
+                    },
+                    &std::env::current_exe()?,
+                )
+                .await?;
+                Ok(())
             }
             BenchCommand::Feeds {
                 symbols,
