@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::candle::Candle;
 use crate::indicators::query::IndicatorsQuery;
-use crate::indicators::render::IndicatorValue;
+use crate::indicators::render::{IndicatorValue, to_pb};
 use crate::query::CandlesQuery;
 use crate::service::CandleService;
 
@@ -59,22 +59,7 @@ pub fn candle_to_pb(symbol: &str, c: &Candle) -> pb::Candle {
 /// A candle with its indicator values.
 pub fn candle_with_values_to_pb(symbol: &str, c: &Candle, values: &[IndicatorValue]) -> pb::Candle {
     let mut candle = candle_to_pb(symbol, c);
-    candle.indicators = values
-        .iter()
-        .map(|v| pb::IndicatorValue {
-            indicator: v.indicator.clone(),
-            outputs: v
-                .outputs
-                .iter()
-                .map(|(name, value)| pb::IndicatorOutput {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-            warming_up: v.warming_up,
-            out_of_range: v.out_of_range,
-        })
-        .collect();
+    candle.indicators = values.iter().map(to_pb).collect();
     candle
 }
 
@@ -166,8 +151,13 @@ impl CandleQueryService for CandleGrpc {
                 } else {
                     m.candles
                         .iter()
-                        .zip(&m.indicators)
-                        .map(|(c, v)| candle_with_values_to_pb(&symbol, c, v))
+                        .zip(m.indicators)
+                        .map(|(c, v)| {
+                            let mut candle = candle_to_pb(&symbol, c);
+                            // The last holder takes the values over; others copy.
+                            candle.indicators = Arc::try_unwrap(v).unwrap_or_else(|v| v.to_vec());
+                            candle
+                        })
                         .collect()
                 },
                 snapshot: m.snapshot,

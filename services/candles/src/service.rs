@@ -299,14 +299,9 @@ impl CandleService {
                 })
                 .collect::<Result<Vec<_>>>()?
         };
-        let rx = self
+        Ok(self
             .subscriptions
-            .start(symbol, parsed, cursor, self.shutdown.clone());
-        Ok(if engines.is_empty() {
-            rx
-        } else {
-            crate::indicators::live::attach(rx, engines)
-        })
+            .start(symbol, parsed, cursor, engines, self.shutdown.clone()))
     }
 
     pub async fn status(&self, symbols: Vec<String>) -> Result<Vec<AggregationStatus>> {

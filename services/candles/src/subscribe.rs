@@ -169,6 +169,8 @@ pub fn parse_cursor(cursor: &str) -> std::result::Result<Cursor, FieldViolation>
 /// Where a subscription stands; every message carries it as its cursor.
 struct Position {
     cursor: Cursor,
+    /// Indicator engines of the subscription (one per interval; none without indicators).
+    engines: Arc<[Arc<crate::indicators::live::Engine>]>,
 }
 
 impl Position {
@@ -191,32 +193,35 @@ impl Position {
         if candles.is_empty() && !snapshot {
             return Ok(());
         }
-        send(
-            tx,
-            Message {
-                candles,
-                snapshot,
-                cursor: self.cursor.encode(),
-                indicators: Vec::new(),
-            },
-        )
-        .await
+        let mut message = Message {
+            candles,
+            snapshot,
+            cursor: self.cursor.encode(),
+            indicators: Vec::new(),
+        };
+        if !self.engines.is_empty() {
+            message = crate::indicators::live::with_values(message, &self.engines).await?;
+        }
+        send(tx, message).await
     }
 }
 
 impl Subscriptions {
+    /// `engines`: the indicator engines of the subscription's intervals
+    /// (empty without indicators); every candle sent then carries its values.
     pub fn start(
         self: &Arc<Self>,
         symbol: String,
         intervals: Vec<Interval>,
         cursor: Option<Cursor>,
+        engines: Vec<Arc<crate::indicators::live::Engine>>,
         shutdown: CancellationToken,
     ) -> mpsc::Receiver<Result<Message>> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let this = self.clone();
         tokio::spawn(async move {
             let outcome = tokio::select! {
-                r = this.pump(&symbol, &intervals, cursor, &tx) => r,
+                r = this.pump(&symbol, &intervals, cursor, engines.into(), &tx) => r,
                 _ = shutdown.cancelled() => Err(Error::ShuttingDown("reconnect and resume with your last cursor".into())),
                 _ = tx.closed() => Ok(()),
             };
@@ -232,6 +237,7 @@ impl Subscriptions {
         symbol: &str,
         intervals: &[Interval],
         cursor: Option<Cursor>,
+        engines: Arc<[Arc<crate::indicators::live::Engine>]>,
         tx: &mpsc::Sender<Result<Message>>,
     ) -> Result<()> {
         let subscriber = LiveSubscriber::new("candles");
@@ -256,6 +262,7 @@ impl Subscriptions {
                         entry: entry.clone(),
                         newest_open_s: None,
                     },
+                    engines: engines.clone(),
                 };
                 pos.send(candles, true, Some(entry), tx).await?;
                 pos
@@ -273,6 +280,7 @@ impl Subscriptions {
                 let first_id = decode_entries(first)?.into_iter().next().map(|u| u.id);
                 let mut pos = Position {
                     cursor: cursor.clone(),
+                    engines: engines.clone(),
                 };
                 if first_id.is_some_and(|f| id_cmp(&f, &cursor.entry).is_gt()) {
                     self.recover(symbol, intervals, &mut pos, tx).await?;

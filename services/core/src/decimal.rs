@@ -86,21 +86,42 @@ pub fn parse_units(text: &str, scale: u32) -> Result<i64, DecimalError> {
 /// Formats integer units at `scale` with exactly `scale` decimal places, the
 /// way exchanges print prices ("67012.25000000" at scale 8).
 pub fn format_units(units: i128, scale: u32) -> String {
+    // Digits into a stack buffer, then one allocation of the exact size.
+    let mut digits = [0u8; 40];
+    let mut at = digits.len();
+    let mut magnitude = units.unsigned_abs();
+    // u64 divides several times faster than u128; prices and sizes fit.
+    if let Ok(mut small) = u64::try_from(magnitude) {
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (small % 10) as u8;
+            small /= 10;
+            if small == 0 {
+                break;
+            }
+        }
+    } else {
+        while magnitude > 0 {
+            at -= 1;
+            digits[at] = b'0' + (magnitude % 10) as u8;
+            magnitude /= 10;
+        }
+    }
+    let digits = std::str::from_utf8(&digits[at..]).expect("ascii digits");
     let negative = units < 0;
-    let digits = units.unsigned_abs().to_string();
     let scale = scale as usize;
-    let mut out = String::with_capacity(digits.len() + scale + 2);
+    let mut out = String::with_capacity(digits.len() + scale + 3);
     if negative {
         out.push('-');
     }
     if scale == 0 {
-        out.push_str(&digits);
+        out.push_str(digits);
         return out;
     }
     if digits.len() <= scale {
         out.push_str("0.");
         out.extend(std::iter::repeat_n('0', scale - digits.len()));
-        out.push_str(&digits);
+        out.push_str(digits);
     } else {
         let (int_part, frac_part) = digits.split_at(digits.len() - scale);
         out.push_str(int_part);
@@ -176,6 +197,20 @@ mod tests {
             format_units(i128::from(i64::MAX) * 1000, 3),
             "9223372036854775807.000"
         );
+        // Beyond u64, and the extremes of i128.
+        assert_eq!(
+            format_units(i128::from(u64::MAX) + 1, 0),
+            "18446744073709551616"
+        );
+        assert_eq!(
+            format_units(i128::MIN, 18),
+            "-170141183460469231731.687303715884105728"
+        );
+        assert_eq!(
+            format_units(i128::MAX, 0),
+            "170141183460469231731687303715884105727"
+        );
+        assert_eq!(format_units(-1, 3), "-0.001");
     }
 
     #[test]

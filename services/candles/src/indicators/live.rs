@@ -18,25 +18,26 @@ use std::time::Duration;
 
 use tickmesh_calendar::Interval;
 use tickmesh_core::{Error, Result};
-use tickmesh_indicators::IndicatorState;
+use tickmesh_indicators::{IndicatorState, Reading};
 use tokio::sync::watch;
 
 use super::SeriesSpec;
 use super::latest::LatestStore;
-use super::render::{IndicatorValue, render};
+use super::render::{render, render_pb};
 use super::series::Series;
 use crate::candle::Candle;
 use crate::query::CandlesQuery;
 
-/// Values handed to subscribers: shared, since many get the same.
-pub type Values = Arc<Vec<IndicatorValue>>;
+/// Values handed to subscribers, as the API sends them: shared, since many
+/// get the same.
+pub type Values = Arc<Vec<tickmesh_api::candles::IndicatorValue>>;
 
 /// Latest values go to Redis at most this often per engine.
-pub const LATEST_WRITE_EVERY: Duration = Duration::from_millis(200);
+pub const LATEST_WRITE_EVERY: Duration = Duration::from_secs(1);
 /// Values of committed candles kept for subscribers that are behind.
-const RECENT: usize = 512;
+const RECENT: usize = 128;
 /// Values of pending candles cached by revision.
-const CACHE: usize = 4096;
+const CACHE: usize = 64;
 
 type EngineKey = (String, Interval, String);
 
@@ -107,7 +108,7 @@ pub struct Engine {
     spec: SeriesSpec,
     series: Arc<Series>,
     inner: tokio::sync::Mutex<Option<Ready>>,
-    latest_tx: watch::Sender<Option<(Candle, Values)>>,
+    latest_tx: watch::Sender<Option<(Candle, Vec<Reading>)>>,
 }
 
 struct Ready {
@@ -117,9 +118,16 @@ struct Ready {
     newest_event_ns: i64,
     /// Candles after `state` that may still change, latest revision of each.
     pending: BTreeMap<i64, Candle>,
-    cache: HashMap<(i64, u64), Values>,
+    /// Values of pending candles by (open, revision), while a message still
+    /// holds them (weak: the message that is sent last takes them over
+    /// without a copy).
+    cache: HashMap<(i64, u64), Weak<Vec<tickmesh_api::candles::IndicatorValue>>>,
     /// Values of the last committed candles, oldest first.
     recent: VecDeque<((i64, u64), Values)>,
+    /// `state` with every pending candle but the newest taken in, and those
+    /// candles' (open, revision): updates of the newest candle (nearly all
+    /// of them) preview one candle on it instead of replaying the late window.
+    provisional: Option<(Vec<(i64, u64)>, IndicatorState)>,
 }
 
 impl Engine {
@@ -138,17 +146,17 @@ impl Engine {
             *guard = Some(self.start().await?);
         }
         let ready = guard.as_mut().expect("started");
-        if let Some(v) = ready.cache.get(&key) {
-            return Ok(Computed::alone(v.clone()));
-        }
-        if let Some((_, v)) = ready.recent.iter().rev().find(|(k, _)| *k == key) {
-            return Ok(Computed::alone(v.clone()));
+        if let Some(v) = ready.cache.get(&key).and_then(Weak::upgrade) {
+            return Ok(Computed::alone(v));
         }
         if ready
             .state
             .last_open_ns()
             .is_some_and(|last| candle.bucket.open_ns <= last)
         {
+            if let Some((_, v)) = ready.recent.iter().rev().find(|(k, _)| *k == key) {
+                return Ok(Computed::alone(v.clone()));
+            }
             // A candle already taken as final: an old state of it (a client
             // catching up), or a rewrite (then start over from the candles).
             let newer = ready
@@ -175,9 +183,9 @@ impl Engine {
                 true
             }
         };
-        if changed {
+        if changed && ready.pending.range(key.0 + 1..).next().is_some() {
             // Values of the candles after this one were computed with its old state.
-            ready.cache.retain(|(o, _), _| *o < key.0);
+            ready.cache.retain(|(o, _), _| *o <= key.0);
         }
         // Take in the candles that became final, oldest first.
         let final_until = ready.newest_event_ns.saturating_sub(late_window_ns);
@@ -190,7 +198,7 @@ impl Engine {
                 .state
                 .commit(&spec.bar(&first))
                 .map_err(|e| Error::Internal(format!("live indicators of {}: {e}", spec.symbol)))?;
-            let values: Values = Arc::new(render(&spec.set, &readings));
+            let values: Values = Arc::new(render_pb(&spec.labels, &readings));
             ready.pending.remove(&open);
             ready.cache.retain(|(o, _), _| *o != open);
             if ready.recent.len() == RECENT {
@@ -200,6 +208,40 @@ impl Engine {
         }
         if let Some((_, v)) = ready.recent.iter().rev().find(|(k, _)| *k == key) {
             return Ok(Computed::alone(v.clone()));
+        }
+        let newest_open = ready.pending.last_key_value().map(|(&open, _)| open);
+        if newest_open == Some(key.0) {
+            // The newest candle: one preview on the provisional state.
+            let fresh = ready.provisional.as_ref().is_some_and(|(basis, _)| {
+                basis
+                    .iter()
+                    .copied()
+                    .eq(ready.pending.range(..key.0).map(|(&o, c)| (o, c.revision)))
+            });
+            if !fresh {
+                let mut state = ready.state.clone();
+                let mut basis = Vec::new();
+                for (&open, c) in ready.pending.range(..key.0) {
+                    state.commit(&spec.bar(c)).map_err(|e| {
+                        Error::Internal(format!("live indicators of {}: {e}", spec.symbol))
+                    })?;
+                    basis.push((open, c.revision));
+                }
+                ready.provisional = Some((basis, state));
+            }
+            let (_, state) = ready.provisional.as_ref().expect("provisional state");
+            let readings = state
+                .preview(&spec.bar(candle))
+                .map_err(|e| Error::Internal(format!("live indicators of {}: {e}", spec.symbol)))?;
+            let values: Values = Arc::new(render_pb(&spec.labels, &readings));
+            if ready.cache.len() >= CACHE {
+                ready.cache.clear();
+            }
+            ready.cache.insert(key, Arc::downgrade(&values));
+            if ready.pending.get(&key.0).map(|p| p.revision) == Some(key.1) {
+                self.publish_latest(candle, &readings);
+            }
+            return Ok(Computed::alone(values));
         }
         // Preview the pending candles up to this one (this one as given), and
         // on a change the ones after it too.
@@ -220,25 +262,38 @@ impl Engine {
         let mut out = Computed::default();
         let mut newest = None;
         for (c, r) in pending.iter().zip(&readings) {
-            let values: Values = Arc::new(render(&spec.set, r));
+            let values: Values = Arc::new(render_pb(&spec.labels, r));
             ready
                 .cache
-                .insert((c.bucket.open_ns, c.revision), values.clone());
+                .insert((c.bucket.open_ns, c.revision), Arc::downgrade(&values));
             match c.bucket.open_ns.cmp(&key.0) {
                 std::cmp::Ordering::Less => continue,
-                std::cmp::Ordering::Equal => out.values = values.clone(),
-                std::cmp::Ordering::Greater => out.followers.push(((*c).clone(), values.clone())),
+                std::cmp::Ordering::Equal => out.values = values,
+                std::cmp::Ordering::Greater => out.followers.push(((*c).clone(), values)),
             }
-            newest = Some(((*c).clone(), values));
+            newest = Some((*c, r));
         }
         let newest_open = ready.pending.last_key_value().map(|(&open, _)| open);
-        if let Some((c, values)) = newest
+        if let Some((c, r)) = newest
             && Some(c.bucket.open_ns) == newest_open
             && ready.pending.get(&c.bucket.open_ns).map(|p| p.revision) == Some(c.revision)
         {
-            let _ = self.latest_tx.send(Some((c, values)));
+            self.publish_latest(c, r);
         }
         Ok(out)
+    }
+
+    /// Hands the newest candle's readings to the latest-values writer
+    /// (reusing its buffer: no copy of rendered values per update).
+    fn publish_latest(&self, candle: &Candle, readings: &[Reading]) {
+        self.latest_tx.send_modify(|slot| match slot {
+            Some((c, r)) => {
+                c.clone_from(candle);
+                r.clear();
+                r.extend_from_slice(readings);
+            }
+            None => *slot = Some((candle.clone(), readings.to_vec())),
+        });
     }
 
     /// A new engine's state: the series up to the first candle that may
@@ -293,6 +348,7 @@ impl Engine {
             pending,
             cache: HashMap::new(),
             recent: VecDeque::new(),
+            provisional: None,
         })
     }
 
@@ -306,7 +362,7 @@ impl Engine {
         let readings = state
             .preview(&self.spec.bar(candle))
             .map_err(|e| Error::Internal(format!("indicators of {}: {e}", self.spec.symbol)))?;
-        Ok(Arc::new(render(&self.spec.set, &readings)))
+        Ok(Arc::new(render_pb(&self.spec.labels, &readings)))
     }
 }
 
@@ -316,12 +372,13 @@ async fn write_latest(
     series: Arc<Series>,
     latest: Arc<LatestStore>,
     spec: SeriesSpec,
-    mut rx: watch::Receiver<Option<(Candle, Values)>>,
+    mut rx: watch::Receiver<Option<(Candle, Vec<Reading>)>>,
 ) {
     while rx.changed().await.is_ok() {
-        let Some((candle, values)) = rx.borrow_and_update().clone() else {
+        let Some((candle, readings)) = rx.borrow_and_update().clone() else {
             continue;
         };
+        let values = render(&spec.set, &readings);
         if let Err(e) = latest.write(&series.store, &spec, &candle, &values).await {
             tracing::warn!(symbol = %spec.symbol, error = %e, "latest indicator values not written");
         }
@@ -329,31 +386,11 @@ async fn write_latest(
     }
 }
 
-/// Gives every candle of a subscription's messages its values (same order,
+/// Gives every candle of a subscription's message its values (same order,
 /// same cursor). A late correction also changes the values of the newer
 /// candles: their newest states follow at the end of the message with their
 /// new values, unless the message itself goes on to carry them.
-pub fn attach(
-    mut rx: tokio::sync::mpsc::Receiver<Result<crate::subscribe::Message>>,
-    engines: Vec<Arc<Engine>>,
-) -> tokio::sync::mpsc::Receiver<Result<crate::subscribe::Message>> {
-    let (tx, out) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        while let Some(item) = rx.recv().await {
-            let item = match item {
-                Ok(message) => with_values(message, &engines).await,
-                Err(e) => Err(e),
-            };
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                break;
-            }
-        }
-    });
-    out
-}
-
-async fn with_values(
+pub async fn with_values(
     mut message: crate::subscribe::Message,
     engines: &[Arc<Engine>],
 ) -> Result<crate::subscribe::Message> {

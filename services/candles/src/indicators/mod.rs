@@ -39,6 +39,8 @@ pub struct SeriesSpec {
     pub tz: chrono_tz::Tz,
     /// Short stable id of the set for Redis keys (hex of its canonical text).
     pub set_id: String,
+    /// Names of the indicators and outputs, for rendering.
+    pub labels: std::sync::Arc<render::Labels>,
 }
 
 impl SeriesSpec {
@@ -63,6 +65,7 @@ impl SeriesSpec {
             tickmesh_core::page_token::fingerprint(&[&set.key()])
         );
         Ok(SeriesSpec {
+            labels: std::sync::Arc::new(render::Labels::new(&set)),
             symbol: info.symbol.clone(),
             interval,
             set,
