@@ -414,14 +414,15 @@ async fn get_indicators_gives_the_values_of_the_whole_series_on_every_page_order
         assert_aligned(&got, &series, &want, interval);
     }
 
-    // The newest candle alone: its values are the set's latest in Redis.
-    let newest = candles
-        .get_indicators(request("SYN", "1m", &["sma(20)", "obv"], 1, false))
+    // The first page newest first keeps the newest candle's values as the
+    // set's latest in Redis, with the revisions they were computed from.
+    let mut newest = candles
+        .get_indicators(request("SYN", "1m", &["sma(20)", "obv"], 10, false))
         .await
         .unwrap()
         .into_inner()
         .candles;
-    assert_eq!(newest.len(), 1);
+    newest.truncate(1);
     assert_eq!(open_s(&newest[0]), open_s(series.last().unwrap()));
     let small = IndicatorSet::new(
         parse_indicators(&["sma(20)", "obv"]).unwrap(),
@@ -440,6 +441,11 @@ async fn get_indicators_gives_the_values_of_the_whole_series_on_every_page_order
     assert_eq!(stored["revision"], newest[0].revision.to_string());
     let stored_values: Vec<IndicatorValue> = serde_json::from_str(&stored["values"]).unwrap();
     assert_eq!(stored_values, values_of(&newest[0]));
+    assert!(
+        stored["basis"].starts_with(&format!("{}:{},", open_s(&newest[0]), newest[0].revision)),
+        "{}",
+        stored["basis"]
+    );
     let again = candles
         .get_indicators(request("SYN", "1m", &["sma(20)", "obv"], 1, false))
         .await
@@ -746,4 +752,72 @@ async fn live_values_are_revised_with_the_candle_final_on_close_and_survive_a_ki
     assert_eq!(values_of(corrected), values_of(by_open[&m40]));
     b.stop().await.unwrap();
     c.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_values_follow_a_late_correction_of_an_older_candle() {
+    let redis = redis().await;
+    let mesh = start(candle_config(&redis.url())).await;
+    let mut feed = client(&mesh).await;
+    let mut candles = candles_client(&mesh).await;
+    register(&mut feed, "CORR", 3, 2).await;
+    let trades = walk("CORR", 12, T0, 5);
+    publish_all(&mut feed, &trades).await;
+    assert!(applied(&candles, "CORR", trades.len() as u64).await);
+    let set = ["obv", "sma(3)"];
+    let newest = |page_size: i32| request("CORR", "1m", &set, page_size, false);
+    // A page of 10 keeps the newest values as the set's latest; a page of 1
+    // is then answered from them.
+    let ten = candles
+        .get_indicators(newest(10))
+        .await
+        .unwrap()
+        .into_inner()
+        .candles;
+    let one = candles
+        .get_indicators(newest(1))
+        .await
+        .unwrap()
+        .into_inner()
+        .candles;
+    assert_eq!(one[0], ten[0]);
+    // A late trade corrects the candle before the newest: the newest candle's
+    // revision stays, its OBV and SMA change.
+    let before = &ten[1];
+    let late = trade_at(
+        "CORR",
+        "late-1",
+        "150.000",
+        "99.00",
+        before.open_time.as_ref().unwrap().seconds * 1_000_000_000 + 30_000_000_000,
+    );
+    publish_all(&mut feed, &[late]).await;
+    assert!(applied(&candles, "CORR", trades.len() as u64 + 1).await);
+    let fresh = candles
+        .get_indicators(newest(2))
+        .await
+        .unwrap()
+        .into_inner()
+        .candles;
+    assert!(
+        fresh[1].revision > before.revision,
+        "the older candle was corrected"
+    );
+    assert_eq!(
+        fresh[0].revision, ten[0].revision,
+        "the newest candle did not change"
+    );
+    assert_ne!(values_of(&fresh[0]), values_of(&ten[0]), "its values did");
+    let one = candles
+        .get_indicators(newest(1))
+        .await
+        .unwrap()
+        .into_inner()
+        .candles;
+    assert_eq!(
+        values_of(&one[0]),
+        values_of(&fresh[0]),
+        "not the stale latest values"
+    );
+    mesh.stop().await.unwrap();
 }

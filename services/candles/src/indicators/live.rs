@@ -22,7 +22,7 @@ use tickmesh_indicators::{IndicatorState, Reading};
 use tokio::sync::watch;
 
 use super::SeriesSpec;
-use super::latest::LatestStore;
+use super::latest::{LatestStore, basis, basis_len};
 use super::render::{render, render_pb};
 use super::series::Series;
 use crate::candle::Candle;
@@ -104,11 +104,20 @@ impl Computed {
     }
 }
 
+/// What the latest-values writer gets: the newest candle, its readings and
+/// their basis.
+#[derive(Clone, Debug)]
+struct LatestSlot {
+    candle: Candle,
+    readings: Vec<Reading>,
+    basis: String,
+}
+
 pub struct Engine {
     spec: SeriesSpec,
     series: Arc<Series>,
     inner: tokio::sync::Mutex<Option<Ready>>,
-    latest_tx: watch::Sender<Option<(Candle, Vec<Reading>)>>,
+    latest_tx: watch::Sender<Option<LatestSlot>>,
 }
 
 struct Ready {
@@ -239,7 +248,7 @@ impl Engine {
             }
             ready.cache.insert(key, Arc::downgrade(&values));
             if ready.pending.get(&key.0).map(|p| p.revision) == Some(key.1) {
-                self.publish_latest(candle, &readings);
+                self.publish_latest(ready, candle, &readings);
             }
             return Ok(Computed::alone(values));
         }
@@ -278,21 +287,41 @@ impl Engine {
             && Some(c.bucket.open_ns) == newest_open
             && ready.pending.get(&c.bucket.open_ns).map(|p| p.revision) == Some(c.revision)
         {
-            self.publish_latest(c, r);
+            let c = c.clone();
+            self.publish_latest(ready, &c, r);
         }
         Ok(out)
     }
 
-    /// Hands the newest candle's readings to the latest-values writer
-    /// (reusing its buffer: no copy of rendered values per update).
-    fn publish_latest(&self, candle: &Candle, readings: &[Reading]) {
+    /// Hands the newest candle's readings and their basis to the
+    /// latest-values writer (reusing its buffers: no copy of rendered values
+    /// per update).
+    fn publish_latest(&self, ready: &Ready, candle: &Candle, readings: &[Reading]) {
+        let len = basis_len(self.series.late_window_ns, self.spec.interval);
+        let newest = ready
+            .pending
+            .iter()
+            .rev()
+            .map(|(&open, c)| (open, c.revision))
+            .chain(ready.recent.iter().rev().map(|(k, _)| *k))
+            .take(len)
+            .map(|(open, revision)| (open.div_euclid(1_000_000_000), revision));
         self.latest_tx.send_modify(|slot| match slot {
-            Some((c, r)) => {
-                c.clone_from(candle);
-                r.clear();
-                r.extend_from_slice(readings);
+            Some(s) => {
+                s.candle.clone_from(candle);
+                s.readings.clear();
+                s.readings.extend_from_slice(readings);
+                basis(newest, &mut s.basis);
             }
-            None => *slot = Some((candle.clone(), readings.to_vec())),
+            None => {
+                let mut text = String::new();
+                basis(newest, &mut text);
+                *slot = Some(LatestSlot {
+                    candle: candle.clone(),
+                    readings: readings.to_vec(),
+                    basis: text,
+                });
+            }
         });
     }
 
@@ -372,14 +401,17 @@ async fn write_latest(
     series: Arc<Series>,
     latest: Arc<LatestStore>,
     spec: SeriesSpec,
-    mut rx: watch::Receiver<Option<(Candle, Vec<Reading>)>>,
+    mut rx: watch::Receiver<Option<LatestSlot>>,
 ) {
     while rx.changed().await.is_ok() {
-        let Some((candle, readings)) = rx.borrow_and_update().clone() else {
+        let Some(slot) = rx.borrow_and_update().clone() else {
             continue;
         };
-        let values = render(&spec.set, &readings);
-        if let Err(e) = latest.write(&series.store, &spec, &candle, &values).await {
+        let values = render(&spec.set, &slot.readings);
+        if let Err(e) = latest
+            .write(&series.store, &spec, &slot.candle, &values, &slot.basis)
+            .await
+        {
             tracing::warn!(symbol = %spec.symbol, error = %e, "latest indicator values not written");
         }
         tokio::time::sleep(LATEST_WRITE_EVERY).await;

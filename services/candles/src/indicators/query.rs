@@ -5,7 +5,7 @@
 //! candle ([`Series::state_before`], from a checkpoint), then along the page.
 //! A request for only the newest candle of a stored interval is answered from
 //! the latest values in Redis when they belong to that candle's current
-//! revision.
+//! revision and their basis (the newest candles' revisions) is still current.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use tickmesh_core::{Error, FieldViolation, Result, page_token};
 use tickmesh_indicators::Indicator;
 
 use super::SeriesSpec;
-use super::latest::LatestStore;
+use super::latest::{LatestStore, basis, basis_len};
 use super::render::{IndicatorValue, render};
 use super::series::Series;
 use crate::candle::Candle;
@@ -122,6 +122,17 @@ impl IndicatorsService {
         } else {
             page_token::encode(PAGE_KIND, fingerprint, &next)
         };
+        let basis_of = |candles: &[Candle]| {
+            let mut text = String::new();
+            basis(
+                candles
+                    .iter()
+                    .take(basis_len(self.series.late_window_ns, interval))
+                    .map(|c| (c.score(), c.revision)),
+                &mut text,
+            );
+            text
+        };
         if newest_only
             && interval.is_stored()
             && let Some(candle) = candles.first()
@@ -129,7 +140,24 @@ impl IndicatorsService {
             && latest.open_s == candle.score()
             && latest.revision == candle.revision
         {
-            return Ok((vec![(candle.clone(), latest.values)], next));
+            // Trusted only if no candle it was computed from changed since.
+            let newest = self
+                .series
+                .store
+                .range(
+                    &q.symbol,
+                    interval,
+                    "-inf",
+                    "+inf",
+                    true,
+                    basis_len(self.series.late_window_ns, interval),
+                )
+                .await?;
+            if newest.first().map(|c| c.bucket.open_ns) == Some(candle.bucket.open_ns)
+                && basis_of(&newest) == latest.basis
+            {
+                return Ok((vec![(candle.clone(), latest.values)], next));
+            }
         }
         let mut ordered = candles;
         if q.newest_first {
@@ -148,14 +176,17 @@ impl IndicatorsService {
         if q.newest_first {
             page.reverse();
             // The first page newest first holds the newest candle: keep its
-            // values as the set's latest.
+            // values as the set's latest, with the basis the page shows.
+            let len = basis_len(self.series.late_window_ns, interval);
             if q.page_token.is_empty()
                 && q.end_ns.is_none()
                 && interval.is_stored()
+                && (page.len() >= len || next.is_empty())
                 && let Some((candle, values)) = page.first()
             {
+                let shown: Vec<Candle> = page.iter().take(len).map(|(c, _)| c.clone()).collect();
                 self.latest
-                    .write(&self.series.store, &spec, candle, values)
+                    .write(&self.series.store, &spec, candle, values, &basis_of(&shown))
                     .await?;
             }
         }
