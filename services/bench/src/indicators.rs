@@ -250,7 +250,10 @@ async fn live_round(
                         c.open_time.as_ref().map_or(0, |t| t.seconds)
                     );
                 }
-                if m.candles.iter().any(|c| c.close.trim_end_matches('0') == "0.01") {
+                if m.candles
+                    .iter()
+                    .any(|c| c.close.trim_end_matches('0') == "0.01")
+                {
                     return anyhow::Ok(updates);
                 }
             }
