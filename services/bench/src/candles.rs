@@ -180,7 +180,8 @@ pub async fn candles(options: CandleBenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn trade(symbol: &str, id: String, price: i64, time_ns: i64) -> Trade {
+/// A trade of `price` cents and 0.01 quantity.
+pub(crate) fn trade(symbol: &str, id: String, price: i64, time_ns: i64) -> Trade {
     Trade {
         symbol: symbol.into(),
         trade_id: id,

@@ -18,10 +18,10 @@ use tickmesh_api::candles::candle_query_service_client::CandleQueryServiceClient
 use tickmesh_api::candles::{GetCandlesRequest, GetIndicatorsRequest, SubscribeCandlesRequest};
 use tickmesh_api::marketfeed::market_feed_service_client::MarketFeedServiceClient;
 use tickmesh_api::marketfeed::{PublishTradesRequest, Trade};
-use tickmesh_core::decimal::format_units;
 use tickmesh_mesh::demo_feed::Rng;
-use tickmesh_runtime::proto_time::{nanos_to_timestamp, now_nanos};
+use tickmesh_runtime::proto_time::now_nanos;
 
+use super::candles::trade;
 use super::metrics_cost::spawn_serve;
 use super::{bench_mesh, median, ms};
 
@@ -63,17 +63,6 @@ impl IndicatorReport {
     /// CPU per update with five indicators over without.
     pub fn live_ratio(&self) -> f64 {
         self.five_cpu_us_per_update / self.none_cpu_us_per_update
-    }
-}
-
-fn trade(symbol: &str, id: String, price: i64, time_ns: i64) -> Trade {
-    Trade {
-        symbol: symbol.into(),
-        trade_id: id,
-        price: format_units(i128::from(price), 2),
-        quantity: "0.01000000".into(),
-        time: Some(nanos_to_timestamp(time_ns)),
-        ..Default::default()
     }
 }
 

@@ -13,44 +13,9 @@ use tickmesh_api::candles::{
     Candle, CandleFill, CandleOrder, GetAggregationStatusRequest, GetCandlesRequest,
     SubscribeCandlesRequest,
 };
-use tickmesh_api::marketfeed::{Instrument, Trade, UpsertInstrumentRequest};
-use tickmesh_runtime::config::Config;
+use tickmesh_api::marketfeed::Trade;
 use tickmesh_runtime::proto_time::nanos_to_timestamp;
 use tonic::Code;
-use tonic::transport::Channel;
-
-type Candles = CandleQueryServiceClient<Channel>;
-
-fn candle_config(redis_url: &str) -> Config {
-    let mut c = config(redis_url);
-    c.candles.lease_ttl = Duration::from_secs(1);
-    c.candles.close_grace = Duration::from_millis(200);
-    c
-}
-
-async fn candles_client(mesh: &Mesh) -> Candles {
-    CandleQueryServiceClient::connect(mesh.endpoint())
-        .await
-        .unwrap()
-        .max_decoding_message_size(64 << 20)
-}
-
-/// Waits until the aggregator has applied `sequence` for `symbol`.
-async fn applied(c: &Candles, symbol: &str, sequence: u64) -> bool {
-    eventually(Duration::from_secs(20), || {
-        let mut c = c.clone();
-        let symbol = symbol.to_string();
-        async move {
-            c.get_aggregation_status(GetAggregationStatusRequest {
-                symbols: vec![symbol],
-            })
-            .await
-            .map(|r| r.into_inner().statuses[0].applied_sequence >= sequence)
-            .unwrap_or(false)
-        }
-    })
-    .await
-}
 
 /// Every candle of an interval, oldest first, through all pages.
 async fn all_candles(c: &mut Candles, symbol: &str, interval: &str, page_size: i32) -> Vec<Candle> {
@@ -109,21 +74,6 @@ fn fixture_trades(symbol: &str) -> Vec<Trade> {
             (f[0] == symbol).then(|| trade_at(symbol, f[1], f[2], f[3], f[4].parse().unwrap()))
         })
         .collect()
-}
-
-async fn register_zone(client: &mut Client, symbol: &str, ps: u32, qs: u32, zone: &str) {
-    client
-        .upsert_instrument(UpsertInstrumentRequest {
-            instrument: Some(Instrument {
-                symbol: symbol.into(),
-                price_scale: ps,
-                quantity_scale: qs,
-                time_zone: zone.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
 }
 
 async fn publish_all(client: &mut Client, trades: &[Trade], batch: usize) {

@@ -10,22 +10,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use tickmesh::mesh::Mesh;
-use tickmesh_api::candles::candle_query_service_client::CandleQueryServiceClient;
 use tickmesh_api::candles::{
-    Candle, CandleOrder, GetAggregationStatusRequest, GetCandlesRequest, GetIndicatorsRequest,
-    SubscribeCandlesRequest,
+    Candle, CandleOrder, GetCandlesRequest, GetIndicatorsRequest, SubscribeCandlesRequest,
 };
-use tickmesh_api::marketfeed::{Instrument, Trade, UpsertInstrumentRequest};
+use tickmesh_api::marketfeed::Trade;
 use tickmesh_candles::indicators::render::{IndicatorValue, render};
 use tickmesh_core::decimal::parse_units;
 use tickmesh_indicators::{Bar, IndicatorSet, Scales, parse_indicators, session_key};
-use tickmesh_runtime::config::Config;
 use tickmesh_runtime::proto_time::nanos_to_timestamp;
 use tonic::Code;
-use tonic::transport::Channel;
-
-type Candles = CandleQueryServiceClient<Channel>;
 
 const MINUTE: i64 = 60_000_000_000;
 /// 2024-01-01T00:00Z.
@@ -41,51 +34,6 @@ const SET: [&str; 9] = [
     "vwap",
     "obv",
 ];
-
-fn candle_config(redis_url: &str) -> Config {
-    let mut c = config(redis_url);
-    c.candles.lease_ttl = Duration::from_secs(1);
-    c.candles.close_grace = Duration::from_millis(200);
-    c
-}
-
-async fn candles_client(mesh: &Mesh) -> Candles {
-    CandleQueryServiceClient::connect(mesh.endpoint())
-        .await
-        .unwrap()
-        .max_decoding_message_size(64 << 20)
-}
-
-async fn applied(c: &Candles, symbol: &str, sequence: u64) -> bool {
-    eventually(Duration::from_secs(30), || {
-        let mut c = c.clone();
-        let symbol = symbol.to_string();
-        async move {
-            c.get_aggregation_status(GetAggregationStatusRequest {
-                symbols: vec![symbol],
-            })
-            .await
-            .map(|r| r.into_inner().statuses[0].applied_sequence >= sequence)
-            .unwrap_or(false)
-        }
-    })
-    .await
-}
-
-async fn register_zone(client: &mut Client, symbol: &str, ps: u32, qs: u32, zone: &str) {
-    client
-        .upsert_instrument(UpsertInstrumentRequest {
-            instrument: Some(Instrument {
-                symbol: symbol.into(),
-                price_scale: ps,
-                quantity_scale: qs,
-                time_zone: zone.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-}
 
 async fn publish_all(client: &mut Client, trades: &[Trade]) {
     for chunk in trades.chunks(500) {

@@ -288,3 +288,55 @@ where
     }
     false
 }
+
+/// CandleQueryService clients of the tests.
+pub type Candles =
+    tickmesh_api::candles::candle_query_service_client::CandleQueryServiceClient<Channel>;
+
+/// Test config for the candle suites: short leases, quick closing by the clock.
+pub fn candle_config(redis_url: &str) -> Config {
+    let mut c = config(redis_url);
+    c.candles.lease_ttl = Duration::from_secs(1);
+    c.candles.close_grace = Duration::from_millis(200);
+    c
+}
+
+pub async fn candles_client(mesh: &Mesh) -> Candles {
+    Candles::connect(mesh.endpoint())
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20)
+}
+
+/// Waits (up to 30 s) until the aggregator has applied `sequence` for `symbol`.
+pub async fn applied(c: &Candles, symbol: &str, sequence: u64) -> bool {
+    eventually(Duration::from_secs(30), || {
+        let mut c = c.clone();
+        let symbol = symbol.to_string();
+        async move {
+            c.get_aggregation_status(tickmesh_api::candles::GetAggregationStatusRequest {
+                symbols: vec![symbol],
+            })
+            .await
+            .map(|r| r.into_inner().statuses[0].applied_sequence >= sequence)
+            .unwrap_or(false)
+        }
+    })
+    .await
+}
+
+/// Registers an instrument with a time zone.
+pub async fn register_zone(client: &mut Client, symbol: &str, ps: u32, qs: u32, zone: &str) {
+    client
+        .upsert_instrument(UpsertInstrumentRequest {
+            instrument: Some(Instrument {
+                symbol: symbol.into(),
+                price_scale: ps,
+                quantity_scale: qs,
+                time_zone: zone.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+}
