@@ -17,31 +17,6 @@ use tickmesh_api::marketfeed::Trade;
 use tickmesh_runtime::proto_time::nanos_to_timestamp;
 use tonic::Code;
 
-/// Every candle of an interval, oldest first, through all pages.
-async fn all_candles(c: &mut Candles, symbol: &str, interval: &str, page_size: i32) -> Vec<Candle> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = c
-            .get_candles(GetCandlesRequest {
-                symbol: symbol.into(),
-                interval: interval.into(),
-                page_size,
-                page_token: token,
-                order: CandleOrder::OldestFirst as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.candles);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
-}
-
 fn ohlcv(c: &Candle) -> (i64, String, String, String, String, String, String, u64) {
     (
         c.open_time.as_ref().unwrap().seconds,

@@ -14,7 +14,7 @@ use tickmesh_api::candles::{
     Candle, CandleOrder, GetCandlesRequest, GetIndicatorsRequest, SubscribeCandlesRequest,
 };
 use tickmesh_api::marketfeed::Trade;
-use tickmesh_candles::indicators::render::{IndicatorValue, render};
+use tickmesh_candles::indicators::render::{IndicatorValue, from_pb, render};
 use tickmesh_core::decimal::parse_units;
 use tickmesh_indicators::{Bar, IndicatorSet, Scales, parse_indicators, session_key};
 use tickmesh_runtime::proto_time::nanos_to_timestamp;
@@ -73,31 +73,6 @@ fn walk(symbol: &str, minutes: i64, from_ns: i64, seed: u64) -> Vec<Trade> {
     out
 }
 
-/// Every candle of an interval, oldest first.
-async fn all_candles(c: &mut Candles, symbol: &str, interval: &str) -> Vec<Candle> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = c
-            .get_candles(GetCandlesRequest {
-                symbol: symbol.into(),
-                interval: interval.into(),
-                page_size: 1000,
-                page_token: token,
-                order: CandleOrder::OldestFirst as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.candles);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
-}
-
 /// What the indicators crate computes over `candles` (the whole series,
 /// oldest first), rendered as the service renders it.
 fn expected(
@@ -132,19 +107,7 @@ fn expected(
 }
 
 fn values_of(c: &Candle) -> Vec<IndicatorValue> {
-    c.indicators
-        .iter()
-        .map(|v| IndicatorValue {
-            indicator: v.indicator.clone(),
-            outputs: v
-                .outputs
-                .iter()
-                .map(|o| (o.name.clone(), o.value.clone()))
-                .collect(),
-            warming_up: v.warming_up,
-            out_of_range: v.out_of_range,
-        })
-        .collect()
+    c.indicators.iter().map(from_pb).collect()
 }
 
 fn open_s(c: &Candle) -> i64 {
@@ -264,7 +227,7 @@ async fn get_indicators_gives_the_values_of_the_whole_series_on_every_page_order
         .await,
         "Redis trimmed to its hot candles"
     );
-    let series = all_candles(&mut candles, "SYN", "1m").await;
+    let series = all_candles(&mut candles, "SYN", "1m", 1000).await;
     assert!(series.len() > 2_000, "{} candles", series.len());
     let want = expected(&series, &SET, (3, 2), tz);
     // Warm-up is explicit: the first candle has no SMA(20), the 20th has.
@@ -355,7 +318,7 @@ async fn get_indicators_gives_the_values_of_the_whole_series_on_every_page_order
     // A rolled-up interval (not stored) and a day interval, with VWAP's
     // sessions at New York midnight.
     for interval in ["10m", "1h", "1d"] {
-        let series = all_candles(&mut candles, "SYN", interval).await;
+        let series = all_candles(&mut candles, "SYN", interval, 1000).await;
         let want = expected(&series, &SET, (3, 2), tz);
         let got = all_indicators(&mut candles, request("SYN", interval, &SET, 100, false)).await;
         assert_eq!(got.len(), series.len(), "{interval}");
@@ -510,7 +473,7 @@ async fn live_values_are_revised_with_the_candle_final_on_close_and_survive_a_ki
     publish_all(&mut feed, &history).await;
     assert!(applied(&on_b, "LIVE", history.len() as u64).await);
 
-    let start_series = all_candles(&mut on_b, "LIVE", "1m").await;
+    let start_series = all_candles(&mut on_b, "LIVE", "1m", 1000).await;
     let subscribe = |cursor: String| SubscribeCandlesRequest {
         symbol: "LIVE".into(),
         intervals: vec!["1m".into()],
@@ -624,7 +587,7 @@ async fn live_values_are_revised_with_the_candle_final_on_close_and_survive_a_ki
     // Every state sent carries the values of exactly that state, over the
     // states of the earlier candles sent before it (the history as stored at
     // the start).
-    let series = all_candles(&mut on_b, "LIVE", "1m").await;
+    let series = all_candles(&mut on_b, "LIVE", "1m", 1000).await;
     let mut known: BTreeMap<i64, Candle> = start_series
         .iter()
         .map(|c| (open_s(c), c.clone()))

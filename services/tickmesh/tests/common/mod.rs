@@ -340,3 +340,33 @@ pub async fn register_zone(client: &mut Client, symbol: &str, ps: u32, qs: u32, 
         .await
         .unwrap();
 }
+
+/// Every candle of an interval, oldest first, through all pages.
+pub async fn all_candles(
+    c: &mut Candles,
+    symbol: &str,
+    interval: &str,
+    page_size: i32,
+) -> Vec<tickmesh_api::candles::Candle> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .get_candles(tickmesh_api::candles::GetCandlesRequest {
+                symbol: symbol.into(),
+                interval: interval.into(),
+                page_size,
+                page_token: token,
+                order: tickmesh_api::candles::CandleOrder::OldestFirst as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.candles);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
