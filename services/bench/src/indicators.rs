@@ -1,10 +1,15 @@
 //! `tickmesh bench indicators`:
 //! 1. live: the CPU a serving process spends per candle update it sends to
 //!    SubscribeCandles clients with five indicators, against the same
-//!    subscriptions without indicators, rounds alternating, in one run. The
-//!    serving process is a `tickmesh serve` child that does not aggregate (so
-//!    its CPU is the subscriptions' alone); this process aggregates and
-//!    publishes.
+//!    subscriptions without indicators. Each round measures both at once:
+//!    two `tickmesh serve` children that do not aggregate (so their CPU is
+//!    the subscriptions' alone) get the same updates of the same symbols,
+//!    one serving them with indicators and the other without, and swap
+//!    roles every round; the figure is the median of the rounds' ratios.
+//!    Both children share the last CPU, and this process (which aggregates,
+//!    publishes and runs the clients) the others, so the clients' work does
+//!    not land on the measured core. A run measuring the modes one after
+//!    the other saw CPU per update drift by up to 40% between rounds.
 //! 2. history: GetIndicators of 1,000 candles × five indicators against
 //!    GetCandles of the same page (median latency), with the series'
 //!    checkpoints in Redis and without them (the whole series read from its
@@ -22,7 +27,7 @@ use tickmesh_mesh::demo_feed::Rng;
 use tickmesh_runtime::proto_time::now_nanos;
 
 use super::candles::trade;
-use super::metrics_cost::spawn_serve;
+use super::metrics_cost::{Activity, MeshProcess, spawn_serve};
 use super::{bench_mesh, median, ms};
 
 /// The five indicators of the bench.
@@ -57,12 +62,15 @@ pub struct IndicatorReport {
     pub get_candles: Duration,
     pub get_indicators: Duration,
     pub get_indicators_cold: Duration,
+    /// Median over the rounds of (with five) / (without) in the same round.
+    pub paired_ratio: f64,
 }
 
 impl IndicatorReport {
-    /// CPU per update with five indicators over without.
+    /// CPU per update with five indicators over without: the median of
+    /// the rounds' ratios (both modes measured at once in each round).
     pub fn live_ratio(&self) -> f64 {
-        self.five_cpu_us_per_update / self.none_cpu_us_per_update
+        self.paired_ratio
     }
 }
 
@@ -94,54 +102,82 @@ pub async fn indicators(
     let endpoint = mesh.endpoint();
     let dir = std::env::temp_dir().join(format!("tickmesh-bench-ind-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let server = spawn_serve(
-        exe,
-        &url,
-        "bench-ind",
-        &[
-            ("TICKMESH_SERVICES_ENABLED", "marketfeed,candles".into()),
-            ("TICKMESH_CANDLES_AGGREGATE", "false".into()),
-            (
-                "TICKMESH_HISTORY_EMBEDDED_PATH",
-                dir.join("serve.redb").display().to_string(),
-            ),
-        ],
-    )
-    .await
-    .context("the serving process")?;
+    let mut servers = Vec::new();
+    for name in ["a", "b"] {
+        servers.push(
+            spawn_serve(
+                exe,
+                &url,
+                "bench-ind",
+                &[
+                    ("TICKMESH_SERVICES_ENABLED", "marketfeed,candles".into()),
+                    ("TICKMESH_CANDLES_AGGREGATE", "false".into()),
+                    (
+                        "TICKMESH_HISTORY_EMBEDDED_PATH",
+                        dir.join(format!("serve-{name}.redb")).display().to_string(),
+                    ),
+                ],
+            )
+            .await
+            .context("a serving process")?,
+        );
+    }
+    let pinned = pin(&servers);
     println!();
     println!(
-        "indicators: {} symbols x {} trades per round, {} rounds per mode; subscriptions on {} (serves, does not aggregate), aggregation here on {endpoint}",
-        options.symbols, options.updates, options.rounds, server.endpoint
+        "indicators: {} symbols x {} trades per round, {} rounds; each round both modes at once on two serving processes that do not aggregate ({} and {}, roles swapped every round{}), aggregation here on {endpoint}",
+        options.symbols,
+        options.updates,
+        options.rounds,
+        servers[0].endpoint,
+        servers[1].endpoint,
+        if pinned {
+            "; both on the last CPU, this process on the others"
+        } else {
+            ""
+        }
     );
     let mut report = IndicatorReport::default();
-    let (mut none, mut five) = (Vec::new(), Vec::new());
+    let (mut none, mut five, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..options.rounds {
-        for with in [false, true] {
-            let (cpu_us, updates) = live_round(&endpoint, &server, &options, round, with).await?;
-            report.updates_per_round = updates;
-            let per = cpu_us / updates as f64;
-            println!(
-                "   round {round} {:>13}: {updates} updates, {per:.1} µs CPU per update",
-                if with {
-                    "5 indicators"
-                } else {
-                    "no indicators"
-                }
-            );
-            if with { five.push(per) } else { none.push(per) }
-        }
+        let with = round % 2;
+        let [
+            (none_us, none_updates, none_act),
+            (five_us, five_updates, five_act),
+        ] = live_round(&endpoint, &servers, &options, round, with).await?;
+        report.updates_per_round = five_updates;
+        let (n, f) = (none_us / none_updates as f64, five_us / five_updates as f64);
+        let line = |updates: u64, act: Activity| {
+            format!(
+                "{updates} updates, {:.2} system calls, {:.2} context switches per update, {} MiB resident",
+                act.syscalls as f64 / updates as f64,
+                act.switches as f64 / updates as f64,
+                act.rss_kib / 1024
+            )
+        };
+        println!(
+            "   round {round}: {n:.1} µs CPU per update without indicators, {f:.1} µs with five ({:+.1}%)\n      without ({}): {}\n      with five ({}): {}",
+            (f / n - 1.0) * 100.0,
+            ["a", "b"][1 - with],
+            line(none_updates, none_act),
+            ["a", "b"][with],
+            line(five_updates, five_act),
+        );
+        none.push(n);
+        five.push(f);
+        ratios.push(f / n);
     }
     report.none_cpu_us_per_update = median(none);
     report.five_cpu_us_per_update = median(five);
+    report.paired_ratio = median(ratios);
     println!(
-        "   CPU per candle update, median: {:.1} µs without indicators, {:.1} µs with {} ({:+.1}%)",
+        "   CPU per candle update, median: {:.1} µs without indicators, {:.1} µs with {}; median of the rounds' ratios {:+.1}%",
         report.none_cpu_us_per_update,
         report.five_cpu_us_per_update,
         FIVE.join(", "),
-        (report.live_ratio() - 1.0) * 100.0
+        (report.paired_ratio - 1.0) * 100.0
     );
-    drop(server);
+    drop(servers);
 
     let (candles, warm, cold) = history(&endpoint, &url, &options).await?;
     report.get_candles = candles;
@@ -160,26 +196,48 @@ pub async fn indicators(
     Ok(report)
 }
 
+/// Pins the serving processes to the last CPU and this process (and what it
+/// starts later) to the others, so the clients' and the aggregator's work
+/// does not share a core with what is measured. Needs `taskset` and two CPUs.
+fn pin(servers: &[MeshProcess]) -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return false;
+    }
+    let taskset = |cpus: String, pid: u32| {
+        std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpus, &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let last = (cpus - 1).to_string();
+    let others = format!("0-{}", cpus - 2);
+    servers.iter().all(|s| taskset(last.clone(), s.pid())) && taskset(others, std::process::id())
+}
+
 /// One round: fresh symbols with 60 warm-up candles, one subscription each on
-/// the serving process, then `updates` trades per symbol 10 s apart (an
-/// update of the open candle each, a new candle every sixth). Returns the
-/// serving process's CPU (µs) and the candle updates its clients got.
+/// both serving processes (with five indicators on `servers[with]`, without
+/// on the other), then `updates` trades per symbol 10 s apart (an update of
+/// the open candle each, a new candle every sixth). Returns, without
+/// indicators and then with, the serving process's CPU (µs) over the
+/// updates, the candle updates its clients got, and its activity.
 async fn live_round(
     endpoint: &str,
-    server: &super::metrics_cost::MeshProcess,
+    servers: &[MeshProcess],
     options: &IndicatorBenchOptions,
     round: usize,
-    with: bool,
-) -> anyhow::Result<(f64, u64)> {
-    let tag = if with { "F" } else { "N" };
+    with: usize,
+) -> anyhow::Result<[(f64, u64, Activity); 2]> {
     let symbols: Vec<String> = (0..options.symbols)
-        .map(|i| format!("IND{round}{tag}X{i}"))
+        .map(|i| format!("IND{round}X{i}"))
         .collect();
     let mut feed = MarketFeedServiceClient::connect(endpoint.to_string())
         .await?
         .max_encoding_message_size(64 << 20);
     let base = (now_nanos() / MINUTE - 24 * 60) * MINUTE;
-    let mut rng = Rng::new(round as u64 * 2 + u64::from(with));
+    let mut rng = Rng::new(round as u64);
     let mut price: Vec<i64> = vec![6_700_000; symbols.len()];
     let mut step = |i: usize, rng: &mut Rng| {
         price[i] = (price[i] + rng.below(2001) as i64 - 1000).max(100);
@@ -200,55 +258,60 @@ async fn live_round(
     publish(&mut feed, warm).await?;
     super::candles::wait_applied(endpoint, &symbols, 60).await?;
 
-    let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())?
-        .connect()
-        .await?;
     let last_price = 1; // 0.01: no walk reaches it; marks the last trade.
-    let mut receivers = Vec::new();
-    for s in &symbols {
-        let mut c = CandleQueryServiceClient::new(channel.clone());
-        let mut stream = c
-            .subscribe_candles(SubscribeCandlesRequest {
-                symbol: s.clone(),
-                intervals: vec!["1m".into()],
-                cursor: String::new(),
-                indicators: if with {
-                    FIVE.iter().map(|s| s.to_string()).collect()
-                } else {
-                    Vec::new()
-                },
-            })
-            .await?
-            .into_inner();
-        stream.message().await?.context("snapshot")?; // snapshot
-        receivers.push(tokio::spawn(async move {
-            let mut updates = 0u64;
-            let mut last_close = String::new();
-            loop {
-                let m = tokio::time::timeout(Duration::from_secs(60), stream.message())
-                    .await
-                    .with_context(|| {
-                        format!("no update within 60 s after {updates} (last close {last_close})")
-                    })??
-                    .context("stream ended")?;
-                updates += m.candles.len() as u64;
-                if let Some(c) = m.candles.last() {
-                    last_close = format!(
-                        "{} {}",
-                        c.close,
-                        c.open_time.as_ref().map_or(0, |t| t.seconds)
-                    );
+    let mut receivers: [Vec<_>; 2] = [Vec::new(), Vec::new()];
+    for (k, server) in servers.iter().enumerate() {
+        let channel = tonic::transport::Endpoint::from_shared(server.endpoint.clone())?
+            .connect()
+            .await?;
+        for s in &symbols {
+            let mut c = CandleQueryServiceClient::new(channel.clone());
+            let mut stream = c
+                .subscribe_candles(SubscribeCandlesRequest {
+                    symbol: s.clone(),
+                    intervals: vec!["1m".into()],
+                    cursor: String::new(),
+                    indicators: if k == with {
+                        FIVE.iter().map(|s| s.to_string()).collect()
+                    } else {
+                        Vec::new()
+                    },
+                })
+                .await?
+                .into_inner();
+            stream.message().await?.context("snapshot")?; // snapshot
+            receivers[k].push(tokio::spawn(async move {
+                let mut updates = 0u64;
+                let mut last_close = String::new();
+                loop {
+                    let m = tokio::time::timeout(Duration::from_secs(60), stream.message())
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "no update within 60 s after {updates} (last close {last_close})"
+                            )
+                        })??
+                        .context("stream ended")?;
+                    updates += m.candles.len() as u64;
+                    if let Some(c) = m.candles.last() {
+                        last_close = format!(
+                            "{} {}",
+                            c.close,
+                            c.open_time.as_ref().map_or(0, |t| t.seconds)
+                        );
+                    }
+                    if m.candles
+                        .iter()
+                        .any(|c| c.close.trim_end_matches('0') == "0.01")
+                    {
+                        return anyhow::Ok(updates);
+                    }
                 }
-                if m.candles
-                    .iter()
-                    .any(|c| c.close.trim_end_matches('0') == "0.01")
-                {
-                    return anyhow::Ok(updates);
-                }
-            }
-        }));
+            }));
+        }
     }
-    let cpu_before = server.cpu();
+    let before: Vec<(Duration, Activity)> =
+        servers.iter().map(|s| (s.cpu(), s.activity())).collect();
     let start = base + 60 * MINUTE;
     for k in 0..options.updates {
         let last = k + 1 == options.updates;
@@ -264,12 +327,21 @@ async fn live_round(
         // Paced: about one write (one update) per symbol per batch.
         tokio::time::sleep(Duration::from_millis(4)).await;
     }
-    let mut updates = 0;
-    for r in receivers {
-        updates += r.await??;
+    let mut out = [(0.0, 0, Activity::default()); 2];
+    for (k, receivers) in receivers.into_iter().enumerate() {
+        let mut updates = 0;
+        for r in receivers {
+            updates += r.await??;
+        }
+        let cpu = servers[k].cpu().saturating_sub(before[k].0);
+        // Index 0: without indicators, 1: with.
+        out[usize::from(k == with)] = (
+            cpu.as_secs_f64() * 1e6,
+            updates,
+            servers[k].activity().since(before[k].1),
+        );
     }
-    let cpu = server.cpu().saturating_sub(cpu_before);
-    Ok((cpu.as_secs_f64() * 1e6, updates))
+    Ok(out)
 }
 
 /// GetCandles and GetIndicators (warm and cold) of the newest 1,000 candles

@@ -78,6 +78,61 @@ impl MeshProcess {
         };
         Duration::from_millis((ticks(11) + ticks(12)) * 10)
     }
+
+    /// Read and write system calls, and context switches of all threads,
+    /// so far (from /proc; zero elsewhere): what a change of CPU per
+    /// message may come from besides the code itself.
+    /// The process id (0 once it has been reaped).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    pub(crate) fn activity(&self) -> Activity {
+        let Some(pid) = self.child.id() else {
+            return Activity::default();
+        };
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(name))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        };
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        let mut switches = 0;
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let status =
+                    std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+                switches += field(&status, "voluntary_ctxt_switches:")
+                    + field(&status, "nonvoluntary_ctxt_switches:");
+            }
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        Activity {
+            syscalls: field(&io, "syscr:") + field(&io, "syscw:"),
+            switches,
+            rss_kib: field(&status.replace(" kB", ""), "VmRSS:"),
+        }
+    }
+}
+
+/// System calls and context switches of a process (see [`MeshProcess::activity`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Activity {
+    pub(crate) syscalls: u64,
+    pub(crate) switches: u64,
+    /// Resident memory at the end (KiB).
+    pub(crate) rss_kib: u64,
+}
+
+impl Activity {
+    pub(crate) fn since(self, before: Activity) -> Activity {
+        Activity {
+            syscalls: self.syscalls.saturating_sub(before.syscalls),
+            switches: self.switches.saturating_sub(before.switches),
+            rss_kib: self.rss_kib,
+        }
+    }
 }
 
 /// A port that was free a moment ago.

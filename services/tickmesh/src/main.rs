@@ -243,8 +243,8 @@ enum BenchCommand {
         /// Trades per symbol per round (about one candle update each).
         #[arg(long, default_value_t = 200)]
         updates: usize,
-        /// Rounds per mode (alternating).
-        #[arg(long, default_value_t = 5)]
+        /// Rounds; each measures both modes at once, on two serving processes whose roles swap every round.
+        #[arg(long, default_value_t = 8)]
         rounds: usize,
         /// 1m candles of the GetIndicators series.
         #[arg(long, default_value_t = 5_000)]
