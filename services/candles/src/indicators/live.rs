@@ -10,16 +10,19 @@
 //! and of every candle after it, and a candle that closes gets its final
 //! values. Values come cached by (candle, revision). The newest candle's
 //! values go to Redis as the set's latest, at most every
-//! [`LATEST_WRITE_EVERY`] per engine.
+//! [`LATEST_WRITE_EVERY`] per engine: an update only marks its engine, and
+//! one writer per instance takes the newest candle and values of every
+//! marked engine and writes them all at once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tickmesh_calendar::Interval;
 use tickmesh_core::{Error, Result};
-use tickmesh_indicators::{IndicatorState, Reading};
-use tokio::sync::watch;
+use tickmesh_indicators::{Bar, IndicatorState, Reading};
+use tokio::sync::Notify;
 
 use super::SeriesSpec;
 use super::latest::{LatestStore, basis, basis_len};
@@ -44,7 +47,18 @@ type EngineKey = (String, Interval, String);
 pub struct LiveIndicators {
     pub series: Arc<Series>,
     pub latest: Arc<LatestStore>,
-    engines: Mutex<HashMap<EngineKey, Weak<Engine>>>,
+    /// The engines alive on this instance (the latest-values writer holds it weakly).
+    engines: Arc<Mutex<HashMap<EngineKey, Weak<Engine>>>>,
+    /// Wakes the latest-values writer: an engine's candles changed.
+    latest_due: Arc<Notify>,
+    writer_started: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for LiveIndicators {
+    fn drop(&mut self) {
+        // The writer wakes, finds the engines gone, and ends.
+        self.latest_due.notify_one();
+    }
 }
 
 impl LiveIndicators {
@@ -52,31 +66,35 @@ impl LiveIndicators {
         Self {
             series,
             latest,
-            engines: Mutex::new(HashMap::new()),
+            engines: Arc::new(Mutex::new(HashMap::new())),
+            latest_due: Arc::new(Notify::new()),
+            writer_started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// The engine of a set, shared while anyone holds it.
     pub fn engine(&self, spec: SeriesSpec) -> Arc<Engine> {
+        if !self.writer_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(write_latest(
+                Arc::downgrade(&self.engines),
+                self.latest_due.clone(),
+                self.latest.clone(),
+            ));
+        }
         let key = (spec.symbol.clone(), spec.interval, spec.set.key());
         let mut engines = self.engines.lock().expect("engines lock");
         if let Some(engine) = engines.get(&key).and_then(Weak::upgrade) {
             return engine;
         }
         engines.retain(|_, e| e.strong_count() > 0);
-        let (latest_tx, latest_rx) = watch::channel(None);
         let engine = Arc::new(Engine {
-            spec: spec.clone(),
-            series: self.series.clone(),
-            inner: tokio::sync::Mutex::new(None),
-            latest_tx,
-        });
-        tokio::spawn(write_latest(
-            self.series.clone(),
-            self.latest.clone(),
             spec,
-            latest_rx,
-        ));
+            series: self.series.clone(),
+            ready: Mutex::new(None),
+            starting: tokio::sync::Mutex::new(()),
+            latest_dirty: AtomicBool::new(false),
+            latest_due: self.latest_due.clone(),
+        });
         engines.insert(key, Arc::downgrade(&engine));
         engine
     }
@@ -104,20 +122,25 @@ impl Computed {
     }
 }
 
-/// What the latest-values writer gets: the newest candle, its readings and
-/// their basis.
-#[derive(Clone, Debug)]
-struct LatestSlot {
-    candle: Candle,
-    readings: Vec<Reading>,
-    basis: String,
-}
-
 pub struct Engine {
     spec: SeriesSpec,
     series: Arc<Series>,
-    inner: tokio::sync::Mutex<Option<Ready>>,
-    latest_tx: watch::Sender<Option<LatestSlot>>,
+    /// The state, once started; held only while computing (never across an await).
+    ready: Mutex<Option<Ready>>,
+    /// Held while the state starts, so it starts once.
+    starting: tokio::sync::Mutex<()>,
+    /// The candles changed since the latest values were last written.
+    latest_dirty: AtomicBool,
+    latest_due: Arc<Notify>,
+}
+
+/// What an engine's state gives for a candle.
+enum Answer {
+    Values(Computed),
+    /// Not started yet.
+    Start,
+    /// A candle taken as final already: compute it from the stored series.
+    FromSeries,
 }
 
 struct Ready {
@@ -134,9 +157,65 @@ struct Ready {
     /// Values of the last committed candles, oldest first.
     recent: VecDeque<((i64, u64), Values)>,
     /// `state` with every pending candle but the newest taken in, and those
-    /// candles' (open, revision): updates of the newest candle (nearly all
-    /// of them) preview one candle on it instead of replaying the late window.
-    provisional: Option<(Vec<(i64, u64)>, IndicatorState)>,
+    /// candles' revisions and bars, oldest first: updates of the newest
+    /// candle (nearly all of them) preview one candle on it instead of
+    /// replaying the late window. It follows the candles as they move: a
+    /// candle that opens is taken in, one that becomes final leaves the
+    /// front, and a revision that leaves the bar as it was (a candle
+    /// closing) changes nothing; only a changed bar starts it over.
+    provisional: Option<(VecDeque<(u64, Bar)>, IndicatorState)>,
+    /// The newest candle taken as final and its readings (the latest values
+    /// while no candle is pending).
+    last_final: Option<(Candle, Vec<Reading>)>,
+}
+
+impl Ready {
+    /// A newer state of a candle already taken as final was seen: a rewrite
+    /// of it (not a client catching up on an older state).
+    fn rewritten(&self, open: i64, revision: u64) -> bool {
+        self.recent
+            .iter()
+            .any(|((o, rev), _)| *o == open && *rev < revision)
+    }
+
+    /// The state after every pending candle before `open` (the provisional
+    /// state, brought up to date).
+    fn provisional(&mut self, spec: &SeriesSpec, open: i64) -> Result<&IndicatorState> {
+        let mut before = self.pending.range(..open);
+        let current = match &mut self.provisional {
+            Some((bars, _)) => bars.iter_mut().all(|(revision, bar)| {
+                let Some((_, c)) = before.next() else {
+                    return false;
+                };
+                if c.bucket.open_ns != bar.open_ns {
+                    return false;
+                }
+                if c.revision != *revision {
+                    if spec.bar(c) != *bar {
+                        return false;
+                    }
+                    *revision = c.revision;
+                }
+                true
+            }),
+            None => false,
+        };
+        if !current {
+            self.provisional = Some((VecDeque::new(), self.state.clone()));
+            before = self.pending.range(..open);
+        }
+        let (bars, state) = self.provisional.as_mut().expect("provisional state");
+        for (_, c) in before {
+            let bar = spec.bar(c);
+            state.commit(&bar).map_err(|e| internal(spec, e))?;
+            bars.push_back((c.revision, bar));
+        }
+        Ok(state)
+    }
+}
+
+fn internal(spec: &SeriesSpec, e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("live indicators of {}: {e}", spec.symbol))
 }
 
 impl Engine {
@@ -149,14 +228,54 @@ impl Engine {
     /// correction), their values change too: they come back as followers,
     /// each the newest state of that candle with its new values.
     pub async fn values(&self, candle: &Candle) -> Result<Computed> {
-        let key = (candle.bucket.open_ns, candle.revision);
-        let mut guard = self.inner.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.start().await?);
+        loop {
+            let answer = {
+                let mut guard = self.ready.lock().expect("engine lock");
+                match guard.as_mut() {
+                    None => Answer::Start,
+                    Some(ready) => {
+                        let answer = self.answer(ready, candle)?;
+                        if matches!(answer, Answer::FromSeries)
+                            && ready.rewritten(candle.bucket.open_ns, candle.revision)
+                        {
+                            // A rewrite of a final candle: start over from the candles.
+                            *guard = None;
+                        }
+                        answer
+                    }
+                }
+            };
+            match answer {
+                Answer::Values(computed) => return Ok(computed),
+                Answer::FromSeries => {
+                    return Ok(Computed::alone(self.values_from_series(candle).await?));
+                }
+                Answer::Start => {
+                    let _starting = self.starting.lock().await;
+                    if self.ready.lock().expect("engine lock").is_none() {
+                        let ready = self.start().await?;
+                        *self.ready.lock().expect("engine lock") = Some(ready);
+                        self.mark_changed();
+                    }
+                }
+            }
         }
-        let ready = guard.as_mut().expect("started");
+    }
+
+    /// The latest values are due for writing.
+    fn mark_changed(&self) {
+        if !self.latest_dirty.load(Ordering::Relaxed)
+            && !self.latest_dirty.swap(true, Ordering::AcqRel)
+        {
+            self.latest_due.notify_one();
+        }
+    }
+
+    /// [`values`](Self::values) on a started state, without waiting on anything.
+    fn answer(&self, ready: &mut Ready, candle: &Candle) -> Result<Answer> {
+        let key = (candle.bucket.open_ns, candle.revision);
         if let Some(v) = ready.cache.get(&key).and_then(Weak::upgrade) {
-            return Ok(Computed::alone(v));
+            return Ok(Answer::Values(Computed::alone(v)));
         }
         if ready
             .state
@@ -164,19 +283,11 @@ impl Engine {
             .is_some_and(|last| candle.bucket.open_ns <= last)
         {
             if let Some((_, v)) = ready.recent.iter().rev().find(|(k, _)| *k == key) {
-                return Ok(Computed::alone(v.clone()));
+                return Ok(Answer::Values(Computed::alone(v.clone())));
             }
             // A candle already taken as final: an old state of it (a client
-            // catching up), or a rewrite (then start over from the candles).
-            let newer = ready
-                .recent
-                .iter()
-                .any(|((open, rev), _)| *open == key.0 && *rev < key.1);
-            if newer {
-                *guard = None;
-            }
-            drop(guard);
-            return Ok(Computed::alone(self.values_from_series(candle).await?));
+            // catching up), or a rewrite.
+            return Ok(Answer::FromSeries);
         }
         let late_window_ns = self.series.late_window_ns;
         let spec = &self.spec;
@@ -192,6 +303,9 @@ impl Engine {
                 true
             }
         };
+        if changed {
+            self.mark_changed();
+        }
         if changed && ready.pending.range(key.0 + 1..).next().is_some() {
             // Values of the candles after this one were computed with its old state.
             ready.cache.retain(|(o, _), _| *o <= key.0);
@@ -203,10 +317,16 @@ impl Engine {
             && first.bucket.close_ns <= final_until
         {
             let first = first.clone();
-            let readings = ready
-                .state
-                .commit(&spec.bar(&first))
-                .map_err(|e| Error::Internal(format!("live indicators of {}: {e}", spec.symbol)))?;
+            let bar = spec.bar(&first);
+            let readings = ready.state.commit(&bar).map_err(|e| internal(spec, e))?;
+            // The provisional state took this candle in already, unless it
+            // changed since (or is the newest).
+            match &mut ready.provisional {
+                Some((bars, _)) if bars.front().is_some_and(|(_, b)| *b == bar) => {
+                    bars.pop_front();
+                }
+                _ => ready.provisional = None,
+            }
             let values: Values = Arc::new(render_pb(&spec.labels, &readings));
             ready.pending.remove(&open);
             ready.cache.retain(|(o, _), _| *o != open);
@@ -214,43 +334,26 @@ impl Engine {
                 ready.recent.pop_front();
             }
             ready.recent.push_back(((open, first.revision), values));
+            ready.last_final = Some((first, readings));
         }
-        if let Some((_, v)) = ready.recent.iter().rev().find(|(k, _)| *k == key) {
-            return Ok(Computed::alone(v.clone()));
+        if ready.state.last_open_ns().is_some_and(|last| key.0 <= last)
+            && let Some((_, v)) = ready.recent.iter().rev().find(|(k, _)| *k == key)
+        {
+            return Ok(Answer::Values(Computed::alone(v.clone())));
         }
         let newest_open = ready.pending.last_key_value().map(|(&open, _)| open);
         if newest_open == Some(key.0) {
             // The newest candle: one preview on the provisional state.
-            let fresh = ready.provisional.as_ref().is_some_and(|(basis, _)| {
-                basis
-                    .iter()
-                    .copied()
-                    .eq(ready.pending.range(..key.0).map(|(&o, c)| (o, c.revision)))
-            });
-            if !fresh {
-                let mut state = ready.state.clone();
-                let mut basis = Vec::new();
-                for (&open, c) in ready.pending.range(..key.0) {
-                    state.commit(&spec.bar(c)).map_err(|e| {
-                        Error::Internal(format!("live indicators of {}: {e}", spec.symbol))
-                    })?;
-                    basis.push((open, c.revision));
-                }
-                ready.provisional = Some((basis, state));
-            }
-            let (_, state) = ready.provisional.as_ref().expect("provisional state");
-            let readings = state
+            let readings = ready
+                .provisional(spec, key.0)?
                 .preview(&spec.bar(candle))
-                .map_err(|e| Error::Internal(format!("live indicators of {}: {e}", spec.symbol)))?;
+                .map_err(|e| internal(spec, e))?;
             let values: Values = Arc::new(render_pb(&spec.labels, &readings));
             if ready.cache.len() >= CACHE {
                 ready.cache.clear();
             }
             ready.cache.insert(key, Arc::downgrade(&values));
-            if ready.pending.get(&key.0).map(|p| p.revision) == Some(key.1) {
-                self.publish_latest(ready, candle, &readings);
-            }
-            return Ok(Computed::alone(values));
+            return Ok(Answer::Values(Computed::alone(values)));
         }
         // Preview the pending candles up to this one (this one as given), and
         // on a change the ones after it too.
@@ -264,12 +367,11 @@ impl Engine {
         let readings = ready
             .state
             .preview_pending(&bars)
-            .map_err(|e| Error::Internal(format!("live indicators of {}: {e}", spec.symbol)))?;
+            .map_err(|e| internal(spec, e))?;
         if ready.cache.len() >= CACHE {
             ready.cache.clear();
         }
         let mut out = Computed::default();
-        let mut newest = None;
         for (c, r) in pending.iter().zip(&readings) {
             let values: Values = Arc::new(render_pb(&spec.labels, r));
             ready
@@ -280,25 +382,34 @@ impl Engine {
                 std::cmp::Ordering::Equal => out.values = values,
                 std::cmp::Ordering::Greater => out.followers.push(((*c).clone(), values)),
             }
-            newest = Some((*c, r));
         }
-        let newest_open = ready.pending.last_key_value().map(|(&open, _)| open);
-        if let Some((c, r)) = newest
-            && Some(c.bucket.open_ns) == newest_open
-            && ready.pending.get(&c.bucket.open_ns).map(|p| p.revision) == Some(c.revision)
-        {
-            let c = c.clone();
-            self.publish_latest(ready, &c, r);
-        }
-        Ok(out)
+        Ok(Answer::Values(out))
     }
 
-    /// Hands the newest candle's readings and their basis to the
-    /// latest-values writer (reusing its buffers: no copy of rendered values
-    /// per update).
-    fn publish_latest(&self, ready: &Ready, candle: &Candle, readings: &[Reading]) {
-        let len = basis_len(self.series.late_window_ns, self.spec.interval);
-        let newest = ready
+    /// The newest candle (its latest state), its readings, and their basis:
+    /// what the latest-values writer stores.
+    fn newest(&self) -> Result<Option<(Candle, Vec<Reading>, String)>> {
+        let spec = &self.spec;
+        let mut guard = self.ready.lock().expect("engine lock");
+        let Some(ready) = guard.as_mut() else {
+            return Ok(None);
+        };
+        let (candle, readings) = match ready.pending.last_key_value() {
+            Some((&open, newest)) => {
+                let newest = newest.clone();
+                let readings = ready
+                    .provisional(spec, open)?
+                    .preview(&spec.bar(&newest))
+                    .map_err(|e| internal(spec, e))?;
+                (newest, readings)
+            }
+            None => match &ready.last_final {
+                Some((candle, readings)) => (candle.clone(), readings.clone()),
+                None => return Ok(None),
+            },
+        };
+        let len = basis_len(self.series.late_window_ns, spec.interval);
+        let newest_first = ready
             .pending
             .iter()
             .rev()
@@ -306,23 +417,9 @@ impl Engine {
             .chain(ready.recent.iter().rev().map(|(k, _)| *k))
             .take(len)
             .map(|(open, revision)| (open.div_euclid(1_000_000_000), revision));
-        self.latest_tx.send_modify(|slot| match slot {
-            Some(s) => {
-                s.candle.clone_from(candle);
-                s.readings.clear();
-                s.readings.extend_from_slice(readings);
-                basis(newest, &mut s.basis);
-            }
-            None => {
-                let mut text = String::new();
-                basis(newest, &mut text);
-                *slot = Some(LatestSlot {
-                    candle: candle.clone(),
-                    readings: readings.to_vec(),
-                    basis: text,
-                });
-            }
-        });
+        let mut text = String::new();
+        basis(newest_first, &mut text);
+        Ok(Some((candle, readings, text)))
     }
 
     /// A new engine's state: the series up to the first candle that may
@@ -378,6 +475,7 @@ impl Engine {
             cache: HashMap::new(),
             recent: VecDeque::new(),
             provisional: None,
+            last_final: None,
         })
     }
 
@@ -395,25 +493,49 @@ impl Engine {
     }
 }
 
-/// Writes an engine's newest values to Redis, at most every
-/// [`LATEST_WRITE_EVERY`]; ends with the engine.
+/// Writes the newest values of the engines whose candles changed, all at
+/// once, at most every [`LATEST_WRITE_EVERY`]; ends with the engines' registry.
 async fn write_latest(
-    series: Arc<Series>,
+    engines: Weak<Mutex<HashMap<EngineKey, Weak<Engine>>>>,
+    due: Arc<Notify>,
     latest: Arc<LatestStore>,
-    spec: SeriesSpec,
-    mut rx: watch::Receiver<Option<LatestSlot>>,
 ) {
-    while rx.changed().await.is_ok() {
-        let Some(slot) = rx.borrow_and_update().clone() else {
-            continue;
+    loop {
+        due.notified().await;
+        let Some(registry) = engines.upgrade() else {
+            return;
         };
-        let values = render(&spec.set, &slot.readings);
-        if let Err(e) = latest
-            .write(&series.store, &spec, &slot.candle, &values, &slot.basis)
-            .await
-        {
-            tracing::warn!(symbol = %spec.symbol, error = %e, "latest indicator values not written");
-        }
+        let changed: Vec<Arc<Engine>> = registry
+            .lock()
+            .expect("engines lock")
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|e| e.latest_dirty.swap(false, Ordering::AcqRel))
+            .collect();
+        drop(registry);
+        let writes = changed.iter().map(|engine| {
+            let latest = &latest;
+            async move {
+                let spec = &engine.spec;
+                match engine.newest() {
+                    Ok(Some((candle, readings, basis))) => {
+                        let values = render(&spec.set, &readings);
+                        if let Err(e) = latest
+                            .write(&engine.series.store, spec, &candle, &values, &basis)
+                            .await
+                        {
+                            tracing::warn!(symbol = %spec.symbol, error = %e, "latest indicator values not written");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(symbol = %spec.symbol, error = %e, "latest indicator values not computed");
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(writes).await;
+        drop(changed);
         tokio::time::sleep(LATEST_WRITE_EVERY).await;
     }
 }
