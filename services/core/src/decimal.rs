@@ -86,32 +86,13 @@ pub fn parse_units(text: &str, scale: u32) -> Result<i64, DecimalError> {
 /// Formats integer units at `scale` with exactly `scale` decimal places, the
 /// way exchanges print prices ("67012.25000000" at scale 8).
 pub fn format_units(units: i128, scale: u32) -> String {
-    // Digits into a stack buffer, then one allocation of the exact size.
-    let mut digits = [0u8; 40];
-    let mut at = digits.len();
-    let mut magnitude = units.unsigned_abs();
-    // u64 divides several times faster than u128; prices and sizes fit.
-    if let Ok(mut small) = u64::try_from(magnitude) {
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (small % 10) as u8;
-            small /= 10;
-            if small == 0 {
-                break;
-            }
-        }
-    } else {
-        while magnitude > 0 {
-            at -= 1;
-            digits[at] = b'0' + (magnitude % 10) as u8;
-            magnitude /= 10;
-        }
-    }
-    let digits = std::str::from_utf8(&digits[at..]).expect("ascii digits");
-    let negative = units < 0;
+    // Digits into a stack buffer (two at a time), then one allocation of the
+    // exact size.
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(units.unsigned_abs());
     let scale = scale as usize;
     let mut out = String::with_capacity(digits.len() + scale + 3);
-    if negative {
+    if units < 0 {
         out.push('-');
     }
     if scale == 0 {
