@@ -52,6 +52,8 @@ pub struct IndicatorBenchOptions {
     /// Queries timed per kind.
     pub queries: usize,
     pub redis_url: Option<String>,
+    /// Both processes without indicators (an A/A check of the method).
+    pub aa: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -137,6 +139,9 @@ pub async fn indicators(
             ""
         }
     );
+    if options.aa {
+        println!("   A/A check: neither process serves indicators");
+    }
     let mut report = IndicatorReport::default();
     let (mut none, mut five, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..options.rounds {
@@ -271,7 +276,7 @@ async fn live_round(
                     symbol: s.clone(),
                     intervals: vec!["1m".into()],
                     cursor: String::new(),
-                    indicators: if k == with {
+                    indicators: if k == with && !options.aa {
                         FIVE.iter().map(|s| s.to_string()).collect()
                     } else {
                         Vec::new()

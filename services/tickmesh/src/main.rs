@@ -255,6 +255,9 @@ enum BenchCommand {
         /// Use this Redis instead of starting one.
         #[arg(long)]
         redis_url: Option<String>,
+        /// Serve both processes' subscriptions without indicators: an A/A check of the method (the ratio should be near 0%).
+        #[arg(long)]
+        aa: bool,
     },
     /// Venue connectors against the fake venue: WebSocket frames → StreamTrades throughput (against PublishTrades in the same run) and latency.
     Feeds {
@@ -613,6 +616,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 history_candles,
                 queries,
                 redis_url,
+                aa,
             } => {
                 anyhow::ensure!(
                     [symbols, updates, rounds, queries].iter().all(|n| *n >= 1)
@@ -627,6 +631,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         history_candles,
                         queries,
                         redis_url,
+                        aa,
                     },
                     &std::env::current_exe()?,
                 )
