@@ -154,8 +154,9 @@ struct Ready {
     /// holds them (weak: the message that is sent last takes them over
     /// without a copy).
     cache: HashMap<(i64, u64), Weak<Vec<tickmesh_api::candles::IndicatorValue>>>,
-    /// Values of the last committed candles, oldest first.
-    recent: VecDeque<((i64, u64), Values)>,
+    /// Readings of the last committed candles, oldest first (rendered when
+    /// a subscriber behind asks for one).
+    recent: VecDeque<((i64, u64), Vec<Reading>)>,
     /// `state` with every pending candle but the newest taken in, and those
     /// candles' revisions and bars, oldest first: updates of the newest
     /// candle (nearly all of them) preview one candle on it instead of
@@ -164,9 +165,9 @@ struct Ready {
     /// front, and a revision that leaves the bar as it was (a candle
     /// closing) changes nothing; only a changed bar starts it over.
     provisional: Option<(VecDeque<(u64, Bar)>, IndicatorState)>,
-    /// The newest candle taken as final and its readings (the latest values
-    /// while no candle is pending).
-    last_final: Option<(Candle, Vec<Reading>)>,
+    /// The newest candle taken as final (its readings are the newest of
+    /// `recent`): the latest values while no candle is pending.
+    last_final: Option<Candle>,
 }
 
 impl Ready {
@@ -282,8 +283,11 @@ impl Engine {
             .last_open_ns()
             .is_some_and(|last| candle.bucket.open_ns <= last)
         {
-            if let Some((_, v)) = ready.recent.iter().rev().find(|(k, _)| *k == key) {
-                return Ok(Answer::Values(Computed::alone(v.clone())));
+            if let Some((_, r)) = ready.recent.iter().rev().find(|(k, _)| *k == key) {
+                return Ok(Answer::Values(Computed::alone(Arc::new(render_pb(
+                    &self.spec.labels,
+                    r,
+                )))));
             }
             // A candle already taken as final: an old state of it (a client
             // catching up), or a rewrite.
@@ -292,21 +296,27 @@ impl Engine {
         let late_window_ns = self.series.late_window_ns;
         let spec = &self.spec;
         ready.newest_event_ns = ready.newest_event_ns.max(candle.last.0);
-        let changed = match ready.pending.get_mut(&key.0) {
-            Some(p) if p.revision >= candle.revision => false,
+        // Changed: a newer state. Moved: one whose bar (what the indicators
+        // read) differs, so the values of the candles after it change too;
+        // a candle closing with no trade after its last state changes only
+        // its revision.
+        let (changed, moved) = match ready.pending.get_mut(&key.0) {
+            Some(p) if p.revision >= candle.revision => (false, false),
             Some(p) => {
+                let moved = (p.high, p.low, p.close, p.volume)
+                    != (candle.high, candle.low, candle.close, candle.volume);
                 *p = candle.clone();
-                true
+                (true, moved)
             }
             None => {
                 ready.pending.insert(key.0, candle.clone());
-                true
+                (true, true)
             }
         };
         if changed {
             self.mark_changed();
         }
-        if changed && ready.pending.range(key.0 + 1..).next().is_some() {
+        if moved && ready.pending.range(key.0 + 1..).next().is_some() {
             // Values of the candles after this one were computed with its old state.
             ready.cache.retain(|(o, _), _| *o <= key.0);
         }
@@ -327,19 +337,21 @@ impl Engine {
                 }
                 _ => ready.provisional = None,
             }
-            let values: Values = Arc::new(render_pb(&spec.labels, &readings));
             ready.pending.remove(&open);
             ready.cache.retain(|(o, _), _| *o != open);
             if ready.recent.len() == RECENT {
                 ready.recent.pop_front();
             }
-            ready.recent.push_back(((open, first.revision), values));
-            ready.last_final = Some((first, readings));
+            ready.recent.push_back(((open, first.revision), readings));
+            ready.last_final = Some(first);
         }
         if ready.state.last_open_ns().is_some_and(|last| key.0 <= last)
-            && let Some((_, v)) = ready.recent.iter().rev().find(|(k, _)| *k == key)
+            && let Some((_, r)) = ready.recent.iter().rev().find(|(k, _)| *k == key)
         {
-            return Ok(Answer::Values(Computed::alone(v.clone())));
+            return Ok(Answer::Values(Computed::alone(Arc::new(render_pb(
+                &spec.labels,
+                r,
+            )))));
         }
         let newest_open = ready.pending.last_key_value().map(|(&open, _)| open);
         if newest_open == Some(key.0) {
@@ -357,7 +369,7 @@ impl Engine {
         }
         // Preview the pending candles up to this one (this one as given), and
         // on a change the ones after it too.
-        let upto = if changed { i64::MAX } else { key.0 };
+        let upto = if moved { i64::MAX } else { key.0 };
         let pending: Vec<&Candle> = ready
             .pending
             .range(..=upto)
@@ -403,9 +415,9 @@ impl Engine {
                     .map_err(|e| internal(spec, e))?;
                 (newest, readings)
             }
-            None => match &ready.last_final {
-                Some((candle, readings)) => (candle.clone(), readings.clone()),
-                None => return Ok(None),
+            None => match (&ready.last_final, ready.recent.back()) {
+                (Some(candle), Some((_, readings))) => (candle.clone(), readings.clone()),
+                _ => return Ok(None),
             },
         };
         let len = basis_len(self.series.late_window_ns, spec.interval);
