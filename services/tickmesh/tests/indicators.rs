@@ -732,3 +732,114 @@ async fn the_newest_values_follow_a_late_correction_of_an_older_candle() {
     );
     mesh.stop().await.unwrap();
 }
+
+/// A candle's new revision that leaves its bar as it was (it closes with no
+/// trade after its last state) changes no newer candle's values, so the
+/// stream re-sends none; one that moves its close (a late trade) re-sends the
+/// newer candle with its revised values. The states are written straight to
+/// the updates log, in the order an aggregator may write them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_revision_with_the_same_bar_resends_no_newer_candle() {
+    use tickmesh_candles::candle::Candle as Stored;
+    let redis = redis().await;
+    let mut config = candle_config(&redis.url());
+    config.candles.aggregate = false;
+    let mesh = start(config).await;
+    let mut feed = client(&mesh).await;
+    register(&mut feed, "SAME", 2, 2).await;
+    let mut on = candles_client(&mesh).await;
+    let mut s = on
+        .subscribe_candles(SubscribeCandlesRequest {
+            symbol: "SAME".into(),
+            intervals: vec!["1m".into()],
+            cursor: String::new(),
+            indicators: vec!["sma(2)".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next_message(&mut s).await.expect("snapshot").snapshot);
+
+    let interval = tickmesh_calendar::Interval::parse("1m").unwrap();
+    let state = |minute: i64, close: i64, revision: u64, closed: bool| {
+        let open_ns = T0 + minute * MINUTE;
+        Stored {
+            interval,
+            bucket: interval.bucket(open_ns, chrono_tz::Tz::UTC),
+            open: close,
+            high: close,
+            low: close,
+            close,
+            volume: 100,
+            quote_volume: i128::from(close) * 100,
+            trade_count: 1,
+            first: (open_ns + 1_000_000_000, revision),
+            last: (open_ns + 1_000_000_000, revision),
+            revision,
+            closed,
+            price_scale: 2,
+            quantity_scale: 2,
+            updated_ns: 0,
+        }
+    };
+    let conn = redis.conn();
+    let log = |states: Vec<Stored>| {
+        let mut conn = conn.clone();
+        async move {
+            for c in states {
+                let _: String = redis::cmd("XADD")
+                    .arg("tm:{SAME}:cupd")
+                    .arg("*")
+                    .arg("c")
+                    .arg(c.encode())
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let sma = |c: &Candle| c.indicators[0].outputs[0].value.clone();
+    let key = |c: &Candle| (open_s(c), c.revision);
+    let (x, y) = (
+        (T0 + 10 * MINUTE) / 1_000_000_000,
+        (T0 + 11 * MINUTE) / 1_000_000_000,
+    );
+
+    // Minute 10 opens, minute 11 opens, then minute 10's closing state
+    // (same bar, next revision) arrives after it.
+    log(vec![
+        state(10, 10_000, 1, false),
+        state(11, 10_100, 1, false),
+        state(10, 10_000, 2, true),
+    ])
+    .await;
+    let mut got: Vec<Candle> = Vec::new();
+    while !got.iter().any(|c| key(c) == (x, 2)) {
+        let m = next_message(&mut s).await.expect("updates");
+        if m.candles.iter().any(|c| key(c) == (x, 2)) {
+            assert_eq!(
+                m.candles.last().map(key),
+                Some((x, 2)),
+                "no newer candle re-sent after a closing revision with the same bar"
+            );
+        }
+        got.extend(m.candles);
+    }
+    assert_eq!(
+        got.iter().map(key).collect::<Vec<_>>(),
+        vec![(x, 1), (y, 1), (x, 2)]
+    );
+    assert_eq!(sma(&got[1]).as_deref(), Some("100.5000000000"));
+
+    // A late trade moves minute 10's close: minute 11 follows with new values.
+    log(vec![state(10, 9_000, 3, true)]).await;
+    let m = next_message(&mut s).await.expect("the correction");
+    assert_eq!(
+        m.candles.iter().map(key).collect::<Vec<_>>(),
+        vec![(x, 3), (y, 1)],
+        "the corrected candle, then the newer one it changed"
+    );
+    assert_eq!(sma(&m.candles[1]).as_deref(), Some("95.5000000000"));
+    drop(conn);
+    mesh.stop().await.unwrap();
+}
