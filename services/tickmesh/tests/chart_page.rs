@@ -29,7 +29,7 @@ use tickmesh::demo_feed::{Walk, demo_symbols};
 use tickmesh::mesh::Mesh;
 use tickmesh_api::candles::candle_query_service_client::CandleQueryServiceClient;
 use tickmesh_api::candles::{
-    Candle, GetCandlesRequest, GetCandlesResponse, SubscribeCandlesRequest,
+    Candle, CandleOrder, GetCandlesRequest, GetCandlesResponse, SubscribeCandlesRequest,
     SubscribeCandlesResponse,
 };
 use tickmesh_api::marketfeed::{
@@ -197,33 +197,6 @@ fn history() -> (Vec<Trade>, Walk) {
         }
     }
     (trades, walk)
-}
-
-/// Every 1m candle of `symbol` the API has, newest first.
-async fn all_candles(
-    candles: &mut CandleQueryServiceClient<tonic::transport::Channel>,
-    symbol: &str,
-) -> Vec<Candle> {
-    let mut out = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = candles
-            .get_candles(GetCandlesRequest {
-                symbol: symbol.into(),
-                interval: "1m".into(),
-                page_size: 1000,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.candles);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        page_token = page.next_page_token;
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -416,7 +389,17 @@ async fn the_chart_page_draws_history_and_follows_the_live_candle() {
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while all_candles(&mut candles, "BTCUSDT").await.len() < expected {
+    while pages(
+        &mut candles,
+        "BTCUSDT",
+        "1m",
+        1000,
+        CandleOrder::NewestFirst,
+    )
+    .await
+    .len()
+        < expected
+    {
         assert!(Instant::now() < deadline, "the candles were not aggregated");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -453,7 +436,14 @@ async fn the_chart_page_draws_history_and_follows_the_live_candle() {
         "older pages were loaded by scrolling"
     );
     assert_eq!(state["historyExhausted"], true);
-    let api = all_candles(&mut candles, "BTCUSDT").await;
+    let api = pages(
+        &mut candles,
+        "BTCUSDT",
+        "1m",
+        1000,
+        CandleOrder::NewestFirst,
+    )
+    .await;
     assert_eq!(state["candleCount"].as_u64().unwrap() as usize, api.len());
     assert_eq!(
         state["pagesLoaded"].as_u64().unwrap() as usize,

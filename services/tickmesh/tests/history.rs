@@ -16,7 +16,6 @@ use tickmesh_calendar::Interval;
 use tickmesh_history::{CandleStore, EmbeddedStore, StoreError, StoredCandle};
 use tickmesh_runtime::config::Config;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 /// The embedded store, with a switch that makes every call fail as an
 /// unreachable backend would.
@@ -77,8 +76,6 @@ async fn start_with(config: Config, store: Arc<Flaky>) -> Mesh {
     .unwrap()
 }
 
-type Candles = CandleQueryServiceClient<Channel>;
-
 async fn status(c: &mut Candles, symbol: &str) -> tickmesh_api::candles::AggregationStatus {
     c.get_aggregation_status(GetAggregationStatusRequest {
         symbols: vec![symbol.into()],
@@ -88,36 +85,6 @@ async fn status(c: &mut Candles, symbol: &str) -> tickmesh_api::candles::Aggrega
     .into_inner()
     .statuses
     .remove(0)
-}
-
-async fn pages(
-    c: &mut Candles,
-    symbol: &str,
-    interval: &str,
-    size: i32,
-    order: CandleOrder,
-) -> Vec<Candle> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = c
-            .get_candles(GetCandlesRequest {
-                symbol: symbol.into(),
-                interval: interval.into(),
-                page_size: size,
-                page_token: token,
-                order: order as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        out.extend(page.candles);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
 }
 
 fn key(c: &Candle) -> (i64, String, String, String, String, String, u64) {

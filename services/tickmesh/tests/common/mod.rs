@@ -348,6 +348,24 @@ pub async fn all_candles(
     interval: &str,
     page_size: i32,
 ) -> Vec<tickmesh_api::candles::Candle> {
+    pages(
+        c,
+        symbol,
+        interval,
+        page_size,
+        tickmesh_api::candles::CandleOrder::OldestFirst,
+    )
+    .await
+}
+
+/// Every candle of an interval in `order`, through all pages of `size`.
+pub async fn pages(
+    c: &mut Candles,
+    symbol: &str,
+    interval: &str,
+    size: i32,
+    order: tickmesh_api::candles::CandleOrder,
+) -> Vec<tickmesh_api::candles::Candle> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
@@ -355,9 +373,9 @@ pub async fn all_candles(
             .get_candles(tickmesh_api::candles::GetCandlesRequest {
                 symbol: symbol.into(),
                 interval: interval.into(),
-                page_size,
+                page_size: size,
                 page_token: token,
-                order: tickmesh_api::candles::CandleOrder::OldestFirst as i32,
+                order: order as i32,
                 ..Default::default()
             })
             .await
