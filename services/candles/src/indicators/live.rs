@@ -51,7 +51,7 @@ pub struct LiveIndicators {
     engines: Arc<Mutex<HashMap<EngineKey, Weak<Engine>>>>,
     /// Wakes the latest-values writer: an engine's candles changed.
     latest_due: Arc<Notify>,
-    writer_started: std::sync::atomic::AtomicBool,
+    writer_started: AtomicBool,
 }
 
 impl Drop for LiveIndicators {
@@ -68,7 +68,7 @@ impl LiveIndicators {
             latest,
             engines: Arc::new(Mutex::new(HashMap::new())),
             latest_due: Arc::new(Notify::new()),
-            writer_started: std::sync::atomic::AtomicBool::new(false),
+            writer_started: AtomicBool::new(false),
         }
     }
 
