@@ -34,10 +34,7 @@ pub(crate) fn mul_div(a: i128, b: i128, c: i128) -> Fx<i128> {
     let negative = (a < 0) != (b < 0);
     let c = c.unsigned_abs();
     let (q, r) = match a.checked_mul(b) {
-        Some(p) => {
-            let p = p.unsigned_abs();
-            (p / c, p % c)
-        }
+        Some(p) => crate::wide::div_rem(p.unsigned_abs(), c),
         None => U256::mul(a.unsigned_abs(), b.unsigned_abs())
             .div_rem_u128(c)
             .ok_or(Overflow)?,

@@ -29,7 +29,6 @@ const LO64: u128 = u64::MAX as u128;
 impl U256 {
     pub const ZERO: U256 = U256 { hi: 0, lo: 0 };
 
-    #[cfg(test)]
     pub fn from_u128(v: u128) -> U256 {
         U256 { hi: 0, lo: v }
     }
@@ -86,15 +85,15 @@ impl U256 {
             return None;
         }
         if self.hi == 0 {
-            return Some((self.lo / d, self.lo % d));
+            return Some(div_rem(self.lo, d));
         }
         if d <= LO64 {
             // Two 64-bit digits, each a native 128-by-64 step (the remainder
             // stays below `d`, so `rem << 64` cannot overflow).
             let cur = (self.hi << 64) | (self.lo >> 64);
-            let (q1, r1) = (cur / d, cur % d);
+            let (q1, r1) = div_rem(cur, d);
             let cur = (r1 << 64) | (self.lo & LO64);
-            let (q0, r0) = (cur / d, cur % d);
+            let (q0, r0) = div_rem(cur, d);
             return Some(((q1 << 64) | q0, r0));
         }
         // Knuth's algorithm D with 64-bit digits: normalise so the divisor's
@@ -123,8 +122,7 @@ impl U256 {
         let mut rem = 0u128;
         for (i, digit) in digits.into_iter().enumerate() {
             let cur = (rem << 64) | digit;
-            q[i] = cur / d;
-            rem = cur % d;
+            (q[i], rem) = div_rem(cur, d);
         }
         let quotient = U256 {
             hi: (q[0] << 64) | q[1],
@@ -160,13 +158,13 @@ impl U256 {
     /// estimate taken from the top 128 bits (so it takes one or two steps).
     pub fn isqrt(self) -> u128 {
         if self.hi == 0 {
-            return isqrt_u128(self.lo);
+            return self.lo.isqrt();
         }
         // self = top × 4^s + rest with top < 2^128, so
         // √self < √(top + 1) × 2^s ≤ (⌊√top⌋ + 1) × 2^s.
         let s = (self.bits() - 128).div_ceil(2);
         let top = self.shr(2 * s).lo;
-        let estimate = isqrt_u128(top) + 1;
+        let estimate = top.isqrt() + 1;
         let mut x = if estimate.leading_zeros() >= s {
             estimate << s
         } else {
@@ -216,22 +214,11 @@ fn div_3by2(top: u128, next: u64, d: u128) -> (u64, u128) {
     (q as u64, rem.lo)
 }
 
-/// ⌊√v⌋ by integer Newton iteration from a power of two above the root.
-pub(crate) fn isqrt_u128(v: u128) -> u128 {
-    if v < 2 {
-        return v;
-    }
-    let bits = 128 - v.leading_zeros();
-    // 2^⌈bits/2⌉ ≥ √v, and at most 2^64.
-    let mut x: u128 = 1u128 << bits.div_ceil(2);
-    loop {
-        let q = v / x;
-        let next = (x & q) + ((x ^ q) >> 1);
-        if next >= x {
-            return x;
-        }
-        x = next;
-    }
+/// `n / d` and `n % d` with one division (a 128-bit division is a library
+/// call; `/` and `%` would make two).
+pub(crate) fn div_rem(n: u128, d: u128) -> (u128, u128) {
+    let q = n / d;
+    (q, n - q * d)
 }
 
 #[cfg(test)]
@@ -360,9 +347,9 @@ mod tests {
             u128::MAX
         );
         for v in 0..10_000u128 {
-            let r = isqrt_u128(v);
+            let r = U256::from_u128(v).isqrt();
             assert!(r * r <= v && (r + 1) * (r + 1) > v);
         }
-        assert_eq!(isqrt_u128(u128::MAX), u64::MAX as u128);
+        assert_eq!(U256::from_u128(u128::MAX).isqrt(), u64::MAX as u128);
     }
 }

@@ -141,6 +141,11 @@ impl Window {
         self.values.push_back(value);
     }
 
+    /// The values, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
+        self.values.iter().copied()
+    }
+
     /// The values after pushing `next`, oldest first.
     pub fn with(&self, next: i64) -> impl Iterator<Item = i64> + '_ {
         let skip = usize::from(self.values.len() == self.len);
