@@ -86,30 +86,70 @@ pub fn parse_units(text: &str, scale: u32) -> Result<i64, DecimalError> {
 /// Formats integer units at `scale` with exactly `scale` decimal places, the
 /// way exchanges print prices ("67012.25000000" at scale 8).
 pub fn format_units(units: i128, scale: u32) -> String {
-    // Digits into a stack buffer (two at a time), then one allocation of the
-    // exact size.
+    let mut out = String::new();
+    write_units(&mut out, units, scale);
+    out
+}
+
+/// [`format_units`] appended to bytes (protobuf being written, say).
+pub fn extend_units(out: &mut Vec<u8>, units: i128, scale: u32) {
+    write_units(out, units, scale);
+}
+
+/// Where [`write_units`] puts text.
+trait Text {
+    fn reserve(&mut self, additional: usize);
+    fn put(&mut self, part: &str);
+}
+
+impl Text for String {
+    fn reserve(&mut self, additional: usize) {
+        String::reserve(self, additional);
+    }
+    fn put(&mut self, part: &str) {
+        self.push_str(part);
+    }
+}
+
+impl Text for Vec<u8> {
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional);
+    }
+    fn put(&mut self, part: &str) {
+        self.extend_from_slice(part.as_bytes());
+    }
+}
+
+/// The text of [`format_units`] appended to `out`: digits come from a stack
+/// buffer (two at a time), and `out` grows at most once.
+fn write_units(out: &mut impl Text, units: i128, scale: u32) {
+    const ZEROS: &str = "0000000000000000";
     let mut buffer = itoa::Buffer::new();
     let digits = buffer.format(units.unsigned_abs());
     let scale = scale as usize;
-    let mut out = String::with_capacity(digits.len() + scale + 3);
+    out.reserve(digits.len() + scale + 3);
     if units < 0 {
-        out.push('-');
+        out.put("-");
     }
     if scale == 0 {
-        out.push_str(digits);
-        return out;
+        out.put(digits);
+        return;
     }
     if digits.len() <= scale {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', scale - digits.len()));
-        out.push_str(digits);
+        out.put("0.");
+        let mut zeros = scale - digits.len();
+        while zeros > 0 {
+            let n = zeros.min(ZEROS.len());
+            out.put(&ZEROS[..n]);
+            zeros -= n;
+        }
+        out.put(digits);
     } else {
         let (int_part, frac_part) = digits.split_at(digits.len() - scale);
-        out.push_str(int_part);
-        out.push('.');
-        out.push_str(frac_part);
+        out.put(int_part);
+        out.put(".");
+        out.put(frac_part);
     }
-    out
 }
 
 /// Re-expresses `units` at `from` scale at the larger or equal `to` scale.

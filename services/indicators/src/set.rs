@@ -31,10 +31,16 @@ impl fmt::Display for Value {
 }
 
 /// One indicator's values at one candle, one per [`Indicator::outputs`] name.
+/// Compact (64 bytes): live engines keep and pass many of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reading {
-    values: [Option<Value>; 3],
+    /// Units of each output at `scale` (0 where absent).
+    units: [i128; 3],
+    /// Bit i: output i has a value.
+    present: u8,
     len: u8,
+    /// Decimal places of every output of the indicator.
+    scale: u8,
     /// The candle comes before the indicator's warm-up is over
     /// ([`Indicator::warm_up`]); some or all values are absent.
     pub warming_up: bool,
@@ -47,13 +53,21 @@ impl Reading {
     /// The values in the order of [`Indicator::outputs`]; `None` while
     /// warming up, for VWAP while its session has no volume, and when out of
     /// range.
-    pub fn values(&self) -> &[Option<Value>] {
-        &self.values[..usize::from(self.len)]
+    pub fn values(&self) -> impl ExactSizeIterator<Item = Option<Value>> + '_ {
+        (0..usize::from(self.len)).map(|i| self.output(i))
+    }
+
+    /// Output `i` (in the order of [`Indicator::outputs`]).
+    pub fn output(&self, i: usize) -> Option<Value> {
+        (i < usize::from(self.len) && self.present >> i & 1 == 1).then(|| Value {
+            units: self.units[i],
+            scale: u32::from(self.scale),
+        })
     }
 
     /// The first value (the only one, for single-output indicators).
     pub fn value(&self) -> Option<Value> {
-        self.values[0]
+        self.output(0)
     }
 }
 
@@ -323,22 +337,21 @@ impl IndicatorState {
 
     /// `raw` is `None` when out of range.
     fn reading(&self, indicator: &Indicator, raw: Option<[Option<i128>; 3]>) -> Reading {
-        let scale = self.set.output_scale(indicator);
-        let len = indicator.outputs().len() as u8;
-        let warming_up = self.committed < u64::from(indicator.warm_up());
-        match raw {
-            Some(raw) => Reading {
-                values: raw.map(|units| units.map(|units| Value { units, scale })),
-                len,
-                warming_up,
-                out_of_range: false,
-            },
-            None => Reading {
-                values: [None; 3],
-                len,
-                warming_up,
-                out_of_range: true,
-            },
+        let mut reading = Reading {
+            units: [0; 3],
+            present: 0,
+            len: indicator.outputs().len() as u8,
+            // At most 18 places (FX_SCALE).
+            scale: self.set.output_scale(indicator) as u8,
+            warming_up: self.committed < u64::from(indicator.warm_up()),
+            out_of_range: raw.is_none(),
+        };
+        for (i, units) in raw.iter().flatten().enumerate() {
+            if let Some(units) = units {
+                reading.units[i] = *units;
+                reading.present |= 1 << i;
+            }
         }
+        reading
     }
 }

@@ -28,7 +28,11 @@ fn printed(spec: &str, scales: Scales, bars: &[Bar], output: usize) -> Vec<Strin
     set.compute(&bars)
         .unwrap()
         .iter()
-        .map(|point| point[0].values()[output].map_or_else(|| "-".to_string(), |v| v.to_string()))
+        .map(|point| {
+            point[0]
+                .output(output)
+                .map_or_else(|| "-".to_string(), |v| v.to_string())
+        })
         .collect()
 }
 
@@ -264,6 +268,6 @@ fn extreme_magnitudes_are_reported_out_of_range_without_panicking() {
     // The price-only indicators still have values at i64::MAX prices.
     for reading in &last[2..] {
         assert!(!reading.out_of_range, "{reading:?}");
-        assert!(reading.values().iter().all(Option::is_some), "{reading:?}");
+        assert!(reading.values().all(|v| v.is_some()), "{reading:?}");
     }
 }

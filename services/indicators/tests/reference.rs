@@ -135,7 +135,7 @@ fn every_indicator_matches_the_reference() {
             let expected = f[2 + c];
             let j = indicators.iter().position(|x| x == indicator).unwrap();
             let reading = &readings[i][j];
-            let ours = reading.values()[*output];
+            let ours = reading.output(*output);
             let scale = set.output_scale(indicator);
             let here = format!("{symbol}[{i}] {column}");
             match (expected.is_empty(), ours) {

@@ -191,7 +191,7 @@ fn warm_up_flags_and_values_line_up() {
             assert_eq!(reading.warming_up, i < warm_up, "{indicator} at {i}");
             assert!(!reading.out_of_range);
             assert_eq!(reading.values().len(), indicator.outputs().len());
-            let all = reading.values().iter().all(Option::is_some);
+            let all = reading.values().all(|v| v.is_some());
             assert_eq!(all, i >= warm_up, "{indicator} at {i}: {reading:?}");
         }
     }
