@@ -1,11 +1,13 @@
-//! The tonic adapter of CandleQueryService.
+//! The tonic adapter of CandleQueryService. SubscribeCandles is served by
+//! [`crate::subscribe_route`], which sends the indicator values the way the
+//! engines encoded them; the generated server answers the other methods.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tickmesh_api::candles::candle_query_service_server::{
-    CandleQueryService, CandleQueryServiceServer,
-};
+use prost::Message as _;
+use prost::bytes::BufMut;
+use tickmesh_api::candles::candle_query_service_server::CandleQueryService;
 use tickmesh_api::candles::{
     self as pb, CandleFill, CandleOrder, GetAggregationStatusRequest, GetAggregationStatusResponse,
     GetCandlesRequest, GetCandlesResponse, GetIndicatorsRequest, GetIndicatorsResponse,
@@ -19,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::candle::Candle;
+use crate::indicators::live::Values;
 use crate::indicators::query::IndicatorsQuery;
 use crate::indicators::render::{IndicatorValue, to_pb};
 use crate::query::CandlesQuery;
@@ -31,10 +34,8 @@ pub struct CandleGrpc {
 pub fn server(
     service: Arc<CandleService>,
     max_message_bytes: usize,
-) -> CandleQueryServiceServer<CandleGrpc> {
-    CandleQueryServiceServer::new(CandleGrpc { service })
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes)
+) -> crate::subscribe_route::CandleRoutes {
+    crate::subscribe_route::CandleRoutes::new(Arc::new(CandleGrpc { service }), max_message_bytes)
 }
 
 pub fn candle_to_pb(symbol: &str, c: &Candle) -> pb::Candle {
@@ -70,6 +71,124 @@ fn time_field(ts: Option<&prost_types::Timestamp>, field: &str) -> Result<Option
 
 type CandleStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<SubscribeCandlesResponse, Status>> + Send>>;
+
+/// The messages of a SubscribeCandles stream, before encoding.
+pub type OutgoingStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<Outgoing, Status>> + Send>>;
+
+/// One SubscribeCandles message: each candle as protobuf without its
+/// indicator values, and the values already encoded (empty without
+/// indicators). Its encoding is the bytes prost writes for the
+/// [`SubscribeCandlesResponse`] of [`into_message`](Self::into_message):
+/// a candle's `indicators` (field 14) come last in it, so the encoded
+/// values follow its other fields as they are.
+pub struct Outgoing {
+    pub candles: Vec<(pb::Candle, Values)>,
+    pub snapshot: bool,
+    pub cursor: String,
+}
+
+impl Outgoing {
+    fn new(symbol: &str, m: crate::subscribe::Message) -> Outgoing {
+        let mut values = m.indicators.into_iter();
+        Outgoing {
+            candles: m
+                .candles
+                .iter()
+                .map(|c| (candle_to_pb(symbol, c), values.next().unwrap_or_default()))
+                .collect(),
+            snapshot: m.snapshot,
+            cursor: m.cursor,
+        }
+    }
+
+    /// The message with the values decoded.
+    pub fn into_message(self) -> SubscribeCandlesResponse {
+        SubscribeCandlesResponse {
+            candles: self
+                .candles
+                .into_iter()
+                .map(|(mut candle, values)| {
+                    candle
+                        .merge(values)
+                        .expect("encoded indicator values decode");
+                    candle
+                })
+                .collect(),
+            snapshot: self.snapshot,
+            cursor: self.cursor,
+        }
+    }
+
+    /// Bytes of one candle with its values: the candle's fields, then the values.
+    fn candle_len((candle, values): &(pb::Candle, Values)) -> usize {
+        candle.encoded_len() + values.len()
+    }
+
+    /// The encoded length of the message.
+    pub fn encoded_len(&self) -> usize {
+        use prost::encoding::{bool, string};
+        let candles: usize = self
+            .candles
+            .iter()
+            .map(|c| {
+                let len = Self::candle_len(c);
+                1 + prost::encoding::encoded_len_varint(len as u64) + len
+            })
+            .sum();
+        candles
+            + if self.snapshot {
+                bool::encoded_len(2, &self.snapshot)
+            } else {
+                0
+            }
+            + if self.cursor.is_empty() {
+                0
+            } else {
+                string::encoded_len(3, &self.cursor)
+            }
+    }
+
+    /// Writes the message (fields in number order, as prost does).
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        use prost::encoding::{WireType, bool, encode_key, encode_varint, string};
+        for c in &self.candles {
+            encode_key(1, WireType::LengthDelimited, buf);
+            encode_varint(Self::candle_len(c) as u64, buf);
+            c.0.encode_raw(buf);
+            buf.put_slice(&c.1);
+        }
+        if self.snapshot {
+            bool::encode(2, &self.snapshot, buf);
+        }
+        if !self.cursor.is_empty() {
+            string::encode(3, &self.cursor, buf);
+        }
+    }
+}
+
+impl CandleGrpc {
+    /// A SubscribeCandles stream, as [`Outgoing`] messages.
+    pub async fn subscribe_outgoing(
+        &self,
+        request: Request<SubscribeCandlesRequest>,
+    ) -> Result<Response<OutgoingStream>, Status> {
+        let r = request.into_inner();
+        let symbol = r.symbol.clone();
+        let rx = self
+            .service
+            .subscribe(r.symbol, r.intervals, r.cursor, r.indicators)
+            .await
+            .into_status()?;
+        // Held for as long as the client keeps the stream.
+        let follow = self.service.follow(&symbol);
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            let _ = &follow;
+            item.map(|m| Outgoing::new(&symbol, m)).map_err(to_status)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
 
 #[tonic::async_trait]
 impl CandleQueryService for CandleGrpc {
@@ -130,42 +249,16 @@ impl CandleQueryService for CandleGrpc {
 
     type SubscribeCandlesStream = CandleStream;
 
+    /// Served by [`crate::subscribe_route`]; this path (the generated
+    /// server's) gives the same messages, decoded.
     async fn subscribe_candles(
         &self,
         request: Request<SubscribeCandlesRequest>,
     ) -> Result<Response<CandleStream>, Status> {
-        let r = request.into_inner();
-        let symbol = r.symbol.clone();
-        let rx = self
-            .service
-            .subscribe(r.symbol, r.intervals, r.cursor, r.indicators)
-            .await
-            .into_status()?;
-        // Held for as long as the client keeps the stream.
-        let follow = self.service.follow(&symbol);
-        let stream = ReceiverStream::new(rx).map(move |item| {
-            let _ = &follow;
-            item.map(|m| SubscribeCandlesResponse {
-                candles: if m.indicators.is_empty() {
-                    m.candles.iter().map(|c| candle_to_pb(&symbol, c)).collect()
-                } else {
-                    m.candles
-                        .iter()
-                        .zip(m.indicators)
-                        .map(|(c, v)| {
-                            let mut candle = candle_to_pb(&symbol, c);
-                            // The last holder takes the values over; others copy.
-                            candle.indicators = Arc::try_unwrap(v).unwrap_or_else(|v| v.to_vec());
-                            candle
-                        })
-                        .collect()
-                },
-                snapshot: m.snapshot,
-                cursor: m.cursor,
-            })
-            .map_err(to_status)
-        });
-        Ok(Response::new(Box::pin(stream)))
+        let stream = self.subscribe_outgoing(request).await?.into_inner();
+        Ok(Response::new(Box::pin(
+            stream.map(|m| m.map(Outgoing::into_message)),
+        )))
     }
 
     async fn get_aggregation_status(
@@ -202,5 +295,88 @@ impl CandleQueryService for CandleGrpc {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candle(close: &str, revision: u64) -> pb::Candle {
+        pb::Candle {
+            symbol: "BTCUSDT".into(),
+            interval: "1m".into(),
+            open_time: Some(nanos_to_timestamp(1_700_000_040_000_000_000)),
+            close_time: Some(nanos_to_timestamp(1_700_000_100_000_000_000)),
+            open: "67000.10".into(),
+            high: "67010.00".into(),
+            low: "66990.00".into(),
+            close: close.into(),
+            volume: "1.25000000".into(),
+            quote_volume: "83750.12500000".into(),
+            trade_count: 3,
+            closed: false,
+            revision,
+            indicators: Vec::new(),
+        }
+    }
+
+    /// The `indicators` entries of a candle as prost encodes them.
+    fn encoded(values: Vec<pb::IndicatorValue>) -> Values {
+        pb::Candle {
+            indicators: values,
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    #[test]
+    fn an_outgoing_message_is_the_bytes_prost_writes_for_it() {
+        let values = encoded(vec![
+            pb::IndicatorValue {
+                indicator: "macd(12,26,9)".into(),
+                outputs: vec![
+                    pb::IndicatorOutput {
+                        name: "macd".into(),
+                        value: Some("1.2345".into()),
+                    },
+                    pb::IndicatorOutput {
+                        name: "signal".into(),
+                        value: None,
+                    },
+                ],
+                warming_up: true,
+                out_of_range: false,
+            },
+            pb::IndicatorValue {
+                indicator: "sma(20)".into(),
+                outputs: vec![pb::IndicatorOutput {
+                    name: "value".into(),
+                    value: Some("67001.5".into()),
+                }],
+                warming_up: false,
+                out_of_range: false,
+            },
+        ]);
+        for (snapshot, cursor) in [(true, "1700000000000-0"), (false, "")] {
+            let outgoing = Outgoing {
+                candles: vec![
+                    (candle("67005.00", 7), values.clone()),
+                    (candle("67006.00", 8), Values::new()),
+                ],
+                snapshot,
+                cursor: cursor.into(),
+            };
+            let mut bytes = Vec::new();
+            outgoing.encode(&mut bytes);
+            assert_eq!(outgoing.encoded_len(), bytes.len());
+            let message = outgoing.into_message();
+            assert_eq!(bytes, message.encode_to_vec());
+            assert_eq!(message.candles[0].indicators.len(), 2);
+            assert_eq!(message.candles[0].indicators[1].indicator, "sma(20)");
+            assert!(message.candles[1].indicators.is_empty());
+            assert_eq!(message.snapshot, snapshot);
+        }
     }
 }

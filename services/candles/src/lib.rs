@@ -32,6 +32,7 @@ pub mod revision_floor;
 pub mod service;
 pub mod store;
 pub mod subscribe;
+pub mod subscribe_route;
 pub mod verify;
 pub mod verify_task;
 

@@ -26,14 +26,15 @@ use tokio::sync::Notify;
 
 use super::SeriesSpec;
 use super::latest::{LatestStore, basis, basis_len};
-use super::render::{render, render_pb};
+use super::render::{encode_values, render};
 use super::series::Series;
 use crate::candle::Candle;
 use crate::query::CandlesQuery;
 
-/// Values handed to subscribers, as the API sends them: shared, since many
-/// get the same.
-pub type Values = Arc<Vec<tickmesh_api::candles::IndicatorValue>>;
+/// Values handed to subscribers, encoded as the API sends them
+/// ([`encode_values`]): shared, since many get the same (a clone only
+/// counts a reference).
+pub type Values = prost::bytes::Bytes;
 
 /// Latest values go to Redis at most this often per engine.
 pub const LATEST_WRITE_EVERY: Duration = Duration::from_secs(1);
@@ -150,10 +151,8 @@ struct Ready {
     newest_event_ns: i64,
     /// Candles after `state` that may still change, latest revision of each.
     pending: BTreeMap<i64, Candle>,
-    /// Values of pending candles by (open, revision), while a message still
-    /// holds them (weak: the message that is sent last takes them over
-    /// without a copy).
-    cache: HashMap<(i64, u64), Weak<Vec<tickmesh_api::candles::IndicatorValue>>>,
+    /// Values of pending candles by (open, revision).
+    cache: HashMap<(i64, u64), Values>,
     /// Readings of the last committed candles, oldest first (rendered when
     /// a subscriber behind asks for one).
     recent: VecDeque<((i64, u64), Vec<Reading>)>,
@@ -275,8 +274,8 @@ impl Engine {
     /// [`values`](Self::values) on a started state, without waiting on anything.
     fn answer(&self, ready: &mut Ready, candle: &Candle) -> Result<Answer> {
         let key = (candle.bucket.open_ns, candle.revision);
-        if let Some(v) = ready.cache.get(&key).and_then(Weak::upgrade) {
-            return Ok(Answer::Values(Computed::alone(v)));
+        if let Some(v) = ready.cache.get(&key) {
+            return Ok(Answer::Values(Computed::alone(v.clone())));
         }
         if ready
             .state
@@ -284,10 +283,10 @@ impl Engine {
             .is_some_and(|last| candle.bucket.open_ns <= last)
         {
             if let Some((_, r)) = ready.recent.iter().rev().find(|(k, _)| *k == key) {
-                return Ok(Answer::Values(Computed::alone(Arc::new(render_pb(
+                return Ok(Answer::Values(Computed::alone(encode_values(
                     &self.spec.labels,
                     r,
-                )))));
+                ))));
             }
             // A candle already taken as final: an old state of it (a client
             // catching up), or a rewrite.
@@ -348,10 +347,10 @@ impl Engine {
         if ready.state.last_open_ns().is_some_and(|last| key.0 <= last)
             && let Some((_, r)) = ready.recent.iter().rev().find(|(k, _)| *k == key)
         {
-            return Ok(Answer::Values(Computed::alone(Arc::new(render_pb(
+            return Ok(Answer::Values(Computed::alone(encode_values(
                 &spec.labels,
                 r,
-            )))));
+            ))));
         }
         let newest_open = ready.pending.last_key_value().map(|(&open, _)| open);
         if newest_open == Some(key.0) {
@@ -360,11 +359,11 @@ impl Engine {
                 .provisional(spec, key.0)?
                 .preview(&spec.bar(candle))
                 .map_err(|e| internal(spec, e))?;
-            let values: Values = Arc::new(render_pb(&spec.labels, &readings));
+            let values = encode_values(&spec.labels, &readings);
             if ready.cache.len() >= CACHE {
                 ready.cache.clear();
             }
-            ready.cache.insert(key, Arc::downgrade(&values));
+            ready.cache.insert(key, values.clone());
             return Ok(Answer::Values(Computed::alone(values)));
         }
         // Preview the pending candles up to this one (this one as given), and
@@ -385,10 +384,10 @@ impl Engine {
         }
         let mut out = Computed::default();
         for (c, r) in pending.iter().zip(&readings) {
-            let values: Values = Arc::new(render_pb(&spec.labels, r));
+            let values = encode_values(&spec.labels, r);
             ready
                 .cache
-                .insert((c.bucket.open_ns, c.revision), Arc::downgrade(&values));
+                .insert((c.bucket.open_ns, c.revision), values.clone());
             match c.bucket.open_ns.cmp(&key.0) {
                 std::cmp::Ordering::Less => continue,
                 std::cmp::Ordering::Equal => out.values = values,
@@ -501,7 +500,7 @@ impl Engine {
         let readings = state
             .preview(&self.spec.bar(candle))
             .map_err(|e| Error::Internal(format!("indicators of {}: {e}", self.spec.symbol)))?;
-        Ok(Arc::new(render_pb(&self.spec.labels, &readings)))
+        Ok(encode_values(&self.spec.labels, &readings))
     }
 }
 
