@@ -164,6 +164,12 @@ struct Ready {
     /// front, and a revision that leaves the bar as it was (a candle
     /// closing) changes nothing; only a changed bar starts it over.
     provisional: Option<(VecDeque<(u64, Bar)>, IndicatorState)>,
+    /// Bumped by every change of `pending` but an update of its newest
+    /// candle: while it stays, the provisional state checked for a candle
+    /// still fits it without walking the pending candles again.
+    pending_version: u64,
+    /// (candle, `pending_version`) the provisional state was last checked for.
+    provisional_checked: Option<(i64, u64)>,
     /// The newest candle taken as final (its readings are the newest of
     /// `recent`): the latest values while no candle is pending.
     last_final: Option<Candle>,
@@ -181,6 +187,11 @@ impl Ready {
     /// The state after every pending candle before `open` (the provisional
     /// state, brought up to date).
     fn provisional(&mut self, spec: &SeriesSpec, open: i64) -> Result<&IndicatorState> {
+        if self.provisional_checked == Some((open, self.pending_version))
+            && self.provisional.is_some()
+        {
+            return Ok(&self.provisional.as_ref().expect("provisional state").1);
+        }
         let mut before = self.pending.range(..open);
         let current = match &mut self.provisional {
             Some((bars, _)) => bars.iter_mut().all(|(revision, bar)| {
@@ -210,6 +221,7 @@ impl Ready {
             state.commit(&bar).map_err(|e| internal(spec, e))?;
             bars.push_back((c.revision, bar));
         }
+        self.provisional_checked = Some((open, self.pending_version));
         Ok(state)
     }
 }
@@ -314,6 +326,10 @@ impl Engine {
         };
         if changed {
             self.mark_changed();
+            if ready.pending.range(key.0 + 1..).next().is_some() {
+                // Not the newest candle: provisional states must be checked again.
+                ready.pending_version += 1;
+            }
         }
         if moved && ready.pending.range(key.0 + 1..).next().is_some() {
             // Values of the candles after this one were computed with its old state.
@@ -337,6 +353,7 @@ impl Engine {
                 _ => ready.provisional = None,
             }
             ready.pending.remove(&open);
+            ready.pending_version += 1;
             ready.cache.retain(|(o, _), _| *o != open);
             if ready.recent.len() == RECENT {
                 ready.recent.pop_front();
@@ -486,6 +503,8 @@ impl Engine {
             cache: HashMap::new(),
             recent: VecDeque::new(),
             provisional: None,
+            pending_version: 0,
+            provisional_checked: None,
             last_final: None,
         })
     }
