@@ -187,11 +187,17 @@ impl Ready {
     /// The state after every pending candle before `open` (the provisional
     /// state, brought up to date).
     fn provisional(&mut self, spec: &SeriesSpec, open: i64) -> Result<&IndicatorState> {
-        if self.provisional_checked == Some((open, self.pending_version))
-            && self.provisional.is_some()
-        {
-            return Ok(&self.provisional.as_ref().expect("provisional state").1);
+        if self.provisional_checked != Some((open, self.pending_version)) {
+            self.bring_provisional_up_to(spec, open)?;
         }
+        let (_, state) = self.provisional.as_ref().expect("provisional state");
+        Ok(state)
+    }
+
+    /// Checks the provisional state against the pending candles before
+    /// `open`, starts it over if one of them changed, and takes in the ones
+    /// it lacks.
+    fn bring_provisional_up_to(&mut self, spec: &SeriesSpec, open: i64) -> Result<()> {
         let mut before = self.pending.range(..open);
         let current = match &mut self.provisional {
             Some((bars, _)) => bars.iter_mut().all(|(revision, bar)| {
@@ -222,7 +228,7 @@ impl Ready {
             bars.push_back((c.revision, bar));
         }
         self.provisional_checked = Some((open, self.pending_version));
-        Ok(state)
+        Ok(())
     }
 }
 
@@ -350,7 +356,10 @@ impl Engine {
                 Some((bars, _)) if bars.front().is_some_and(|(_, b)| *b == bar) => {
                     bars.pop_front();
                 }
-                _ => ready.provisional = None,
+                _ => {
+                    ready.provisional = None;
+                    ready.provisional_checked = None;
+                }
             }
             ready.pending.remove(&open);
             ready.pending_version += 1;
