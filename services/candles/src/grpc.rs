@@ -125,30 +125,6 @@ impl Outgoing {
         candle.encoded_len() + values.len()
     }
 
-    /// The encoded length of the message.
-    pub fn encoded_len(&self) -> usize {
-        use prost::encoding::{bool, string};
-        let candles: usize = self
-            .candles
-            .iter()
-            .map(|c| {
-                let len = Self::candle_len(c);
-                1 + prost::encoding::encoded_len_varint(len as u64) + len
-            })
-            .sum();
-        candles
-            + if self.snapshot {
-                bool::encoded_len(2, &self.snapshot)
-            } else {
-                0
-            }
-            + if self.cursor.is_empty() {
-                0
-            } else {
-                string::encoded_len(3, &self.cursor)
-            }
-    }
-
     /// Writes the message (fields in number order, as prost does).
     pub fn encode(&self, buf: &mut impl BufMut) {
         use prost::encoding::{WireType, bool, encode_key, encode_varint, string};
@@ -370,7 +346,6 @@ mod tests {
             };
             let mut bytes = Vec::new();
             outgoing.encode(&mut bytes);
-            assert_eq!(outgoing.encoded_len(), bytes.len());
             let message = outgoing.into_message();
             assert_eq!(bytes, message.encode_to_vec());
             assert_eq!(message.candles[0].indicators.len(), 2);
